@@ -1,0 +1,159 @@
+use crate::common::{assert_close, ctx};
+use optimus_gpu::objective::{evaluate, ObjectiveStage};
+use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
+use optimus_gpu::Function;
+
+const DIMS: [usize; 5] = [1, 2, 7, 64, 300];
+
+fn dims_for(f: Function) -> Vec<usize> {
+    if f == Function::Powell {
+        vec![4, 8, 64, 300]
+    } else {
+        DIMS.to_vec()
+    }
+}
+
+fn shifted_rotated() -> SampleOptions {
+    SampleOptions {
+        shift: 0.3,
+        rotate: true,
+        log10_scale: (-1.0, 1.0),
+    }
+}
+
+/// Compares the GPU objective with the CPU twin on a batch of problems.
+fn check_batch(problems: &[ProblemSpec]) {
+    let stage = ObjectiveStage::new(ctx(), None).unwrap();
+    let gpu = evaluate(ctx(), &stage, problems).unwrap();
+    for (p, (fg, gg)) in problems.iter().zip(&gpu) {
+        let mut gc = vec![0.0; p.dim];
+        let fc = p.cpu_gap_grad(&p.x0, &mut gc).unwrap();
+        let what = format!("{} d={} rot={}", p.objective.name(), p.dim, p.rotation.is_some());
+        // f32 sums of d terms, and trig of arguments up to ~400 rad (Griewank): the
+        // tolerance grows with d.
+        let tol = 1e-4 * (p.dim as f64).sqrt().max(1.0);
+        assert_close(*fg, fc, tol, 1e-6 * p.scale, &format!("{what}: f"));
+        let gmax = gc.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for i in 0..p.dim {
+            assert_close(gg[i], gc[i], tol, gmax + 1e-6, &format!("{what}: g[{i}]"));
+        }
+    }
+}
+
+#[test]
+fn gpu_matches_cpu_twin_for_every_function_and_dimension() {
+    for f in Function::ALL {
+        let problems: Vec<_> = dims_for(f)
+            .into_iter()
+            .enumerate()
+            .map(|(k, d)| ProblemSpec::sample(Objective::Builtin(f), d, &SampleOptions::default(), 11 + k as u64).unwrap())
+            .collect();
+        check_batch(&problems);
+    }
+}
+
+#[test]
+fn gpu_matches_cpu_twin_shifted_rotated_and_scaled() {
+    for f in Function::ALL {
+        let problems: Vec<_> = dims_for(f)
+            .into_iter()
+            .filter(|&d| d <= 64)
+            .enumerate()
+            .map(|(k, d)| ProblemSpec::sample(Objective::Builtin(f), d, &shifted_rotated(), 99 + k as u64).unwrap())
+            .collect();
+        check_batch(&problems);
+    }
+}
+
+#[test]
+fn one_batch_mixes_functions_and_dimensions() {
+    let mut problems = Vec::new();
+    for (k, f) in Function::ALL.into_iter().enumerate() {
+        for d in [1usize, 3, 4, 65, 130] {
+            if f.check_dim(d).is_ok() {
+                let opts = if k % 2 == 0 { SampleOptions::default() } else { shifted_rotated() };
+                problems.push(ProblemSpec::sample(Objective::Builtin(f), d, &opts, (k * 7 + d) as u64).unwrap());
+            }
+        }
+    }
+    check_batch(&problems);
+}
+
+#[test]
+fn value_at_the_minimizer_is_f_star() {
+    let mut problems = Vec::new();
+    for f in Function::ALL {
+        for d in dims_for(f) {
+            for opts in [SampleOptions::default(), shifted_rotated()] {
+                let mut p = ProblemSpec::sample(Objective::Builtin(f), d.min(64), &opts, 5).unwrap();
+                p.x0 = p.center.clone();
+                problems.push(p);
+            }
+        }
+    }
+    let stage = ObjectiveStage::new(ctx(), None).unwrap();
+    let gpu = evaluate(ctx(), &stage, &problems).unwrap();
+    for (p, (fg, _)) in problems.iter().zip(&gpu) {
+        let mut g = vec![0.0; p.dim];
+        let fc = p.cpu_gap_grad(&p.x0, &mut g).unwrap();
+        let what = format!("{} d={}", p.objective.name(), p.dim);
+        let fstar = p.f_star().abs();
+        assert!(fc.abs() <= 1e-9 * (1.0 + fstar) * p.scale, "{what}: cpu gap {fc} at minimizer");
+        assert!(g.iter().all(|v| v.abs() <= 1e-6 * (1.0 + fstar)), "{what}: cpu gradient {g:?} at minimizer");
+        assert!(fg.abs() <= 1e-4 * p.scale * p.dim as f64, "{what}: gpu gap {fg} at minimizer");
+    }
+}
+
+#[test]
+fn analytic_gradients_match_finite_differences() {
+    for f in Function::ALL {
+        for d in [1usize, 2, 4, 7, 12] {
+            if f.check_dim(d).is_err() {
+                continue;
+            }
+            for opts in [SampleOptions::default(), shifted_rotated()] {
+                let p = ProblemSpec::sample(Objective::Builtin(f), d, &opts, 3 + d as u64).unwrap();
+                // Move off the start point a little so no coordinate sits on a kink.
+                let x: Vec<f64> = p.x0.iter().map(|v| v * 0.37 + 0.011).collect();
+                let mut g = vec![0.0; d];
+                p.cpu_gap_grad(&x, &mut g).unwrap();
+                for i in 0..d {
+                    let h = 1e-6 * x[i].abs().max(1.0);
+                    let (mut xp, mut xm) = (x.clone(), x.clone());
+                    xp[i] += h;
+                    xm[i] -= h;
+                    let mut tmp = vec![0.0; d];
+                    let fd = (p.cpu_gap_grad(&xp, &mut tmp).unwrap() - p.cpu_gap_grad(&xm, &mut tmp).unwrap()) / (2.0 * h);
+                    let gmax = g.iter().fold(1e-8f64, |m, v| m.max(v.abs()));
+                    assert!(
+                        (fd - g[i]).abs() <= 1e-5 * gmax + 1e-6 * fd.abs(),
+                        "{} d={d}: ∂f/∂x{i} analytic {} vs finite difference {fd}",
+                        f.name(),
+                        g[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn user_objective_runs_on_the_gpu() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
+    let user = std::sync::Arc::new(optimus_gpu::objective::UserObjective::load(&path).unwrap());
+    let stage = ObjectiveStage::new(ctx(), Some(&user)).unwrap();
+    let problems: Vec<_> = [1usize, 5, 70]
+        .iter()
+        .map(|&d| ProblemSpec::sample(Objective::User(user.clone()), d, &SampleOptions::default(), d as u64).unwrap())
+        .collect();
+    let gpu = evaluate(ctx(), &stage, &problems).unwrap();
+    for (p, (fg, gg)) in problems.iter().zip(&gpu) {
+        let d = p.dim;
+        let lam = |i: usize| if d <= 1 { 1.0 } else { 1e3f64.powf(i as f64 / (d - 1) as f64) };
+        let f: f64 = (0..d).map(|i| 0.5 * lam(i) * p.x0[i] * p.x0[i]).sum();
+        assert_close(*fg, f, 1e-5, 1e-6, "user f");
+        for i in 0..d {
+            assert_close(gg[i], lam(i) * p.x0[i], 1e-5, 1e-6, "user g");
+        }
+    }
+}

@@ -1,0 +1,359 @@
+// Objective stage: the gap f(x) − f* and its gradient for every problem of a batch.
+// CPU twin: `Function::gap_grad` through `problem::ProblemBatch::cpu_gap_grad`.
+//
+// One workgroup per problem. f(x) = scale · F(z* + e) with e = R (x − center), so the
+// problem's minimizer sits at `center`. Functions are written in e, the offset from
+// their minimizer, which keeps f32 precise near the optimum.
+//
+// A user objective (a file that defines `user_term`, `user_grad`, USER_F_STAR and
+// USER_DOMAIN_LO/HI) is placed before this file by the engine; `coord(j)` reads z_j.
+
+#include "shared/problem.wgsl"
+#include "shared/reduce.wgsl"
+#include "shared/math.wgsl"
+
+struct ObjParams {
+    n_problems: u32,
+    // Σ d_p: length of one per-coordinate buffer.
+    n_total: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: ObjParams;
+@group(0) @binding(1) var<storage, read> problems: array<Problem>;
+@group(0) @binding(2) var<storage, read> center: array<f32>;
+@group(0) @binding(3) var<storage, read> rot: array<f32>;
+@group(0) @binding(4) var<storage, read> x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad: array<f32>;
+// Three per-coordinate regions: e | aux (Perm's inner sums) | ∇_z F.
+@group(0) @binding(7) var<storage, read_write> scratch: array<f32>;
+
+var<private> cur_off: u32;
+var<private> cur_func: u32;
+var<private> cur_dim: u32;
+
+const PERM_BETA: f32 = 10.0;
+const STYB_ZSTAR: f32 = -2.9035340277711778;
+const SCHWEFEL_C: f32 = 418.9828872724339;
+const SCHWEFEL_ZSTAR: f32 = 420.968746359982;
+const ACKLEY_A: f32 = 20.0;
+const ACKLEY_B: f32 = 0.2;
+const E_CONST: f32 = 2.718281828459045;
+
+// Offset of coordinate j from the minimizer.
+fn e_at(j: u32) -> f32 {
+    return scratch[cur_off + j];
+}
+
+// Coordinate j of the current problem (the user objective's accessor).
+fn coord(j: u32) -> f32 {
+    return zstar(cur_func, j, cur_dim) + e_at(j);
+}
+
+fn aux_at(j: u32) -> f32 {
+    return scratch[params.n_total + cur_off + j];
+}
+
+// Minimizer z*_i of function `func` at dimension d (twin: `Function::minimizer`).
+fn zstar(func: u32, i: u32, d: u32) -> f32 {
+    let k = f32(i + 1u);
+    switch func {
+        case 1u, 4u: { return 1.0; }
+        case 6u: { return STYB_ZSTAR; }
+        case 7u: { return exp2(-(1.0 - exp2(-f32(i)))); }
+        case 9u: { return 1.0 / k; }
+        case 11u: { return k * (f32(d) + 1.0 - k); }
+        case 12u: { return SCHWEFEL_ZSTAR; }
+        default: { return 0.0; }
+    }
+}
+
+// Per-coordinate contributions to the problem-wide sums that some functions need.
+fn pre_sums(func: u32, i: u32, d: u32) -> vec4<f32> {
+    let z = coord(i);
+    switch func {
+        case 3u: {
+            let s = sinpi(z);
+            return vec4<f32>(z * z, -2.0 * s * s, 0.0, 0.0);
+        }
+        case 5u: {
+            let th = z / sqrt(f32(i + 1u));
+            let c = cos(th);
+            let h = sin(0.5 * th);
+            var lg: f32;
+            if c > 0.0 {
+                lg = log1p_(-2.0 * h * h);
+            } else {
+                lg = log(abs(c));
+            }
+            return vec4<f32>(0.0, lg, select(0.0, 1.0, c < 0.0), 0.0);
+        }
+        case 10u: {
+            return vec4<f32>(0.5 * f32(i + 1u) * z, 0.0, 0.0, 0.0);
+        }
+        default: { return vec4<f32>(0.0); }
+    }
+}
+
+// Perm's inner sum Σ_j (j + β)(z_j^i − j^−i) for i = row + 1.
+fn perm_inner(row: u32, d: u32) -> f32 {
+    let i = row + 1u;
+    var acc = 0.0;
+    for (var j = 1u; j <= d; j++) {
+        let jf = f32(j);
+        acc += (jf + PERM_BETA) * (ipow(coord(j - 1u), i) - 1.0 / ipow(jf, i));
+    }
+    return acc;
+}
+
+// Part of the gap that is not a sum over coordinates (Ackley, Griewank, Zakharov, user).
+fn global_gap(func: u32, s: vec4<f32>, d: u32) -> f32 {
+    let n = f32(d);
+    switch func {
+        case 3u: {
+            let r = sqrt(s.x / n);
+            return ACKLEY_A * -expm1_(-ACKLEY_B * r) + E_CONST * -expm1_(s.y / n);
+        }
+        case 5u: {
+            // 1 − Π cos = 1 − (−1)^neg · exp(Σ log|cos|).
+            if (u32(s.z) & 1u) == 0u {
+                return -expm1_(s.y);
+            }
+            return 1.0 + exp(s.y);
+        }
+        case 10u: {
+            return s.x * s.x + s.x * s.x * s.x * s.x;
+        }
+        case FUNC_USER: {
+            return -USER_F_STAR;
+        }
+        default: { return 0.0; }
+    }
+}
+
+// Coordinate i's term of the gap (x) and ∂F/∂z_i (y).
+fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
+    let e = e_at(i);
+    let z = coord(i);
+    let n = f32(d);
+    switch func {
+        case 0u: {
+            return vec2<f32>(z * z, 2.0 * z);
+        }
+        case 1u: {
+            var t = 0.0;
+            var g = 0.0;
+            if i + 1u < d {
+                // z_{i+1} − z_i² written in offsets from z* = 1.
+                let a = e_at(i + 1u) - 2.0 * e - e * e;
+                t = 100.0 * a * a + e * e;
+                g = -400.0 * z * a + 2.0 * e;
+            }
+            if i > 0u {
+                let ep = e_at(i - 1u);
+                g += 200.0 * (e - 2.0 * ep - ep * ep);
+            }
+            return vec2<f32>(t, g);
+        }
+        case 2u: {
+            let sp = sinpi(z);
+            return vec2<f32>(z * z + 20.0 * sp * sp, 2.0 * z + 20.0 * PI * sinpi(2.0 * z));
+        }
+        case 3u: {
+            let r = sqrt(s.x / n);
+            var g = exp(s.y / n + 1.0) * 2.0 * PI * sinpi(2.0 * z) / n;
+            if r > 0.0 {
+                g += ACKLEY_A * ACKLEY_B * exp(-ACKLEY_B * r) * z / (n * r);
+            }
+            return vec2<f32>(0.0, g);
+        }
+        case 4u: {
+            // w = 1 + (z − 1)/4 = 1 + e/4; sin(π w) = −sin(π e/4) etc.
+            let wm = 0.25 * e;
+            var t = 0.0;
+            var gw = 0.0;
+            if i == 0u {
+                let s1 = sinpi(wm);
+                t += s1 * s1;
+                gw += PI * sinpi(2.0 * wm);
+            }
+            if i + 1u < d {
+                let q = PI * (1.0 + wm) + 1.0;
+                let sq = sin(q);
+                t += wm * wm * (1.0 + 10.0 * sq * sq);
+                gw += 2.0 * wm * (1.0 + 10.0 * sq * sq) + wm * wm * 10.0 * PI * sin(2.0 * q);
+            } else {
+                let s2 = sinpi(2.0 * wm);
+                t += wm * wm * (1.0 + s2 * s2);
+                gw += 2.0 * wm * (1.0 + s2 * s2) + wm * wm * 2.0 * PI * sinpi(4.0 * wm);
+            }
+            return vec2<f32>(t, 0.25 * gw);
+        }
+        case 5u: {
+            let sq = sqrt(f32(i + 1u));
+            let c = cos(z / sq);
+            // Π_{j≠i} cos = sign · exp(Σ log|cos| − log|cos_i|).
+            let neg_others = u32(s.z) - select(0u, 1u, c < 0.0);
+            let sign = select(1.0, -1.0, (neg_others & 1u) == 1u);
+            var others = 0.0;
+            if c != 0.0 {
+                others = sign * exp(s.y - log(abs(c)));
+            }
+            return vec2<f32>(z * z / 4000.0, z / 2000.0 + others * sin(z / sq) / sq);
+        }
+        case 6u: {
+            let zs = STYB_ZSTAR;
+            let t = 0.5 * e * e * (z * z + 2.0 * zs * z + 3.0 * zs * zs - 16.0);
+            let g = 0.5 * e * (4.0 * (z * z + z * zs + zs * zs) - 32.0);
+            return vec2<f32>(t, g);
+        }
+        case 7u: {
+            // a_i = 2 z_i² − z_{i−1}, written in offsets (its value at z* is 0).
+            var t = 0.0;
+            var g = 0.0;
+            if i == 0u {
+                t = e * e;
+                g = 2.0 * e;
+            } else {
+                let a = e * (4.0 * zstar(7u, i, d) + 2.0 * e) - e_at(i - 1u);
+                t = f32(i + 1u) * a * a;
+                g = f32(i + 1u) * 2.0 * a * 4.0 * z;
+            }
+            if i + 1u < d {
+                let en = e_at(i + 1u);
+                let an = en * (4.0 * zstar(7u, i + 1u, d) + 2.0 * en) - e;
+                g -= f32(i + 2u) * 2.0 * an;
+            }
+            return vec2<f32>(t, g);
+        }
+        case 8u: {
+            let b = i & ~3u;
+            let a0 = coord(b);
+            let a1 = coord(b + 1u);
+            let a2 = coord(b + 2u);
+            let a3 = coord(b + 3u);
+            let t1 = a0 + 10.0 * a1;
+            let t2 = a2 - a3;
+            let t3 = a1 - 2.0 * a2;
+            let t4 = a0 - a3;
+            var t = 0.0;
+            if i == b {
+                t = t1 * t1 + 5.0 * t2 * t2 + t3 * t3 * t3 * t3 + 10.0 * t4 * t4 * t4 * t4;
+            }
+            var g: f32;
+            switch i - b {
+                case 0u: { g = 2.0 * t1 + 40.0 * t4 * t4 * t4; }
+                case 1u: { g = 20.0 * t1 + 4.0 * t3 * t3 * t3; }
+                case 2u: { g = 10.0 * t2 - 8.0 * t3 * t3 * t3; }
+                default: { g = -10.0 * t2 - 40.0 * t4 * t4 * t4; }
+            }
+            return vec2<f32>(t, g);
+        }
+        case 9u: {
+            let inner = aux_at(i);
+            var acc = 0.0;
+            var pw = 1.0;
+            for (var r = 1u; r <= d; r++) {
+                acc += 2.0 * aux_at(r - 1u) * f32(r) * pw;
+                pw *= z;
+            }
+            return vec2<f32>(inner * inner, (f32(i + 1u) + PERM_BETA) * acc);
+        }
+        case 10u: {
+            let k = 0.5 * f32(i + 1u);
+            return vec2<f32>(z * z, 2.0 * z + (2.0 * s.x + 4.0 * s.x * s.x * s.x) * k);
+        }
+        case 11u: {
+            var t = e * e;
+            var g = 2.0 * e;
+            if i > 0u {
+                t -= e * e_at(i - 1u);
+                g -= e_at(i - 1u);
+            }
+            if i + 1u < d {
+                g -= e_at(i + 1u);
+            }
+            return vec2<f32>(t, g);
+        }
+        case 12u: {
+            let sr = sqrt(abs(z));
+            return vec2<f32>(SCHWEFEL_C - z * sin(sr), -(sin(sr) + 0.5 * sr * cos(sr)));
+        }
+        default: {
+            return vec2<f32>(user_term(i, d), user_grad(i, d));
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let p = problem_index(wid, nwg);
+    if p >= params.n_problems {
+        return;
+    }
+    let prob = problems[p];
+    let d = prob.dim;
+    let off = prob.offset;
+    cur_off = off;
+    cur_func = prob.func;
+    cur_dim = d;
+    let n = params.n_total;
+
+    // e = R (x − center), or x − center without a rotation.
+    for (var i = lid; i < d; i += WG) {
+        var e = 0.0;
+        if prob.rot == ROT_NONE {
+            e = x[off + i] - center[off + i];
+        } else {
+            let row = prob.rot + i * d;
+            for (var j = 0u; j < d; j++) {
+                e += rot[row + j] * (x[off + j] - center[off + j]);
+            }
+        }
+        scratch[off + i] = e;
+    }
+    storageBarrier();
+
+    if prob.func == 9u {
+        for (var i = lid; i < d; i += WG) {
+            scratch[n + off + i] = perm_inner(i, d);
+        }
+    }
+    var part = vec4<f32>(0.0);
+    for (var i = lid; i < d; i += WG) {
+        part += pre_sums(prob.func, i, d);
+    }
+    let sums = wg_sum4(lid, part);
+    storageBarrier();
+
+    var value = 0.0;
+    for (var i = lid; i < d; i += WG) {
+        let tg = term_grad(prob.func, i, d, sums);
+        value += tg.x;
+        scratch[2u * n + off + i] = tg.y;
+    }
+    let total = wg_sum(lid, value) + global_gap(prob.func, sums, d);
+    storageBarrier();
+
+    // ∇_x f = scale · Rᵀ ∇_z F.
+    for (var j = lid; j < d; j += WG) {
+        var g = 0.0;
+        if prob.rot == ROT_NONE {
+            g = scratch[2u * n + off + j];
+        } else {
+            for (var i = 0u; i < d; i++) {
+                g += rot[prob.rot + i * d + j] * scratch[2u * n + off + i];
+            }
+        }
+        grad[off + j] = prob.scale * g;
+    }
+    if lid == 0u {
+        f_out[p] = prob.scale * total;
+    }
+}

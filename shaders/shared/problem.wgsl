@@ -1,0 +1,24 @@
+// One problem of a batch. Coordinates of all problems are stored back to back
+// (ragged): problem p owns [offset, offset + dim) of every per-coordinate buffer.
+// Mirrors `problem::ProblemDesc`.
+struct Problem {
+    offset: u32,
+    dim: u32,
+    // Benchmark function id (`Function::id`), or FUNC_USER.
+    func: u32,
+    // Start of the problem's d×d row-major rotation in `rot`, or ROT_NONE.
+    rot: u32,
+    // f(x) = scale · F(z*(d) + R (x − center)).
+    scale: f32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+const ROT_NONE: u32 = 0xffffffffu;
+const FUNC_USER: u32 = 13u;
+
+// Workgroups are laid out on a 2-d grid when a batch has more than 65535 problems.
+fn problem_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}

@@ -1,0 +1,28 @@
+// Deterministic workgroup reductions (a tree in workgroup memory, no float atomics).
+// Call from uniform control flow only: they contain barriers.
+
+const WG: u32 = 64u;
+
+var<workgroup> red_buf: array<vec4<f32>, WG>;
+var<workgroup> red_out: vec4<f32>;
+
+// Sum of `v` over the workgroup, returned to every invocation.
+fn wg_sum4(lid: u32, v: vec4<f32>) -> vec4<f32> {
+    workgroupBarrier();
+    red_buf[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if lid < s {
+            red_buf[lid] = red_buf[lid] + red_buf[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        red_out = red_buf[0];
+    }
+    return workgroupUniformLoad(&red_out);
+}
+
+fn wg_sum(lid: u32, v: f32) -> f32 {
+    return wg_sum4(lid, vec4<f32>(v, 0.0, 0.0, 0.0)).x;
+}

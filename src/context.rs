@@ -1,0 +1,212 @@
+//! The GPU context: one device and queue, either picked by the engine or lent by an
+//! embedding application, plus the few helpers every stage uses (buffers, readbacks).
+
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use wgpu::util::DeviceExt;
+
+/// A wgpu device and queue the engine records its work on.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// Adapter description, when the engine picked the adapter itself.
+    pub adapter_info: Option<wgpu::AdapterInfo>,
+    readbacks: AtomicU64,
+}
+
+/// Limits the engine asks for: the WebGPU defaults, except storage buffers as large as
+/// the adapter allows (rotations and dense BFGS matrices are big).
+fn wanted_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
+    wgpu::Limits {
+        max_storage_buffer_binding_size: adapter.max_storage_buffer_binding_size,
+        max_buffer_size: adapter.max_buffer_size,
+        ..wgpu::Limits::default()
+    }
+}
+
+impl GpuContext {
+    /// Picks an adapter (honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`) and opens a
+    /// device on it.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = wgpu::util::initialize_adapter_from_env_or_default(&instance, None)
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        log::info!(
+            "using adapter '{}' ({:?}, {:?})",
+            info.name,
+            info.backend,
+            info.device_type
+        );
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("optimus-gpu"),
+                required_features: wgpu::Features::empty(),
+                required_limits: wanted_limits(&adapter.limits()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("could not open a device on '{}': {e}", info.name)))?;
+        Ok(Self {
+            device,
+            queue,
+            adapter_info: Some(info),
+            readbacks: AtomicU64::new(0),
+        })
+    }
+
+    /// Wraps a caller's device and queue, for embedding the engine in an existing
+    /// wgpu application. The engine then records its work on that device.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self {
+            device,
+            queue,
+            adapter_info: None,
+            readbacks: AtomicU64::new(0),
+        }
+    }
+
+    /// Number of device-to-host readbacks so far; the step loops must not add to it.
+    pub fn readback_count(&self) -> u64 {
+        self.readbacks.load(Ordering::Relaxed)
+    }
+
+    /// Largest storage buffer binding the device allows, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.device.limits().max_storage_buffer_binding_size
+    }
+
+    /// A storage buffer initialised from `data` (at least 4 bytes, so empty arrays bind).
+    pub fn storage<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.check_size(label, bytes.len() as u64)?;
+        let contents = if bytes.len() < 4 { &[0u8; 4][..] } else { bytes };
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            }))
+    }
+
+    /// A zeroed storage buffer of `len` 4-byte words.
+    pub fn storage_zeroed(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        let size = (len.max(1) * 4) as u64;
+        self.check_size(label, size)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A uniform buffer holding `value`.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    fn check_size(&self, label: &str, size: u64) -> Result<()> {
+        let max = self.max_binding();
+        if size > max {
+            return Err(Error::TooLarge(format!(
+                "buffer '{label}' needs {size} bytes, over this device's limit of {max} bytes; \
+                 use fewer problems or smaller dimensions per batch"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies `len` values of type `T` from the start of `buffer` back to the host.
+    /// Counted, so tests can assert that step loops do not read back.
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+        self.readbacks.fetch_add(1, Ordering::Relaxed);
+        let size = (len * std::mem::size_of::<T>()) as u64;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("device lost while reading back: {e}")))?;
+        rx.recv()
+            .map_err(|e| Error::Gpu(format!("readback channel closed: {e}")))?
+            .map_err(|e| Error::Gpu(format!("could not map readback buffer: {e}")))?;
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("could not view readback buffer: {e}")))?;
+        let out = bytemuck::cast_slice(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Waits until all submitted work is done (for timing).
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("device lost: {e}")))
+    }
+
+    /// One-paragraph description for `optimus-gpu info`.
+    pub fn describe(&self) -> String {
+        let l = self.device.limits();
+        let mut s = String::new();
+        if let Some(i) = &self.adapter_info {
+            s += &format!(
+                "adapter: {}\nbackend: {:?}\ndevice type: {:?}\ndriver: {} {}\n",
+                i.name, i.backend, i.device_type, i.driver, i.driver_info
+            );
+        } else {
+            s += "adapter: provided by the embedding application\n";
+        }
+        s += &format!(
+            "max storage buffer binding: {} MiB\nmax buffer size: {} MiB\n\
+             max storage buffers per stage: {}\nmax workgroup storage: {} KiB\n\
+             max invocations per workgroup: {}\nmax workgroups per dimension: {}\n\
+             features: {:?}\nengine limits: d <= {}, workgroup size {}\n",
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_buffer_size >> 20,
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroups_per_dimension,
+            self.device.features(),
+            crate::functions::MAX_DIM,
+            crate::kernel::WORKGROUP,
+        );
+        s
+    }
+}

@@ -1,0 +1,213 @@
+//! WGSL sources, their composition (`#include`), validation with naga, and compute
+//! kernels with explicit bind group layouts.
+//!
+//! Every shader lives in `shaders/` and is embedded at compile time, so the binary runs
+//! from anywhere. WGSL has no include directive: a line `#include "shared/x.wgsl"` is
+//! replaced by that file (once per shader), which keeps shared math in one place.
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// Invocations per workgroup in every kernel. Each workgroup owns one problem and loops
+/// over its coordinates, so this is independent of the problem dimension.
+pub const WORKGROUP: u32 = 64;
+
+/// Workgroups per dimension of a dispatch (the WebGPU default limit).
+const MAX_GROUPS_X: u32 = 65535;
+
+/// All WGSL files of the engine, by path relative to `shaders/`.
+pub const SHADERS: &[(&str, &str)] = &[
+    ("objective.wgsl", include_str!("../shaders/objective.wgsl")),
+    ("first_order.wgsl", include_str!("../shaders/first_order.wgsl")),
+    ("bfgs.wgsl", include_str!("../shaders/bfgs.wgsl")),
+    ("lbfgs.wgsl", include_str!("../shaders/lbfgs.wgsl")),
+    ("shared/problem.wgsl", include_str!("../shaders/shared/problem.wgsl")),
+    ("shared/reduce.wgsl", include_str!("../shaders/shared/reduce.wgsl")),
+    ("shared/math.wgsl", include_str!("../shaders/shared/math.wgsl")),
+    ("shared/opt_state.wgsl", include_str!("../shaders/shared/opt_state.wgsl")),
+    ("shared/quasi_newton.wgsl", include_str!("../shaders/shared/quasi_newton.wgsl")),
+    ("shared/line_search.wgsl", include_str!("../shaders/shared/line_search.wgsl")),
+    ("shared/user_stub.wgsl", include_str!("../shaders/shared/user_stub.wgsl")),
+];
+
+/// Top-level kernels (files with an entry point `main`), except `objective.wgsl`, which
+/// is completed by a user objective or its stand-in (`objective::objective_source`).
+pub const ENTRY_SHADERS: &[&str] = &["first_order.wgsl", "bfgs.wgsl", "lbfgs.wgsl"];
+
+fn source_of(path: &str) -> Result<&'static str> {
+    SHADERS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| Error::Shader {
+            file: path.to_string(),
+            message: "no such shader in shaders/".to_string(),
+        })
+}
+
+/// The shader `path` with its includes expanded, each included file once.
+pub fn compose(path: &str) -> Result<String> {
+    let mut seen = Vec::new();
+    let mut out = String::new();
+    expand(path, &mut seen, &mut out)?;
+    Ok(out)
+}
+
+fn expand(path: &str, seen: &mut Vec<String>, out: &mut String) -> Result<()> {
+    if seen.iter().any(|s| s == path) {
+        return Ok(());
+    }
+    seen.push(path.to_string());
+    for line in source_of(path)?.lines() {
+        match line.trim().strip_prefix("#include") {
+            Some(rest) => expand(rest.trim().trim_matches('"'), seen, out)?,
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses and validates WGSL with naga, with the capabilities the engine requests
+/// (none beyond WebGPU's baseline). `file` names the source in error messages.
+pub fn validate(file: &str, source: &str) -> Result<naga::Module> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| Error::Shader {
+        file: file.to_string(),
+        message: e.emit_to_string_with_path(source, file),
+    })?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .map_err(|e| Error::Shader {
+        file: file.to_string(),
+        message: e.emit_to_string_with_path(source, file),
+    })?;
+    Ok(module)
+}
+
+/// How a kernel sees one binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bind {
+    Uniform,
+    ReadOnly,
+    ReadWrite,
+}
+
+/// A compute pipeline with an explicit bind group layout (so unused bindings are kept
+/// and bind groups always match). Built once, reused for every dispatch.
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    binds: Vec<Bind>,
+    label: String,
+}
+
+impl Kernel {
+    /// Builds the kernel from already validated WGSL with entry point `main`.
+    pub fn new(ctx: &GpuContext, label: &str, source: &str, binds: &[Bind]) -> Result<Self> {
+        let device = &ctx.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let entries: Vec<_> = binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match b {
+                    Bind::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Bind::ReadOnly | Bind::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: *b == Bind::ReadOnly,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(label),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("could not build kernel '{label}': {e}")));
+        }
+        Ok(Self {
+            pipeline,
+            layout,
+            binds: binds.to_vec(),
+            label: label.to_string(),
+        })
+    }
+
+    /// Builds the engine kernel `path` from `shaders/`.
+    pub fn from_shader(ctx: &GpuContext, path: &str, binds: &[Bind]) -> Result<Self> {
+        let source = compose(path)?;
+        validate(path, &source)?;
+        Self::new(ctx, path, &source, binds)
+    }
+
+    /// A bind group over `buffers`, one per binding, in order.
+    pub fn bind(&self, ctx: &GpuContext, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        assert_eq!(
+            buffers.len(),
+            self.binds.len(),
+            "kernel '{}' takes {} bindings",
+            self.label,
+            self.binds.len()
+        );
+        let entries: Vec<_> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&self.label),
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+
+    /// Records one dispatch with one workgroup per problem (a 2-d grid past 65535).
+    pub fn dispatch_problems(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        n_problems: u32,
+    ) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, group, &[]);
+        let x = n_problems.clamp(1, MAX_GROUPS_X);
+        let y = n_problems.div_ceil(MAX_GROUPS_X).max(1);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+}

@@ -1,0 +1,19 @@
+//! optimus-gpu: a GPU-first engine for learned and classic optimizers, batched over
+//! thousands of problems, with hand-written WGSL kernels on wgpu.
+//!
+//! Data flow of one step: [`objective`] (f and ∇f of every problem) → an optimizer in
+//! [`optim`] (state update, line search) → the next evaluation point. [`problem`] lays a
+//! batch of problems out on the GPU; [`functions`] defines the benchmark suite and its CPU
+//! twin; [`eval`] runs the comparison behind `optimus-gpu eval`.
+
+pub mod context;
+pub mod error;
+pub mod functions;
+pub mod kernel;
+pub mod objective;
+pub mod optim;
+pub mod problem;
+
+pub use context::GpuContext;
+pub use error::{Error, Result};
+pub use functions::Function;

@@ -1,0 +1,531 @@
+//! Optimizers, batched on the GPU with one problem per workgroup, behind one interface:
+//! an [`OptimizerConfig`] names the method and its hyperparameters, [`GpuRun`] binds it
+//! to a batch of problems and runs passes (objective, then the optimizer's kernel) with
+//! no readback inside the loop, and [`cpu`] holds the f64 twins.
+//!
+//! Every problem stops on its own (budget, convergence, line-search failure, or a
+//! non-finite value, which flags that problem and leaves the rest of the batch running),
+//! and counts its own iterations and evaluations.
+
+pub mod cpu;
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::kernel::{Bind, Kernel};
+use crate::objective::{ObjectiveBinding, ObjectiveStage};
+use crate::problem::{GpuProblems, ProblemSpec};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The optimization methods the engine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Gradient descent.
+    Gd,
+    /// Heavy-ball momentum.
+    Momentum,
+    /// Nesterov momentum.
+    Nesterov,
+    Adam,
+    /// BFGS with a dense inverse Hessian and a strong-Wolfe line search.
+    Bfgs,
+    /// L-BFGS with a strong-Wolfe line search.
+    Lbfgs,
+}
+
+impl Method {
+    pub const ALL: [Method; 6] = [
+        Method::Gd,
+        Method::Momentum,
+        Method::Nesterov,
+        Method::Adam,
+        Method::Bfgs,
+        Method::Lbfgs,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Gd => "gd",
+            Method::Momentum => "momentum",
+            Method::Nesterov => "nesterov",
+            Method::Adam => "adam",
+            Method::Bfgs => "bfgs",
+            Method::Lbfgs => "lbfgs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Method, String> {
+        let n = s.trim().to_ascii_lowercase().replace(['_', '-'], "");
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == n || (n == "lbfgs" && *m == Method::Lbfgs))
+            .ok_or_else(|| {
+                format!(
+                    "unknown optimizer '{s}'; known: {}",
+                    Method::ALL.map(|m| m.name()).join(", ")
+                )
+            })
+    }
+
+    /// Whether the learning rate is a tuned hyperparameter.
+    pub fn has_lr(self) -> bool {
+        matches!(
+            self,
+            Method::Gd | Method::Momentum | Method::Nesterov | Method::Adam
+        )
+    }
+
+    fn is_quasi_newton(self) -> bool {
+        matches!(self, Method::Bfgs | Method::Lbfgs)
+    }
+
+    /// Variant index inside `first_order.wgsl`.
+    fn variant(self) -> u32 {
+        match self {
+            Method::Gd => 0,
+            Method::Momentum => 1,
+            Method::Nesterov => 2,
+            _ => 3,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A method and its hyperparameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub method: Method,
+    /// Learning rate (first-order methods); per problem values override it.
+    pub lr: f64,
+    /// Momentum coefficient, or Adam's β₁.
+    pub beta1: f64,
+    /// Adam's β₂.
+    pub beta2: f64,
+    /// Adam's ε.
+    pub eps: f64,
+    /// Quasi-Newton methods stop when ‖∇f‖₂ ≤ gtol.
+    pub gtol: f64,
+    /// L-BFGS memory (pairs kept).
+    pub memory: u32,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Adam,
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            gtol: 1e-7,
+            memory: 10,
+        }
+    }
+}
+
+impl OptimizerConfig {
+    pub fn new(method: Method) -> Self {
+        Self {
+            method,
+            ..Default::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("{}: {m}", self.method)));
+        if self.method.has_lr() && !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("learning rate must be positive, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return bad("beta1 and beta2 must lie in [0, 1)".into());
+        }
+        if self.method == Method::Lbfgs && !(1..=64).contains(&self.memory) {
+            return bad(format!("memory must be in 1..=64, got {}", self.memory));
+        }
+        Ok(())
+    }
+}
+
+/// Why a problem stopped (or that it has not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Running,
+    /// Used its step budget.
+    Done,
+    /// ‖∇f‖ fell below the tolerance.
+    Converged,
+    /// The line search found no decrease (usually: converged to working precision).
+    Stalled,
+    /// f or ∇f became NaN or infinite; the problem was stopped and flagged.
+    Diverged,
+}
+
+impl Status {
+    pub fn from_code(c: u32) -> Status {
+        match c {
+            0 => Status::Running,
+            1 => Status::Done,
+            2 => Status::Converged,
+            3 => Status::Stalled,
+            _ => Status::Diverged,
+        }
+    }
+}
+
+/// Per-problem optimizer state; mirrors `struct OptState` in
+/// `shaders/shared/opt_state.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct OptState {
+    pub status: u32,
+    pub iter: u32,
+    pub n_evals: u32,
+    pub phase: u32,
+    pub f: f32,
+    pub lr: f32,
+    pub moff: u32,
+    pub n_ls: u32,
+    pub ls: [f32; 12],
+    pub k: u32,
+    pub head: u32,
+    pub pad: [u32; 2],
+}
+
+/// Mirrors `struct OptParams` in `shaders/shared/opt_state.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct OptParams {
+    n_problems: u32,
+    n_total: u32,
+    steps: u32,
+    variant: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    gtol: f32,
+    memory: u32,
+    pad: [u32; 3],
+}
+
+/// Outcome of one problem.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProblemResult {
+    pub status: Status,
+    /// Accepted steps.
+    pub iters: u32,
+    /// Objective and gradient evaluations.
+    pub evals: u32,
+    /// Gap f − f* at iterations 0..=T (held at the last value after a stop).
+    pub gaps: Vec<f64>,
+    /// Evaluations spent by each iteration of `gaps`.
+    pub evals_at: Vec<u32>,
+    /// Final iterate.
+    pub x: Vec<f64>,
+}
+
+impl ProblemResult {
+    /// Final gap f − f*.
+    pub fn final_gap(&self) -> f64 {
+        *self.gaps.last().unwrap_or(&f64::NAN)
+    }
+
+    /// First iteration whose gap is at most `threshold`, with its evaluation count.
+    pub fn reached(&self, threshold: f64) -> Option<(u32, u32)> {
+        self.gaps
+            .iter()
+            .position(|&g| g <= threshold)
+            .map(|i| (i as u32, self.evals_at[i]))
+    }
+
+    /// Builds a result from raw history pairs (gap, evaluations), holding the last
+    /// recorded value for the iterations after the problem stopped.
+    pub fn from_history(
+        status: Status,
+        iters: u32,
+        evals: u32,
+        raw: &[(f64, u32)],
+        x: Vec<f64>,
+    ) -> Self {
+        let mut gaps = Vec::with_capacity(raw.len());
+        let mut evals_at = Vec::with_capacity(raw.len());
+        let last = if status == Status::Diverged {
+            iters as usize
+        } else {
+            (iters as usize).min(raw.len() - 1)
+        };
+        for (i, &(g, e)) in raw.iter().enumerate() {
+            if i <= last {
+                gaps.push(g);
+                evals_at.push(e);
+            } else {
+                gaps.push(gaps[last]);
+                evals_at.push(evals_at[last]);
+            }
+        }
+        Self {
+            status,
+            iters,
+            evals,
+            gaps,
+            evals_at,
+            x,
+        }
+    }
+}
+
+/// Kernels of every method, built once and shared by runs.
+pub struct Kernels {
+    first_order: Kernel,
+    bfgs: Kernel,
+    lbfgs: Kernel,
+}
+
+impl Kernels {
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        use Bind::*;
+        let fo = [Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite, ReadWrite];
+        let qn = [
+            Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+            ReadWrite,
+        ];
+        Ok(Self {
+            first_order: Kernel::from_shader(ctx, "first_order.wgsl", &fo)?,
+            bfgs: Kernel::from_shader(ctx, "bfgs.wgsl", &qn)?,
+            lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl", &qn)?,
+        })
+    }
+
+    fn for_method(&self, m: Method) -> &Kernel {
+        match m {
+            Method::Bfgs => &self.bfgs,
+            Method::Lbfgs => &self.lbfgs,
+            _ => &self.first_order,
+        }
+    }
+}
+
+/// One optimizer bound to one batch: every buffer and bind group is made here, once;
+/// passes only record dispatches.
+pub struct GpuRun<'a> {
+    kernels: &'a Kernels,
+    objective: &'a ObjectiveStage,
+    config: OptimizerConfig,
+    problems: GpuProblems,
+    steps: u32,
+    obj_binding: ObjectiveBinding,
+    opt_group: wgpu::BindGroup,
+    state: wgpu::Buffer,
+    history: wgpu::Buffer,
+    /// Starts with the iterate (first-order: the point itself; quasi-Newton: the
+    /// vectors whose region 0 is x).
+    x: wgpu::Buffer,
+    _buffers: Vec<wgpu::Buffer>,
+}
+
+/// Passes recorded per submit; keeps command buffers small.
+const PASSES_PER_SUBMIT: u32 = 32;
+
+impl<'a> GpuRun<'a> {
+    /// Binds `config` to `problems` for a budget of `steps` iterations. `lrs` gives a
+    /// learning rate per problem (for tuning in one batch); None uses `config.lr`.
+    pub fn new(
+        ctx: &GpuContext,
+        kernels: &'a Kernels,
+        objective: &'a ObjectiveStage,
+        problems: &[ProblemSpec],
+        config: &OptimizerConfig,
+        lrs: Option<&[f64]>,
+        steps: u32,
+    ) -> Result<Self> {
+        config.validate()?;
+        if steps == 0 {
+            return Err(Error::Config("the step budget must be at least 1".into()));
+        }
+        if let Some(l) = lrs {
+            if l.len() != problems.len() {
+                return Err(Error::Config("one learning rate per problem expected".into()));
+            }
+        }
+        let gp = GpuProblems::new(ctx, problems)?;
+        let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
+        let method = config.method;
+        let mut moff = 0u32;
+        let states: Vec<OptState> = problems
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let s = OptState {
+                    lr: lrs.map_or(config.lr, |l| l[i]) as f32,
+                    moff,
+                    ..Default::default()
+                };
+                if method == Method::Bfgs {
+                    moff += (p.dim * p.dim) as u32;
+                }
+                s
+            })
+            .collect();
+        let state = ctx.storage("optimizer state", &states)?;
+        let history = ctx.storage_zeroed("history", 2 * np * (steps as usize + 1))?;
+        let f = ctx.storage_zeroed("f", np)?;
+        let g = ctx.storage_zeroed("gradient", n)?;
+        let params = ctx.uniform(
+            "optimizer params",
+            &OptParams {
+                n_problems: gp.n_problems,
+                n_total: gp.n_total,
+                steps,
+                variant: method.variant(),
+                beta1: config.beta1 as f32,
+                beta2: config.beta2 as f32,
+                eps: config.eps as f32,
+                gtol: config.gtol as f32,
+                memory: config.memory,
+                pad: [0; 3],
+            },
+        );
+        let kernel = kernels.for_method(method);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        let (obj_binding, opt_group, x, buffers) = if method.is_quasi_newton() {
+            // xe (evaluation point) starts at x0; vecs region 0 (x) too.
+            let xe = ctx.storage_zeroed("trial point", n)?;
+            let vecs = ctx.storage_zeroed("quasi-newton vectors", 6 * n)?;
+            enc.copy_buffer_to_buffer(&gp.x0, 0, &xe, 0, (n * 4) as u64);
+            enc.copy_buffer_to_buffer(&gp.x0, 0, &vecs, 0, (n * 4) as u64);
+            let mat_len = if method == Method::Bfgs {
+                moff as usize
+            } else {
+                2 * config.memory as usize * n
+            };
+            let mat = ctx.storage_zeroed("curvature", mat_len)?;
+            let ob = objective.bind(ctx, &gp, &xe, &f, &g)?;
+            let group = kernel.bind(
+                ctx,
+                &[&params, &gp.desc, &f, &g, &xe, &vecs, &state, &history, &mat],
+            );
+            (ob, group, vecs, vec![xe, mat, params, f, g])
+        } else {
+            let x = ctx.storage_zeroed("x", n)?;
+            enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
+            let vecs = ctx.storage_zeroed("moments", 2 * n)?;
+            let ob = objective.bind(ctx, &gp, &x, &f, &g)?;
+            let group = kernel.bind(ctx, &[&params, &gp.desc, &f, &g, &x, &vecs, &state, &history]);
+            (ob, group, x, vec![vecs, params, f, g])
+        };
+        ctx.queue.submit([enc.finish()]);
+        Ok(Self {
+            kernels,
+            objective,
+            config: config.clone(),
+            problems: gp,
+            steps,
+            obj_binding,
+            opt_group,
+            state,
+            history,
+            x,
+            _buffers: buffers,
+        })
+    }
+
+    /// Records one pass (objective at the evaluation point, then the optimizer kernel)
+    /// into `pass`. No readback: this is the unit an embedding application records.
+    pub fn record_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.objective.record(pass, &self.obj_binding);
+        self.kernels.for_method(self.config.method).dispatch_problems(
+            pass,
+            &self.opt_group,
+            self.problems.n_problems,
+        );
+    }
+
+    /// Submits `n` passes, in submits of [`PASSES_PER_SUBMIT`].
+    pub fn submit_passes(&self, ctx: &GpuContext, n: u32) {
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(PASSES_PER_SUBMIT);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for _ in 0..k {
+                    self.record_pass(&mut pass);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            left -= k;
+        }
+    }
+
+    /// Most passes a run can need: each iteration takes at most the line search's
+    /// evaluations plus its final re-evaluation.
+    fn max_passes(&self) -> u32 {
+        if self.config.method.is_quasi_newton() {
+            1 + self.steps * (cpu::LS_MAX + 1)
+        } else {
+            self.steps + 1
+        }
+    }
+
+    /// Runs until every problem has stopped. First-order methods need exactly T + 1
+    /// passes and never read back before the end; quasi-Newton runs check the problems'
+    /// status every few submits, since line searches take a varying number of passes.
+    pub fn run(&self, ctx: &GpuContext) -> Result<Vec<ProblemResult>> {
+        let max = self.max_passes();
+        if !self.config.method.is_quasi_newton() {
+            self.submit_passes(ctx, max);
+        } else {
+            let chunk = 4 * PASSES_PER_SUBMIT;
+            let mut done = 0;
+            while done < max {
+                let k = chunk.min(max - done);
+                self.submit_passes(ctx, k);
+                done += k;
+                let states: Vec<OptState> = ctx.read(&self.state, self.problems.n_problems as usize)?;
+                if states.iter().all(|s| s.status != 0) {
+                    break;
+                }
+            }
+        }
+        self.results(ctx)
+    }
+
+    /// Reads back state, history and final iterates.
+    pub fn results(&self, ctx: &GpuContext) -> Result<Vec<ProblemResult>> {
+        let np = self.problems.n_problems as usize;
+        let n = self.problems.n_total as usize;
+        let states: Vec<OptState> = ctx.read(&self.state, np)?;
+        let hist: Vec<f32> = ctx.read(&self.history, 2 * np * (self.steps as usize + 1))?;
+        let x_flat: Vec<f32> = ctx.read(&self.x, n)?;
+        let xs = self.problems.split(&x_flat);
+        let t1 = self.steps as usize + 1;
+        Ok(states
+            .iter()
+            .zip(xs)
+            .enumerate()
+            .map(|(p, (s, x))| {
+                let raw: Vec<(f64, u32)> = (0..t1)
+                    .map(|i| {
+                        let b = 2 * (p * t1 + i);
+                        (hist[b] as f64, hist[b + 1] as u32)
+                    })
+                    .collect();
+                let status = Status::from_code(s.status);
+                ProblemResult::from_history(
+                    status,
+                    s.iter,
+                    s.n_evals,
+                    &raw,
+                    x.iter().map(|&v| v as f64).collect(),
+                )
+            })
+            .collect())
+    }
+}

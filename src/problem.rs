@@ -1,0 +1,346 @@
+//! A batch of problems: what each one is (function, dimension, shift, rotation, scale,
+//! start point), how it is sampled, and how the batch is laid out on the GPU.
+//!
+//! Problem p minimizes f(x) = scale · F(z* + R (x − c)) where F is a benchmark function
+//! with minimizer z*, R an orthogonal matrix (identity unless rotated) and c the
+//! problem's minimizer in x-space. With no shift and no rotation, c = z* and x = z: the
+//! textbook function.
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::functions::{Function, MAX_DIM};
+use crate::objective::UserObjective;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use std::sync::Arc;
+
+/// What a problem minimizes.
+#[derive(Clone, Debug)]
+pub enum Objective {
+    Builtin(Function),
+    /// A user WGSL objective (see `assets/objectives/`); one per batch.
+    User(Arc<UserObjective>),
+}
+
+impl Objective {
+    pub fn name(&self) -> String {
+        match self {
+            Objective::Builtin(f) => f.name().to_string(),
+            Objective::User(u) => u.name.clone(),
+        }
+    }
+
+    /// Kernel id (`FUNC_USER` = 13 for user objectives).
+    pub fn id(&self) -> u32 {
+        match self {
+            Objective::Builtin(f) => f.id(),
+            Objective::User(_) => 13,
+        }
+    }
+
+    /// Known minimum F* of the unscaled function.
+    pub fn f_star(&self, d: usize) -> f64 {
+        match self {
+            Objective::Builtin(f) => f.f_star(d),
+            Objective::User(u) => u.f_star,
+        }
+    }
+
+    fn minimizer(&self, i: usize, d: usize) -> f64 {
+        match self {
+            Objective::Builtin(f) => f.minimizer(i, d),
+            Objective::User(_) => 0.0,
+        }
+    }
+
+    fn start_domain(&self, d: usize) -> (f64, f64) {
+        match self {
+            Objective::Builtin(f) => f.start_domain(d),
+            Objective::User(u) => u.domain,
+        }
+    }
+}
+
+/// How problems are drawn around a benchmark function.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleOptions {
+    /// Shift of the minimizer, as a fraction of the start domain's half-width.
+    pub shift: f64,
+    /// Apply a random orthogonal rotation (couples the coordinates).
+    pub rotate: bool,
+    /// log10 of the objective scale is drawn uniformly from this range.
+    pub log10_scale: (f64, f64),
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        Self {
+            shift: 0.0,
+            rotate: false,
+            log10_scale: (0.0, 0.0),
+        }
+    }
+}
+
+/// One problem of a batch.
+#[derive(Clone, Debug)]
+pub struct ProblemSpec {
+    pub objective: Objective,
+    pub dim: usize,
+    pub scale: f64,
+    /// Minimizer in x-space.
+    pub center: Vec<f64>,
+    /// Row-major d×d orthogonal matrix, or None for the identity.
+    pub rotation: Option<Vec<f64>>,
+    /// Start point.
+    pub x0: Vec<f64>,
+}
+
+impl ProblemSpec {
+    /// Draws a problem of `objective` at dimension `d`: a start point uniform in the
+    /// function's start domain (in z-space), and shift, rotation and scale as `opts` say.
+    pub fn sample(objective: Objective, d: usize, opts: &SampleOptions, seed: u64) -> Result<Self> {
+        if let Objective::Builtin(f) = &objective {
+            f.check_dim(d).map_err(Error::Problem)?;
+        } else if d == 0 || d > MAX_DIM {
+            return Err(Error::Problem(format!(
+                "dimension {d} is out of range 1..={MAX_DIM}"
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (lo, hi) = objective.start_domain(d);
+        let half = 0.5 * (hi - lo);
+        let z0: Vec<f64> = (0..d).map(|_| rng.random_range(lo..=hi)).collect();
+        let user = matches!(objective, Objective::User(_));
+        let center: Vec<f64> = (0..d)
+            .map(|i| {
+                let shift = if user || opts.shift == 0.0 {
+                    0.0
+                } else {
+                    opts.shift * half * rng.random_range(-1.0..=1.0)
+                };
+                objective.minimizer(i, d) + shift
+            })
+            .collect();
+        let rotation = (opts.rotate && !user && d > 1).then(|| random_orthogonal(d, &mut rng));
+        let (a, b) = opts.log10_scale;
+        let scale = if a == b {
+            10f64.powf(a)
+        } else {
+            10f64.powf(rng.random_range(a.min(b)..=a.max(b)))
+        };
+        // x0 = c + Rᵀ (z0 − z*), so that z(x0) = z0.
+        let dz: Vec<f64> = (0..d).map(|i| z0[i] - objective.minimizer(i, d)).collect();
+        let x0 = (0..d)
+            .map(|j| {
+                let rdz = match &rotation {
+                    Some(r) => (0..d).map(|i| r[i * d + j] * dz[i]).sum(),
+                    None => dz[j],
+                };
+                center[j] + rdz
+            })
+            .collect();
+        let spec = Self {
+            objective,
+            dim: d,
+            scale,
+            center,
+            rotation,
+            x0,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks what a hand-made problem could get wrong.
+    pub fn validate(&self) -> Result<()> {
+        let name = self.objective.name();
+        if let Objective::Builtin(f) = &self.objective {
+            f.check_dim(self.dim).map_err(Error::Problem)?;
+        }
+        let d = self.dim;
+        if self.x0.len() != d || self.center.len() != d {
+            return Err(Error::Problem(format!(
+                "{name}: start point has {} and center {} coordinates, expected {d}",
+                self.x0.len(),
+                self.center.len()
+            )));
+        }
+        if let Some(i) = self.x0.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Problem(format!(
+                "{name} (d = {d}): start point coordinate {i} is {}; start points must be finite",
+                self.x0[i]
+            )));
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(Error::Problem(format!(
+                "{name}: scale must be positive and finite, got {}",
+                self.scale
+            )));
+        }
+        if let Some(r) = &self.rotation {
+            if r.len() != d * d {
+                return Err(Error::Problem(format!(
+                    "{name}: rotation has {} entries, expected {}",
+                    r.len(),
+                    d * d
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Scaled f* of this problem (what `gap + f_star` reports as f).
+    pub fn f_star(&self) -> f64 {
+        self.scale * self.objective.f_star(self.dim)
+    }
+
+    /// CPU twin of the objective stage: the gap f(x) − f* and ∇f at `x`, in f64.
+    /// None for user objectives, which exist only as WGSL.
+    pub fn cpu_gap_grad(&self, x: &[f64], grad: &mut [f64]) -> Option<f64> {
+        let Objective::Builtin(func) = &self.objective else {
+            return None;
+        };
+        let d = self.dim;
+        let dx: Vec<f64> = (0..d).map(|j| x[j] - self.center[j]).collect();
+        let e: Vec<f64> = match &self.rotation {
+            Some(r) => (0..d)
+                .map(|i| (0..d).map(|j| r[i * d + j] * dx[j]).sum())
+                .collect(),
+            None => dx,
+        };
+        let mut gz = vec![0.0; d];
+        let gap = func.gap_grad(&e, &mut gz);
+        for j in 0..d {
+            grad[j] = self.scale
+                * match &self.rotation {
+                    Some(r) => (0..d).map(|i| r[i * d + j] * gz[i]).sum(),
+                    None => gz[j],
+                };
+        }
+        Some(self.scale * gap)
+    }
+}
+
+/// A Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign fix), row-major.
+fn random_orthogonal(d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let mut cols: Vec<Vec<f64>> = (0..d)
+        .map(|_| (0..d).map(|_| rng.sample::<f64, _>(StandardNormal)).collect())
+        .collect();
+    // Modified Gram–Schmidt on the columns, twice for orthogonality to round-off.
+    for _ in 0..2 {
+        for k in 0..d {
+            for j in 0..k {
+                let dot: f64 = (0..d).map(|i| cols[k][i] * cols[j][i]).sum();
+                for i in 0..d {
+                    cols[k][i] -= dot * cols[j][i];
+                }
+            }
+            let norm = cols[k].iter().map(|v| v * v).sum::<f64>().sqrt();
+            for v in cols[k].iter_mut() {
+                *v /= norm;
+            }
+        }
+    }
+    let mut r = vec![0.0; d * d];
+    for (j, col) in cols.iter().enumerate() {
+        for i in 0..d {
+            r[i * d + j] = col[i];
+        }
+    }
+    r
+}
+
+/// GPU-side description of one problem; mirrors `struct Problem` in
+/// `shaders/shared/problem.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ProblemDesc {
+    pub offset: u32,
+    pub dim: u32,
+    pub func: u32,
+    pub rot: u32,
+    pub scale: f32,
+    pub pad: [u32; 3],
+}
+
+/// A batch of problems laid out on the GPU: coordinates back to back (ragged), so
+/// problems of different dimensions share one batch without padding.
+pub struct GpuProblems {
+    pub n_problems: u32,
+    /// Σ d_p.
+    pub n_total: u32,
+    pub offsets: Vec<u32>,
+    pub dims: Vec<u32>,
+    pub desc: wgpu::Buffer,
+    pub center: wgpu::Buffer,
+    pub rot: wgpu::Buffer,
+    /// Start points, ragged.
+    pub x0: wgpu::Buffer,
+}
+
+impl GpuProblems {
+    /// Uploads `problems`; all user objectives in one batch must be the same one.
+    pub fn new(ctx: &GpuContext, problems: &[ProblemSpec]) -> Result<Self> {
+        if problems.is_empty() {
+            return Err(Error::Problem("a batch needs at least one problem".into()));
+        }
+        let mut desc = Vec::with_capacity(problems.len());
+        let (mut center, mut rot, mut x0) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut offsets, mut dims) = (Vec::new(), Vec::new());
+        let mut user: Option<&Arc<UserObjective>> = None;
+        for p in problems {
+            p.validate()?;
+            if let Objective::User(u) = &p.objective {
+                if user.is_some_and(|v| !Arc::ptr_eq(v, u)) {
+                    return Err(Error::Problem(
+                        "a batch can hold only one user objective".into(),
+                    ));
+                }
+                user = Some(u);
+            }
+            let offset = x0.len() as u32;
+            let rot_offset = match &p.rotation {
+                Some(r) => {
+                    let o = rot.len() as u32;
+                    rot.extend(r.iter().map(|&v| v as f32));
+                    o
+                }
+                None => u32::MAX,
+            };
+            desc.push(ProblemDesc {
+                offset,
+                dim: p.dim as u32,
+                func: p.objective.id(),
+                rot: rot_offset,
+                scale: p.scale as f32,
+                pad: [0; 3],
+            });
+            offsets.push(offset);
+            dims.push(p.dim as u32);
+            center.extend(p.center.iter().map(|&v| v as f32));
+            x0.extend(p.x0.iter().map(|&v| v as f32));
+        }
+        Ok(Self {
+            n_problems: problems.len() as u32,
+            n_total: x0.len() as u32,
+            offsets,
+            dims,
+            desc: ctx.storage("problems", &desc)?,
+            center: ctx.storage("center", &center)?,
+            rot: ctx.storage("rotations", &rot)?,
+            x0: ctx.storage("x0", &x0)?,
+        })
+    }
+
+    /// Splits a ragged per-coordinate array into one vector per problem.
+    pub fn split<T: Copy>(&self, flat: &[T]) -> Vec<Vec<T>> {
+        self.offsets
+            .iter()
+            .zip(&self.dims)
+            .map(|(&o, &d)| flat[o as usize..(o + d) as usize].to_vec())
+            .collect()
+    }
+}
