@@ -149,7 +149,7 @@ fn user_objective_runs_on_the_gpu() {
     let gpu = evaluate(ctx(), &stage, &problems).unwrap();
     for (p, (fg, gg)) in problems.iter().zip(&gpu) {
         let d = p.dim;
-        let lam = |i: usize| if d <= 1 { 1.0 } else { 1e3f64.powf(i as f64 / (d - 1) as f64) };
+        let lam = |i: usize| if d <= 1 { 1.0 } else { 1.0 + 999.0 * i as f64 / (d - 1) as f64 };
         let f: f64 = (0..d).map(|i| 0.5 * lam(i) * p.x0[i] * p.x0[i]).sum();
         assert_close(*fg, f, 1e-5, 1e-6, "user f");
         for i in 0..d {

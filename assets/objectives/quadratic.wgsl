@@ -1,6 +1,6 @@
 // Example user objective for `optimus-gpu eval --objective assets/objectives/quadratic.wgsl`:
 // an ill-conditioned convex quadratic f(z) = ½ Σ λ_i z_i², with λ_i spaced
-// logarithmically from 1 to 1e3 (condition number 1e3), minimum 0 at z = 0.
+// evenly from 1 to 1e3 (condition number 1e3), minimum 0 at z = 0.
 //
 // A user objective defines the five items below. `coord(j)` (provided by the engine)
 // reads coordinate j of the problem being evaluated; each coordinate i is handled by one
@@ -15,7 +15,7 @@ fn curvature(i: u32, d: u32) -> f32 {
     if d <= 1u {
         return 1.0;
     }
-    return pow(1e3, f32(i) / f32(d - 1u));
+    return 1.0 + 999.0 * f32(i) / f32(d - 1u);
 }
 
 fn user_term(i: u32, d: u32) -> f32 {
