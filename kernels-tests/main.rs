@@ -2,6 +2,9 @@
 //! answers. They run on any wgpu adapter (lavapipe on CI) and fail, never skip, when
 //! there is none.
 
+// Index loops compare GPU and CPU values coordinate by coordinate.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 mod objective;
 mod optim;

@@ -28,7 +28,12 @@ fn check_batch(problems: &[ProblemSpec]) {
     for (p, (fg, gg)) in problems.iter().zip(&gpu) {
         let mut gc = vec![0.0; p.dim];
         let fc = p.cpu_gap_grad(&p.x0, &mut gc).unwrap();
-        let what = format!("{} d={} rot={}", p.objective.name(), p.dim, p.rotation.is_some());
+        let what = format!(
+            "{} d={} rot={}",
+            p.objective.name(),
+            p.dim,
+            p.rotation.is_some()
+        );
         // f32 sums of d terms, and trig of arguments up to ~400 rad (Griewank): the
         // tolerance grows with d.
         let tol = 1e-4 * (p.dim as f64).sqrt().max(1.0);
@@ -46,7 +51,15 @@ fn gpu_matches_cpu_twin_for_every_function_and_dimension() {
         let problems: Vec<_> = dims_for(f)
             .into_iter()
             .enumerate()
-            .map(|(k, d)| ProblemSpec::sample(Objective::Builtin(f), d, &SampleOptions::default(), 11 + k as u64).unwrap())
+            .map(|(k, d)| {
+                ProblemSpec::sample(
+                    Objective::Builtin(f),
+                    d,
+                    &SampleOptions::default(),
+                    11 + k as u64,
+                )
+                .unwrap()
+            })
             .collect();
         check_batch(&problems);
     }
@@ -59,7 +72,10 @@ fn gpu_matches_cpu_twin_shifted_rotated_and_scaled() {
             .into_iter()
             .filter(|&d| d <= 64)
             .enumerate()
-            .map(|(k, d)| ProblemSpec::sample(Objective::Builtin(f), d, &shifted_rotated(), 99 + k as u64).unwrap())
+            .map(|(k, d)| {
+                ProblemSpec::sample(Objective::Builtin(f), d, &shifted_rotated(), 99 + k as u64)
+                    .unwrap()
+            })
             .collect();
         check_batch(&problems);
     }
@@ -71,8 +87,15 @@ fn one_batch_mixes_functions_and_dimensions() {
     for (k, f) in Function::ALL.into_iter().enumerate() {
         for d in [1usize, 3, 4, 65, 130] {
             if f.check_dim(d).is_ok() {
-                let opts = if k % 2 == 0 { SampleOptions::default() } else { shifted_rotated() };
-                problems.push(ProblemSpec::sample(Objective::Builtin(f), d, &opts, (k * 7 + d) as u64).unwrap());
+                let opts = if k % 2 == 0 {
+                    SampleOptions::default()
+                } else {
+                    shifted_rotated()
+                };
+                problems.push(
+                    ProblemSpec::sample(Objective::Builtin(f), d, &opts, (k * 7 + d) as u64)
+                        .unwrap(),
+                );
             }
         }
     }
@@ -85,7 +108,8 @@ fn value_at_the_minimizer_is_f_star() {
     for f in Function::ALL {
         for d in dims_for(f) {
             for opts in [SampleOptions::default(), shifted_rotated()] {
-                let mut p = ProblemSpec::sample(Objective::Builtin(f), d.min(64), &opts, 5).unwrap();
+                let mut p =
+                    ProblemSpec::sample(Objective::Builtin(f), d.min(64), &opts, 5).unwrap();
                 p.x0 = p.center.clone();
                 problems.push(p);
             }
@@ -98,9 +122,18 @@ fn value_at_the_minimizer_is_f_star() {
         let fc = p.cpu_gap_grad(&p.x0, &mut g).unwrap();
         let what = format!("{} d={}", p.objective.name(), p.dim);
         let fstar = p.f_star().abs();
-        assert!(fc.abs() <= 1e-9 * (1.0 + fstar) * p.scale, "{what}: cpu gap {fc} at minimizer");
-        assert!(g.iter().all(|v| v.abs() <= 1e-6 * (1.0 + fstar)), "{what}: cpu gradient {g:?} at minimizer");
-        assert!(fg.abs() <= 1e-4 * p.scale * p.dim as f64, "{what}: gpu gap {fg} at minimizer");
+        assert!(
+            fc.abs() <= 1e-9 * (1.0 + fstar) * p.scale,
+            "{what}: cpu gap {fc} at minimizer"
+        );
+        assert!(
+            g.iter().all(|v| v.abs() <= 1e-6 * (1.0 + fstar)),
+            "{what}: cpu gradient {g:?} at minimizer"
+        );
+        assert!(
+            fg.abs() <= 1e-4 * p.scale * p.dim as f64,
+            "{what}: gpu gap {fg} at minimizer"
+        );
     }
 }
 
@@ -123,7 +156,9 @@ fn analytic_gradients_match_finite_differences() {
                     xp[i] += h;
                     xm[i] -= h;
                     let mut tmp = vec![0.0; d];
-                    let fd = (p.cpu_gap_grad(&xp, &mut tmp).unwrap() - p.cpu_gap_grad(&xm, &mut tmp).unwrap()) / (2.0 * h);
+                    let fd = (p.cpu_gap_grad(&xp, &mut tmp).unwrap()
+                        - p.cpu_gap_grad(&xm, &mut tmp).unwrap())
+                        / (2.0 * h);
                     let gmax = g.iter().fold(1e-8f64, |m, v| m.max(v.abs()));
                     assert!(
                         (fd - g[i]).abs() <= 1e-5 * gmax + 1e-6 * fd.abs(),
@@ -139,17 +174,32 @@ fn analytic_gradients_match_finite_differences() {
 
 #[test]
 fn user_objective_runs_on_the_gpu() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
     let user = std::sync::Arc::new(optimus_gpu::objective::UserObjective::load(&path).unwrap());
     let stage = ObjectiveStage::new(ctx(), Some(&user)).unwrap();
     let problems: Vec<_> = [1usize, 5, 70]
         .iter()
-        .map(|&d| ProblemSpec::sample(Objective::User(user.clone()), d, &SampleOptions::default(), d as u64).unwrap())
+        .map(|&d| {
+            ProblemSpec::sample(
+                Objective::User(user.clone()),
+                d,
+                &SampleOptions::default(),
+                d as u64,
+            )
+            .unwrap()
+        })
         .collect();
     let gpu = evaluate(ctx(), &stage, &problems).unwrap();
     for (p, (fg, gg)) in problems.iter().zip(&gpu) {
         let d = p.dim;
-        let lam = |i: usize| if d <= 1 { 1.0 } else { 1.0 + 999.0 * i as f64 / (d - 1) as f64 };
+        let lam = |i: usize| {
+            if d <= 1 {
+                1.0
+            } else {
+                1.0 + 999.0 * i as f64 / (d - 1) as f64
+            }
+        };
         let f: f64 = (0..d).map(|i| 0.5 * lam(i) * p.x0[i] * p.x0[i]).sum();
         assert_close(*fg, f, 1e-5, 1e-6, "user f");
         for i in 0..d {

@@ -5,7 +5,12 @@ use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
 use optimus_gpu::Function;
 use std::sync::Arc;
 
-fn run_gpu(problems: &[ProblemSpec], cfg: &OptimizerConfig, steps: u32, user: Option<&UserObjective>) -> Vec<ProblemResult> {
+fn run_gpu(
+    problems: &[ProblemSpec],
+    cfg: &OptimizerConfig,
+    steps: u32,
+    user: Option<&UserObjective>,
+) -> Vec<ProblemResult> {
     let kernels = Kernels::new(ctx()).unwrap();
     let stage = ObjectiveStage::new(ctx(), user).unwrap();
     let run = GpuRun::new(ctx(), &kernels, &stage, problems, cfg, None, steps).unwrap();
@@ -29,15 +34,28 @@ fn bfgs_solves_rosenbrock_from_the_classic_start() {
     let p = rosenbrock_classic();
     let c = cpu::run(&p, &cfg, 0.0, 60).unwrap();
     let iters_cpu = c.reached(1e-10).map(|r| r.0);
-    assert!(iters_cpu.is_some(), "cpu twin: final gap {} after {} iterations ({:?})", c.final_gap(), c.iters, c.status);
+    assert!(
+        iters_cpu.is_some(),
+        "cpu twin: final gap {} after {} iterations ({:?})",
+        c.final_gap(),
+        c.iters,
+        c.status
+    );
     let g = &run_gpu(&[p], &cfg, 60, None)[0];
     let iters_gpu = g.reached(1e-10).map(|r| r.0);
-    assert!(iters_gpu.is_some(), "gpu: final gap {} after {} iterations ({:?})", g.final_gap(), g.iters, g.status);
+    assert!(
+        iters_gpu.is_some(),
+        "gpu: final gap {} after {} iterations ({:?})",
+        g.final_gap(),
+        g.iters,
+        g.status
+    );
     eprintln!("rosenbrock BFGS: cpu {iters_cpu:?} gpu {iters_gpu:?} iterations to f < 1e-10");
 }
 
 fn quadratic_user() -> Arc<UserObjective> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
     Arc::new(UserObjective::load(&path).unwrap())
 }
 
@@ -45,7 +63,13 @@ fn quadratic_user() -> Arc<UserObjective> {
 fn lbfgs_solves_an_ill_conditioned_quadratic() {
     let d = 50;
     let user = quadratic_user();
-    let p = ProblemSpec::sample(Objective::User(user.clone()), d, &SampleOptions::default(), 7).unwrap();
+    let p = ProblemSpec::sample(
+        Objective::User(user.clone()),
+        d,
+        &SampleOptions::default(),
+        7,
+    )
+    .unwrap();
     let lam = |i: usize| 1.0 + 999.0 * i as f64 / (d - 1) as f64;
     let f0: f64 = (0..d).map(|i| 0.5 * lam(i) * p.x0[i] * p.x0[i]).sum();
     let cfg = OptimizerConfig::new(Method::Lbfgs);
@@ -57,10 +81,23 @@ fn lbfgs_solves_an_ill_conditioned_quadratic() {
     };
     let c = cpu::run_fn(quad, &p.x0, &cfg, 0.0, 100).unwrap();
     let rel = |r: &ProblemResult| r.reached(1e-8 * f0).map(|x| x.0);
-    assert!(rel(&c).is_some(), "cpu twin: relative error {} after 100 iterations", c.final_gap() / f0);
+    assert!(
+        rel(&c).is_some(),
+        "cpu twin: relative error {} after 100 iterations",
+        c.final_gap() / f0
+    );
     let g = &run_gpu(&[p], &cfg, 100, Some(&user))[0];
-    assert!(rel(g).is_some(), "gpu: relative error {} after 100 iterations ({:?})", g.final_gap() / f0, g.status);
-    eprintln!("quadratic L-BFGS: cpu {:?} gpu {:?} iterations to relative error 1e-8", rel(&c), rel(g));
+    assert!(
+        rel(g).is_some(),
+        "gpu: relative error {} after 100 iterations ({:?})",
+        g.final_gap() / f0,
+        g.status
+    );
+    eprintln!(
+        "quadratic L-BFGS: cpu {:?} gpu {:?} iterations to relative error 1e-8",
+        rel(&c),
+        rel(g)
+    );
 }
 
 /// Problems of mixed dimension (d = 1, d not a multiple of the workgroup) in one batch.
@@ -77,11 +114,17 @@ fn mixed_batch() -> Vec<ProblemSpec> {
         .iter()
         .enumerate()
         .map(|(k, &(f, d))| {
-            let opts = SampleOptions { shift: 0.2, rotate: k % 2 == 1, log10_scale: (0.0, 0.0) };
-            let mut p = ProblemSpec::sample(Objective::Builtin(f), d, &opts, 100 + k as u64).unwrap();
+            let opts = SampleOptions {
+                shift: 0.2,
+                rotate: k % 2 == 1,
+                log10_scale: (0.0, 0.0),
+            };
+            let mut p =
+                ProblemSpec::sample(Objective::Builtin(f), d, &opts, 100 + k as u64).unwrap();
             // Start near the minimizer so f32 and f64 take the same branches.
             for i in 0..d {
-                p.x0[i] = p.center[i] + 0.3 * (p.x0[i] - p.center[i]) / (1.0 + (p.x0[i] - p.center[i]).abs());
+                p.x0[i] = p.center[i]
+                    + 0.3 * (p.x0[i] - p.center[i]) / (1.0 + (p.x0[i] - p.center[i]).abs());
             }
             p
         })
@@ -99,7 +142,11 @@ fn gpu_trajectories_match_cpu_twins() {
         for (p, g) in problems.iter().zip(&gpu) {
             let c = cpu::run(p, &cfg, cfg.lr, steps).unwrap();
             let what = format!("{method} on {} d={}", p.objective.name(), p.dim);
-            assert_ne!(c.status, Status::Diverged, "{what}: pick settings that converge");
+            assert_ne!(
+                c.status,
+                Status::Diverged,
+                "{what}: pick settings that converge"
+            );
             // Where both stopped at working precision, f32 and f64 may name it differently
             // (gradient tolerance vs. no decrease) and at different iterations.
             let at_precision = |s| matches!(s, Status::Converged | Status::Stalled);
@@ -121,17 +168,31 @@ fn gpu_trajectories_match_cpu_twins() {
 
 #[test]
 fn a_diverging_problem_is_flagged_and_the_batch_goes_on() {
-    let sphere = |seed| ProblemSpec::sample(Objective::Builtin(Function::Sphere), 5, &SampleOptions::default(), seed).unwrap();
+    let sphere = |seed| {
+        ProblemSpec::sample(
+            Objective::Builtin(Function::Sphere),
+            5,
+            &SampleOptions::default(),
+            seed,
+        )
+        .unwrap()
+    };
     let mut wild = sphere(1);
     wild.scale = 1e30; // gradient descent overflows within a few steps
     let problems = vec![sphere(2), wild, sphere(3)];
-    let cfg = OptimizerConfig { lr: 0.1, ..OptimizerConfig::new(Method::Gd) };
+    let cfg = OptimizerConfig {
+        lr: 0.1,
+        ..OptimizerConfig::new(Method::Gd)
+    };
     let res = run_gpu(&problems, &cfg, 50, None);
     assert_eq!(res[1].status, Status::Diverged);
     for r in [&res[0], &res[2]] {
         assert_eq!(r.status, Status::Done);
         assert_eq!(r.evals, 51);
-        assert!(r.final_gap() < 1e-6 * r.gaps[0], "healthy problems keep converging");
+        assert!(
+            r.final_gap() < 1e-6 * r.gaps[0],
+            "healthy problems keep converging"
+        );
     }
 }
 
@@ -146,18 +207,41 @@ fn step_loop_reads_nothing_back() {
     let run = GpuRun::new(&ctx, &kernels, &stage, &problems, &cfg, None, 20).unwrap();
     let before = ctx.readback_count();
     run.submit_passes(&ctx, 21);
-    assert_eq!(ctx.readback_count(), before, "the step loop must not read back");
+    assert_eq!(
+        ctx.readback_count(),
+        before,
+        "the step loop must not read back"
+    );
     let res = run.results(&ctx).unwrap();
-    assert_eq!(ctx.readback_count(), before + 3, "results are read back once, at the end");
-    assert!(res.iter().all(|r| r.status == Status::Done && r.iters == 20));
+    assert_eq!(
+        ctx.readback_count(),
+        before + 3,
+        "results are read back once, at the end"
+    );
+    assert!(res
+        .iter()
+        .all(|r| r.status == Status::Done && r.iters == 20));
 }
 
 #[test]
 fn bad_optimizer_settings_get_clear_errors() {
     let e = Method::parse("adamw").unwrap_err();
-    assert!(e.contains("unknown optimizer 'adamw'") && e.contains("lbfgs"), "{e}");
-    let cfg = OptimizerConfig { lr: -1.0, ..OptimizerConfig::new(Method::Adam) };
-    assert!(cfg.validate().unwrap_err().to_string().contains("learning rate"));
-    let cfg = OptimizerConfig { memory: 0, ..OptimizerConfig::new(Method::Lbfgs) };
+    assert!(
+        e.contains("unknown optimizer 'adamw'") && e.contains("lbfgs"),
+        "{e}"
+    );
+    let cfg = OptimizerConfig {
+        lr: -1.0,
+        ..OptimizerConfig::new(Method::Adam)
+    };
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("learning rate"));
+    let cfg = OptimizerConfig {
+        memory: 0,
+        ..OptimizerConfig::new(Method::Lbfgs)
+    };
     assert!(cfg.validate().unwrap_err().to_string().contains("memory"));
 }

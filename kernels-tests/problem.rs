@@ -5,12 +5,21 @@ use optimus_gpu::Function;
 fn bad_input_gets_clear_errors() {
     let o = SampleOptions::default();
     let e = Function::parse("rosenbrok").unwrap_err();
-    assert!(e.contains("unknown function 'rosenbrok'") && e.contains("rosenbrock"), "{e}");
-    let e = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 0, &o, 1).unwrap_err().to_string();
+    assert!(
+        e.contains("unknown function 'rosenbrok'") && e.contains("rosenbrock"),
+        "{e}"
+    );
+    let e = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 0, &o, 1)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at least 1"), "{e}");
-    let e = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 100_000, &o, 1).unwrap_err().to_string();
+    let e = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 100_000, &o, 1)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("over the engine's limit"), "{e}");
-    let e = ProblemSpec::sample(Objective::Builtin(Function::Powell), 6, &o, 1).unwrap_err().to_string();
+    let e = ProblemSpec::sample(Objective::Builtin(Function::Powell), 6, &o, 1)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("multiples of 4"), "{e}");
     let mut p = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 3, &o, 1).unwrap();
     p.x0[1] = f64::NAN;
@@ -20,7 +29,11 @@ fn bad_input_gets_clear_errors() {
 
 #[test]
 fn sampling_is_seeded_and_rotations_are_orthogonal() {
-    let opts = SampleOptions { shift: 0.5, rotate: true, log10_scale: (-2.0, 2.0) };
+    let opts = SampleOptions {
+        shift: 0.5,
+        rotate: true,
+        log10_scale: (-2.0, 2.0),
+    };
     let a = ProblemSpec::sample(Objective::Builtin(Function::Levy), 9, &opts, 42).unwrap();
     let b = ProblemSpec::sample(Objective::Builtin(Function::Levy), 9, &opts, 42).unwrap();
     let c = ProblemSpec::sample(Objective::Builtin(Function::Levy), 9, &opts, 43).unwrap();

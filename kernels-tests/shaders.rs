@@ -13,7 +13,8 @@ fn every_shader_parses_and_validates_with_naga() {
 
 #[test]
 fn example_user_objective_validates_and_exposes_constants() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
     let u = UserObjective::load(&path).unwrap();
     assert_eq!(u.f_star, 0.0);
     assert_eq!(u.domain, (-1.0, 1.0));
@@ -22,8 +23,15 @@ fn example_user_objective_validates_and_exposes_constants() {
 #[test]
 fn user_objective_error_names_the_file_line() {
     let src = "const USER_F_STAR: f32 = 0.0;\nconst USER_DOMAIN_LO: f32 = -1.0;\nconst USER_DOMAIN_HI: f32 = 1.0;\nfn user_term(i: u32, d: u32) -> f32 { return coord(i) * ; }\nfn user_grad(i: u32, d: u32) -> f32 { return 1.0; }\n";
-    let err = UserObjective::from_source("bad", "bad.wgsl", src.into()).unwrap_err().to_string();
-    assert!(err.contains("bad.wgsl:4"), "error should point at line 4: {err}");
-    let missing = UserObjective::from_source("m", "m.wgsl", "fn f() {}".into()).unwrap_err().to_string();
+    let err = UserObjective::from_source("bad", "bad.wgsl", src.into())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.wgsl:4"),
+        "error should point at line 4: {err}"
+    );
+    let missing = UserObjective::from_source("m", "m.wgsl", "fn f() {}".into())
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("user_term"), "{missing}");
 }

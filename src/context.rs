@@ -86,7 +86,11 @@ impl GpuContext {
     pub fn storage<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         self.check_size(label, bytes.len() as u64)?;
-        let contents = if bytes.len() < 4 { &[0u8; 4][..] } else { bytes };
+        let contents = if bytes.len() < 4 {
+            &[0u8; 4][..]
+        } else {
+            bytes
+        };
         Ok(self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -18,16 +18,40 @@ const MAX_GROUPS_X: u32 = 65535;
 /// All WGSL files of the engine, by path relative to `shaders/`.
 pub const SHADERS: &[(&str, &str)] = &[
     ("objective.wgsl", include_str!("../shaders/objective.wgsl")),
-    ("first_order.wgsl", include_str!("../shaders/first_order.wgsl")),
+    (
+        "first_order.wgsl",
+        include_str!("../shaders/first_order.wgsl"),
+    ),
     ("bfgs.wgsl", include_str!("../shaders/bfgs.wgsl")),
     ("lbfgs.wgsl", include_str!("../shaders/lbfgs.wgsl")),
-    ("shared/problem.wgsl", include_str!("../shaders/shared/problem.wgsl")),
-    ("shared/reduce.wgsl", include_str!("../shaders/shared/reduce.wgsl")),
-    ("shared/math.wgsl", include_str!("../shaders/shared/math.wgsl")),
-    ("shared/opt_state.wgsl", include_str!("../shaders/shared/opt_state.wgsl")),
-    ("shared/quasi_newton.wgsl", include_str!("../shaders/shared/quasi_newton.wgsl")),
-    ("shared/line_search.wgsl", include_str!("../shaders/shared/line_search.wgsl")),
-    ("shared/user_stub.wgsl", include_str!("../shaders/shared/user_stub.wgsl")),
+    (
+        "shared/problem.wgsl",
+        include_str!("../shaders/shared/problem.wgsl"),
+    ),
+    (
+        "shared/reduce.wgsl",
+        include_str!("../shaders/shared/reduce.wgsl"),
+    ),
+    (
+        "shared/math.wgsl",
+        include_str!("../shaders/shared/math.wgsl"),
+    ),
+    (
+        "shared/opt_state.wgsl",
+        include_str!("../shaders/shared/opt_state.wgsl"),
+    ),
+    (
+        "shared/quasi_newton.wgsl",
+        include_str!("../shaders/shared/quasi_newton.wgsl"),
+    ),
+    (
+        "shared/line_search.wgsl",
+        include_str!("../shaders/shared/line_search.wgsl"),
+    ),
+    (
+        "shared/user_stub.wgsl",
+        include_str!("../shaders/shared/user_stub.wgsl"),
+    ),
 ];
 
 /// Top-level kernels (files with an entry point `main`), except `objective.wgsl`, which

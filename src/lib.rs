@@ -6,8 +6,12 @@
 //! batch of problems out on the GPU; [`functions`] defines the benchmark suite and its CPU
 //! twin; [`eval`] runs the comparison behind `optimus-gpu eval`.
 
+// Index loops mirror the WGSL kernels (and their neighbour terms) one to one.
+#![allow(clippy::needless_range_loop)]
+
 pub mod context;
 pub mod error;
+pub mod eval;
 pub mod functions;
 pub mod kernel;
 pub mod objective;

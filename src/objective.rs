@@ -44,7 +44,10 @@ impl UserObjective {
     /// Reads and checks a user objective file.
     pub fn load(path: &Path) -> Result<Self> {
         let source = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!("cannot read objective file {}: {e}", path.display()))
+            Error::Config(format!(
+                "cannot read objective file {}: {e}",
+                path.display()
+            ))
         })?;
         let name = path
             .file_stem()
@@ -87,7 +90,8 @@ impl UserObjective {
         };
         let f_star = constant("USER_F_STAR")?;
         let domain = (constant("USER_DOMAIN_LO")?, constant("USER_DOMAIN_HI")?);
-        if !(domain.0 < domain.1) || !f_star.is_finite() {
+        if domain.0.partial_cmp(&domain.1) != Some(std::cmp::Ordering::Less) || !f_star.is_finite()
+        {
             return Err(Error::Shader {
                 file: path.to_string(),
                 message: format!(
@@ -108,7 +112,11 @@ impl UserObjective {
 /// The objective kernel's WGSL, with the user file first (or the stand-in).
 pub fn objective_source(user: Option<&str>) -> Result<String> {
     let stub = compose("shared/user_stub.wgsl")?;
-    Ok(format!("{}\n{}", user.unwrap_or(&stub), compose("objective.wgsl")?))
+    Ok(format!(
+        "{}\n{}",
+        user.unwrap_or(&stub),
+        compose("objective.wgsl")?
+    ))
 }
 
 #[repr(C)]
@@ -142,7 +150,9 @@ impl ObjectiveStage {
             ctx,
             "objective",
             &source,
-            &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite],
+            &[
+                Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite,
+            ],
         )?;
         Ok(Self { kernel })
     }
@@ -168,7 +178,16 @@ impl ObjectiveStage {
         );
         let group = self.kernel.bind(
             ctx,
-            &[&params, &problems.desc, &problems.center, &problems.rot, x, f, grad, &scratch],
+            &[
+                &params,
+                &problems.desc,
+                &problems.center,
+                &problems.rot,
+                x,
+                f,
+                grad,
+                &scratch,
+            ],
         );
         Ok(ObjectiveBinding {
             group,

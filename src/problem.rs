@@ -227,7 +227,11 @@ impl ProblemSpec {
 /// A Haar-random orthogonal matrix (QR of a Gaussian matrix with the sign fix), row-major.
 fn random_orthogonal(d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let mut cols: Vec<Vec<f64>> = (0..d)
-        .map(|_| (0..d).map(|_| rng.sample::<f64, _>(StandardNormal)).collect())
+        .map(|_| {
+            (0..d)
+                .map(|_| rng.sample::<f64, _>(StandardNormal))
+                .collect()
+        })
         .collect();
     // Modified Gram–Schmidt on the columns, twice for orthogonality to round-off.
     for _ in 0..2 {

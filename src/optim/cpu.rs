@@ -109,7 +109,11 @@ impl LineSearch {
         let curvature_holds = dphi.abs() <= -LS_C2 * self.dg0;
         match self.phase {
             Phase::Final => {
-                return if phi < self.f0 { Act::Accept } else { Act::Fail };
+                return if phi < self.f0 {
+                    Act::Accept
+                } else {
+                    Act::Fail
+                };
             }
             Phase::Bracket => {
                 if armijo_fails || (self.n_ls > 1 && phi >= self.f_prev) {
@@ -153,6 +157,11 @@ impl LineSearch {
         self.a = self.cubic();
         Act::Trial
     }
+}
+
+/// v > 0, false for NaN (as in the kernels' `!(v > 0.0)` tests).
+fn positive(v: f64) -> bool {
+    v > 0.0
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -200,7 +209,7 @@ impl Curvature {
         match self {
             Curvature::Dense { h, k } => {
                 let yy = dot(y, y);
-                if !(sy > 0.0) || !sy.is_finite() || !(yy > 0.0) {
+                if !positive(sy) || !sy.is_finite() || !positive(yy) {
                     return;
                 }
                 if *k == 0 {
@@ -218,7 +227,7 @@ impl Curvature {
                 *k += 1;
             }
             Curvature::Limited { pairs, memory } => {
-                if !(sy > 0.0) || !sy.is_finite() {
+                if !positive(sy) || !sy.is_finite() {
                     return;
                 }
                 if pairs.len() == *memory {
@@ -233,9 +242,7 @@ impl Curvature {
     fn direction(&self, g: &[f64]) -> Vec<f64> {
         let d = g.len();
         match self {
-            Curvature::Dense { h, .. } => (0..d)
-                .map(|i| -dot(&h[i * d..(i + 1) * d], g))
-                .collect(),
+            Curvature::Dense { h, .. } => (0..d).map(|i| -dot(&h[i * d..(i + 1) * d], g)).collect(),
             Curvature::Limited { pairs, .. } => {
                 let mut q = g.to_vec();
                 let mut alphas = vec![0.0; pairs.len()];
@@ -269,9 +276,52 @@ fn identity(d: usize, gamma: f64) -> Vec<f64> {
     h
 }
 
+/// One update of a first-order method at step `t` (1-based), given ∇f in `g`; `m` and
+/// `v` are the first and second moments (velocity for momentum). Twin of
+/// `first_order.wgsl`.
+pub fn first_order_step(
+    config: &OptimizerConfig,
+    lr: f64,
+    t: u32,
+    x: &mut [f64],
+    g: &[f64],
+    m: &mut [f64],
+    v: &mut [f64],
+) {
+    let (b1, b2) = (config.beta1, config.beta2);
+    for i in 0..x.len() {
+        match config.method {
+            Method::Gd => x[i] -= lr * g[i],
+            Method::Momentum => {
+                m[i] = b1 * m[i] + g[i];
+                x[i] -= lr * m[i];
+            }
+            Method::Nesterov => {
+                m[i] = b1 * m[i] + g[i];
+                x[i] -= lr * (g[i] + b1 * m[i]);
+            }
+            _ => {
+                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                let mh = m[i] / (1.0 - b1.powi(t as i32));
+                let vh = v[i] / (1.0 - b2.powi(t as i32));
+                x[i] -= lr * mh / (vh.sqrt() + config.eps);
+            }
+        }
+    }
+}
+
 /// Runs `config` on one problem for `steps` iterations on the CPU, in f64.
-pub fn run(problem: &ProblemSpec, config: &OptimizerConfig, lr: f64, steps: u32) -> Result<ProblemResult> {
-    if problem.cpu_gap_grad(&problem.x0, &mut vec![0.0; problem.dim]).is_none() {
+pub fn run(
+    problem: &ProblemSpec,
+    config: &OptimizerConfig,
+    lr: f64,
+    steps: u32,
+) -> Result<ProblemResult> {
+    if problem
+        .cpu_gap_grad(&problem.x0, &mut vec![0.0; problem.dim])
+        .is_none()
+    {
         return Err(Error::Problem(
             "user objectives have no CPU twin; run them on the GPU".into(),
         ));
@@ -298,7 +348,6 @@ pub fn run_fn(
     let mut iter = 0u32;
     let status;
     if config.method.has_lr() {
-        let (b1, b2) = (config.beta1, config.beta2);
         let mut m = vec![0.0; d];
         let mut v = vec![0.0; d];
         loop {
@@ -313,27 +362,7 @@ pub fn run_fn(
                 status = Status::Done;
                 break;
             }
-            let t = (iter + 1) as f64;
-            for i in 0..d {
-                match config.method {
-                    Method::Gd => x[i] -= lr * g[i],
-                    Method::Momentum => {
-                        m[i] = b1 * m[i] + g[i];
-                        x[i] -= lr * m[i];
-                    }
-                    Method::Nesterov => {
-                        m[i] = b1 * m[i] + g[i];
-                        x[i] -= lr * (g[i] + b1 * m[i]);
-                    }
-                    _ => {
-                        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                        let mh = m[i] / (1.0 - b1.powf(t));
-                        let vh = v[i] / (1.0 - b2.powf(t));
-                        x[i] -= lr * mh / (vh.sqrt() + config.eps);
-                    }
-                }
-            }
+            first_order_step(config, lr, iter + 1, &mut x, &g, &mut m, &mut v);
             iter += 1;
         }
     } else {
@@ -376,7 +405,7 @@ pub fn run_fn(
                 curv.update(&s, &y);
                 p = curv.direction(&g);
                 let mut dg0 = dot(&g, &p);
-                if !(dg0 < 0.0) {
+                if !positive(-dg0) {
                     curv.reset(d);
                     p = g.iter().map(|v| -v).collect();
                     dg0 = -gg;

@@ -291,7 +291,9 @@ pub struct Kernels {
 impl Kernels {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         use Bind::*;
-        let fo = [Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite, ReadWrite];
+        let fo = [
+            Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+        ];
         let qn = [
             Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
             ReadWrite,
@@ -323,10 +325,14 @@ pub struct GpuRun<'a> {
     obj_binding: ObjectiveBinding,
     opt_group: wgpu::BindGroup,
     state: wgpu::Buffer,
+    /// Initial states, for `reset`.
+    initial: Vec<OptState>,
     history: wgpu::Buffer,
     /// Starts with the iterate (first-order: the point itself; quasi-Newton: the
     /// vectors whose region 0 is x).
     x: wgpu::Buffer,
+    /// Trial point of the quasi-Newton line search.
+    trial: Option<wgpu::Buffer>,
     _buffers: Vec<wgpu::Buffer>,
 }
 
@@ -351,7 +357,9 @@ impl<'a> GpuRun<'a> {
         }
         if let Some(l) = lrs {
             if l.len() != problems.len() {
-                return Err(Error::Config("one learning rate per problem expected".into()));
+                return Err(Error::Config(
+                    "one learning rate per problem expected".into(),
+                ));
             }
         }
         let gp = GpuProblems::new(ctx, problems)?;
@@ -374,6 +382,7 @@ impl<'a> GpuRun<'a> {
             })
             .collect();
         let state = ctx.storage("optimizer state", &states)?;
+        let initial = states;
         let history = ctx.storage_zeroed("history", 2 * np * (steps as usize + 1))?;
         let f = ctx.storage_zeroed("f", np)?;
         let g = ctx.storage_zeroed("gradient", n)?;
@@ -394,7 +403,7 @@ impl<'a> GpuRun<'a> {
         );
         let kernel = kernels.for_method(method);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        let (obj_binding, opt_group, x, buffers) = if method.is_quasi_newton() {
+        let (obj_binding, opt_group, x, trial, buffers) = if method.is_quasi_newton() {
             // xe (evaluation point) starts at x0; vecs region 0 (x) too.
             let xe = ctx.storage_zeroed("trial point", n)?;
             let vecs = ctx.storage_zeroed("quasi-newton vectors", 6 * n)?;
@@ -409,16 +418,21 @@ impl<'a> GpuRun<'a> {
             let ob = objective.bind(ctx, &gp, &xe, &f, &g)?;
             let group = kernel.bind(
                 ctx,
-                &[&params, &gp.desc, &f, &g, &xe, &vecs, &state, &history, &mat],
+                &[
+                    &params, &gp.desc, &f, &g, &xe, &vecs, &state, &history, &mat,
+                ],
             );
-            (ob, group, vecs, vec![xe, mat, params, f, g])
+            (ob, group, vecs, Some(xe), vec![mat, params, f, g])
         } else {
             let x = ctx.storage_zeroed("x", n)?;
             enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
             let vecs = ctx.storage_zeroed("moments", 2 * n)?;
             let ob = objective.bind(ctx, &gp, &x, &f, &g)?;
-            let group = kernel.bind(ctx, &[&params, &gp.desc, &f, &g, &x, &vecs, &state, &history]);
-            (ob, group, x, vec![vecs, params, f, g])
+            let group = kernel.bind(
+                ctx,
+                &[&params, &gp.desc, &f, &g, &x, &vecs, &state, &history],
+            );
+            (ob, group, x, None, vec![vecs, params, f, g])
         };
         ctx.queue.submit([enc.finish()]);
         Ok(Self {
@@ -430,21 +444,34 @@ impl<'a> GpuRun<'a> {
             obj_binding,
             opt_group,
             state,
+            initial,
             history,
             x,
+            trial,
             _buffers: buffers,
         })
+    }
+
+    /// Puts every problem back at its start point with fresh optimizer state.
+    pub fn reset(&self, ctx: &GpuContext) {
+        ctx.queue
+            .write_buffer(&self.state, 0, bytemuck::cast_slice(&self.initial));
+        let bytes = self.problems.n_total as u64 * 4;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.problems.x0, 0, &self.x, 0, bytes);
+        if let Some(xe) = &self.trial {
+            enc.copy_buffer_to_buffer(&self.problems.x0, 0, xe, 0, bytes);
+        }
+        ctx.queue.submit([enc.finish()]);
     }
 
     /// Records one pass (objective at the evaluation point, then the optimizer kernel)
     /// into `pass`. No readback: this is the unit an embedding application records.
     pub fn record_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.objective.record(pass, &self.obj_binding);
-        self.kernels.for_method(self.config.method).dispatch_problems(
-            pass,
-            &self.opt_group,
-            self.problems.n_problems,
-        );
+        self.kernels
+            .for_method(self.config.method)
+            .dispatch_problems(pass, &self.opt_group, self.problems.n_problems);
     }
 
     /// Submits `n` passes, in submits of [`PASSES_PER_SUBMIT`].
@@ -488,7 +515,8 @@ impl<'a> GpuRun<'a> {
                 let k = chunk.min(max - done);
                 self.submit_passes(ctx, k);
                 done += k;
-                let states: Vec<OptState> = ctx.read(&self.state, self.problems.n_problems as usize)?;
+                let states: Vec<OptState> =
+                    ctx.read(&self.state, self.problems.n_problems as usize)?;
                 if states.iter().all(|s| s.status != 0) {
                     break;
                 }

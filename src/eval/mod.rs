@@ -1,0 +1,465 @@
+//! `optimus-gpu eval` (OPTIMUS.md §4): functions × dimensions × seeded start points ×
+//! optimizers, a step budget, learning rates tuned per function on a grid, and the
+//! statistics, table, files and plots of the comparison.
+
+pub mod report;
+pub mod results;
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::functions::Function;
+use crate::objective::{ObjectiveStage, UserObjective};
+use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
+use crate::problem::{Objective, ProblemSpec, SampleOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use results::{Cell, EvalResults, TunedLr};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What to evaluate. Every field has a default; a RON file or flags override them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Benchmark functions by name (ignored when `objective` is set).
+    pub functions: Vec<String>,
+    pub dims: Vec<usize>,
+    /// Start points per (function, dimension); the same for every optimizer.
+    pub starts: usize,
+    /// Step budget T.
+    pub steps: u32,
+    pub optimizers: Vec<String>,
+    pub seed: u64,
+    /// Shift, rotation and scale of the problems (none: the textbook functions).
+    pub sample: SampleOptions,
+    /// Learning rates tried when tuning GD, momentum and Adam.
+    pub lr_grid: Vec<f64>,
+    /// Start points used for tuning (drawn apart from the evaluation's).
+    pub tune_starts: usize,
+    /// Fixed learning rate instead of tuning, when set.
+    pub lr: Option<f64>,
+    /// A run succeeds when its final gap f − f* is at most this.
+    pub success_tol: f64,
+    /// Steps and evaluations are counted until the gap first reaches this.
+    pub threshold: f64,
+    /// A user WGSL objective in place of the benchmark functions.
+    pub objective: Option<PathBuf>,
+    /// Folder for results.json, results.csv and the SVG plots.
+    pub out: PathBuf,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            functions: Function::ALL.iter().map(|f| f.name().to_string()).collect(),
+            dims: vec![2, 10, 30, 100],
+            starts: 8,
+            steps: 200,
+            optimizers: ["gd", "momentum", "adam", "bfgs", "lbfgs"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            seed: 0,
+            sample: SampleOptions::default(),
+            lr_grid: (0..=12)
+                .map(|k| 10f64.powf(-6.0 + 0.5 * k as f64))
+                .collect(),
+            tune_starts: 4,
+            lr: None,
+            success_tol: 1e-5,
+            threshold: 1e-3,
+            objective: None,
+            out: PathBuf::from("results/eval"),
+        }
+    }
+}
+
+impl EvalConfig {
+    /// Reads a RON config; unknown fields and bad values are errors.
+    pub fn from_ron(text: &str, path: &str) -> Result<Self> {
+        ron::from_str(text).map_err(|e| Error::Config(format!("{path}: {e}")))
+    }
+
+    fn methods(&self) -> Result<Vec<Method>> {
+        if self.optimizers.is_empty() {
+            return Err(Error::Config("name at least one optimizer".into()));
+        }
+        self.optimizers
+            .iter()
+            .map(|s| Method::parse(s).map_err(Error::Config))
+            .collect()
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.dims.is_empty() || self.starts == 0 || self.steps == 0 {
+            return bad("dims, starts and steps must be non-empty and positive");
+        }
+        if self.lr_grid.is_empty() || self.lr_grid.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
+            return bad("lr_grid must hold positive learning rates");
+        }
+        if self.lr.is_some_and(|l| !(l > 0.0 && l.is_finite())) {
+            return bad("lr must be positive");
+        }
+        if self.tune_starts == 0 {
+            return bad("tune_starts must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The problems of one evaluation: objectives with the dimensions they run at.
+struct Suite {
+    objectives: Vec<Objective>,
+    dims: Vec<usize>,
+    skipped: Vec<String>,
+    user: Option<Arc<UserObjective>>,
+}
+
+impl Suite {
+    fn new(cfg: &EvalConfig) -> Result<Self> {
+        let (objectives, user) = match &cfg.objective {
+            Some(path) => {
+                let u = Arc::new(UserObjective::load(path)?);
+                (vec![Objective::User(u.clone())], Some(u))
+            }
+            None => {
+                if cfg.functions.is_empty() {
+                    return Err(Error::Config("name at least one function".into()));
+                }
+                let fs = cfg
+                    .functions
+                    .iter()
+                    .map(|n| {
+                        Function::parse(n)
+                            .map(Objective::Builtin)
+                            .map_err(Error::Config)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (fs, None)
+            }
+        };
+        let mut skipped = Vec::new();
+        for &d in &cfg.dims {
+            if d == 0 || d > crate::functions::MAX_DIM {
+                return Err(Error::Config(format!(
+                    "dimension {d} is out of range 1..={}",
+                    crate::functions::MAX_DIM
+                )));
+            }
+        }
+        for o in &objectives {
+            if let Objective::Builtin(f) = o {
+                for &d in &cfg.dims {
+                    if let Err(e) = f.check_dim(d) {
+                        skipped.push(e);
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            objectives,
+            dims: cfg.dims.clone(),
+            skipped,
+            user,
+        })
+    }
+
+    fn valid(&self, o: &Objective, d: usize) -> bool {
+        match o {
+            Objective::Builtin(f) => f.check_dim(d).is_ok(),
+            Objective::User(_) => true,
+        }
+    }
+
+    /// Start problems of one cell; `stream` separates tuning draws from evaluation draws.
+    fn problems(
+        &self,
+        cfg: &EvalConfig,
+        o: &Objective,
+        d: usize,
+        n: usize,
+        stream: u64,
+    ) -> Result<Vec<ProblemSpec>> {
+        (0..n)
+            .map(|r| {
+                let seed = cfg
+                    .seed
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .wrapping_add(stream << 48)
+                    .wrapping_add((o.id() as u64) << 32)
+                    .wrapping_add((d as u64) << 12)
+                    .wrapping_add(r as u64);
+                ProblemSpec::sample(o.clone(), d, &cfg.sample, seed)
+            })
+            .collect()
+    }
+}
+
+/// Runs every method once on one small problem, so that pipeline compilation (done
+/// lazily by some drivers) is not billed to the first measured cell.
+fn warm_up(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    stage: &ObjectiveStage,
+    suite: &Suite,
+    cfg: &EvalConfig,
+    methods: &[Method],
+) -> Result<()> {
+    let Some((o, d)) = suite
+        .objectives
+        .iter()
+        .flat_map(|o| suite.dims.iter().map(move |&d| (o, d)))
+        .find(|(o, d)| suite.valid(o, *d))
+    else {
+        return Ok(());
+    };
+    let problems = suite.problems(cfg, o, d, 1, 2)?;
+    for &m in methods {
+        GpuRun::new(
+            ctx,
+            kernels,
+            stage,
+            &problems,
+            &OptimizerConfig::new(m),
+            None,
+            1,
+        )?
+        .run(ctx)?;
+    }
+    Ok(())
+}
+
+/// Score of a final gap for tuning: log10 of the gap, with a penalty for divergence.
+fn tuning_score(r: &ProblemResult) -> f64 {
+    let g = r.final_gap();
+    if r.status == Status::Diverged || !g.is_finite() {
+        40.0
+    } else {
+        g.max(1e-12).log10()
+    }
+}
+
+fn bar(len: u64, quiet: bool, msg: &'static str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+/// Runs the evaluation described by `cfg` on `ctx`.
+pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResults> {
+    cfg.check()?;
+    let methods = cfg.methods()?;
+    let suite = Suite::new(cfg)?;
+    let kernels = Kernels::new(ctx)?;
+    let stage = ObjectiveStage::new(ctx, suite.user.as_deref())?;
+    let start = Instant::now();
+    warm_up(ctx, &kernels, &stage, &suite, cfg, &methods)?;
+
+    // Tune the learning rate of each first-order method per objective: one batch per
+    // method holds every (objective, dimension, tuning start, learning rate).
+    let mut tuned: Vec<TunedLr> = Vec::new();
+    let tune_methods: Vec<Method> = methods.iter().copied().filter(|m| m.has_lr()).collect();
+    if cfg.lr.is_none() && !tune_methods.is_empty() {
+        let pb = bar(tune_methods.len() as u64, quiet, "tuning");
+        for &m in &tune_methods {
+            let mut problems = Vec::new();
+            let mut lrs = Vec::new();
+            let mut keys = Vec::new();
+            for (oi, o) in suite.objectives.iter().enumerate() {
+                for &d in &suite.dims {
+                    if !suite.valid(o, d) {
+                        continue;
+                    }
+                    let base = suite.problems(cfg, o, d, cfg.tune_starts, 1)?;
+                    for (li, &lr) in cfg.lr_grid.iter().enumerate() {
+                        for p in &base {
+                            problems.push(p.clone());
+                            lrs.push(lr);
+                            keys.push((oi, li));
+                        }
+                    }
+                }
+            }
+            let run = GpuRun::new(
+                ctx,
+                &kernels,
+                &stage,
+                &problems,
+                &OptimizerConfig::new(m),
+                Some(&lrs),
+                cfg.steps,
+            )?;
+            let res = run.run(ctx)?;
+            for (oi, o) in suite.objectives.iter().enumerate() {
+                let mut score = vec![0.0; cfg.lr_grid.len()];
+                for (r, &(k_o, k_l)) in res.iter().zip(&keys) {
+                    if k_o == oi {
+                        score[k_l] += tuning_score(r);
+                    }
+                }
+                // Ties go to the smaller learning rate (the grid is ascending).
+                let best = (0..score.len())
+                    .min_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b)))
+                    .unwrap_or(0);
+                tuned.push(TunedLr {
+                    optimizer: m.name().into(),
+                    function: o.name(),
+                    lr: cfg.lr_grid[best],
+                });
+            }
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+    }
+    let lr_for = |m: Method, o: &Objective| -> f64 {
+        cfg.lr.unwrap_or_else(|| {
+            tuned
+                .iter()
+                .find(|t| t.optimizer == m.name() && t.function == o.name())
+                .map_or(OptimizerConfig::default().lr, |t| t.lr)
+        })
+    };
+
+    // Evaluate: one batch per (method, objective, dimension), so each cell's time is
+    // its own.
+    let n_cells: usize = suite
+        .objectives
+        .iter()
+        .map(|o| suite.dims.iter().filter(|&&d| suite.valid(o, d)).count())
+        .sum::<usize>()
+        * methods.len();
+    let pb = bar(n_cells as u64, quiet, "evaluating");
+    let mut cells = Vec::new();
+    for &m in &methods {
+        for o in &suite.objectives {
+            for &d in &suite.dims {
+                if !suite.valid(o, d) {
+                    continue;
+                }
+                let problems = suite.problems(cfg, o, d, cfg.starts, 0)?;
+                let lr = m.has_lr().then(|| lr_for(m, o));
+                let ocfg = OptimizerConfig {
+                    lr: lr.unwrap_or(OptimizerConfig::default().lr),
+                    ..OptimizerConfig::new(m)
+                };
+                let t0 = Instant::now();
+                let run = GpuRun::new(ctx, &kernels, &stage, &problems, &ocfg, None, cfg.steps)?;
+                let res = run.run(ctx)?;
+                let seconds = t0.elapsed().as_secs_f64();
+                cells.push(cell(o.name(), d, m, lr, &res, cfg, seconds));
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+
+    Ok(EvalResults {
+        adapter: ctx
+            .adapter_info
+            .as_ref()
+            .map_or("embedded device".into(), |i| {
+                format!("{} ({:?})", i.name, i.backend)
+            }),
+        steps: cfg.steps,
+        starts: cfg.starts,
+        success_tol: cfg.success_tol,
+        threshold: cfg.threshold,
+        optimizers: methods.iter().map(|m| m.name().to_string()).collect(),
+        functions: suite.objectives.iter().map(|o| o.name()).collect(),
+        dims: suite.dims.clone(),
+        cells,
+        tuned,
+        skipped: suite.skipped,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+/// Statistics of one cell over its start points.
+fn cell(
+    function: String,
+    dim: usize,
+    m: Method,
+    lr: Option<f64>,
+    res: &[ProblemResult],
+    cfg: &EvalConfig,
+    seconds: f64,
+) -> Cell {
+    let final_gaps: Vec<f64> = res
+        .iter()
+        .map(|r| {
+            if r.status == Status::Diverged {
+                f64::NAN
+            } else {
+                r.final_gap()
+            }
+        })
+        .collect();
+    let ok: Vec<f64> = final_gaps
+        .iter()
+        .copied()
+        .filter(|g| g.is_finite())
+        .collect();
+    let reached: Vec<(u32, u32)> = res
+        .iter()
+        .filter(|r| r.status != Status::Diverged)
+        .filter_map(|r| r.reached(cfg.threshold))
+        .collect();
+    let t1 = cfg.steps as usize + 1;
+    let curve = (0..t1)
+        .map(|t| {
+            let at: Vec<f64> = res
+                .iter()
+                .filter(|r| r.status != Status::Diverged)
+                .map(|r| r.gaps[t])
+                .collect();
+            median(&at)
+        })
+        .collect();
+    Cell {
+        function,
+        dim,
+        optimizer: m.name().into(),
+        lr,
+        mean_gap: if ok.is_empty() { f64::NAN } else { mean(&ok) },
+        median_gap: median(&ok),
+        success_rate: ok.iter().filter(|&&g| g <= cfg.success_tol).count() as f64
+            / res.len() as f64,
+        steps_to_threshold: (!reached.is_empty())
+            .then(|| mean(&reached.iter().map(|r| r.0 as f64).collect::<Vec<_>>())),
+        evals_to_threshold: (!reached.is_empty())
+            .then(|| mean(&reached.iter().map(|r| r.1 as f64).collect::<Vec<_>>())),
+        diverged: res.iter().filter(|r| r.status == Status::Diverged).count(),
+        final_gaps,
+        curve,
+        seconds,
+    }
+}

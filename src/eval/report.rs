@@ -1,0 +1,651 @@
+//! The output side of `optimus-gpu eval`: a terminal table, JSON and CSV files, and SVG
+//! plots (final gap against dimension, and convergence curves). Everything here only
+//! reads an [`EvalResults`]; nothing touches the GPU.
+
+use super::results::{Cell, EvalResults};
+use anyhow::{Context, Result};
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufWriter, Write as _};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Smallest gap drawn on a log axis: exact zeros and round-off negatives land here.
+const GAP_FLOOR: f64 = 1e-12;
+
+/// Plot size in pixels.
+const PLOT_SIZE: (u32, u32) = (900, 600);
+
+// ---------------------------------------------------------------------------------------
+// Ordering helpers
+// ---------------------------------------------------------------------------------------
+
+/// Names in the order the run listed them, then any others in order of first appearance,
+/// so the report follows the configuration rather than the order cells were produced.
+fn ordered_names<'a>(listed: &'a [String], seen: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for name in listed.iter().map(String::as_str).chain(seen) {
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Functions, dimensions and optimizers of `res`, each in report order.
+fn axes(res: &EvalResults) -> (Vec<&str>, Vec<usize>, Vec<&str>) {
+    let functions = ordered_names(
+        &res.functions,
+        res.cells.iter().map(|c| c.function.as_str()),
+    );
+    let optimizers = ordered_names(
+        &res.optimizers,
+        res.cells.iter().map(|c| c.optimizer.as_str()),
+    );
+    let mut dims: Vec<usize> = res
+        .dims
+        .iter()
+        .copied()
+        .chain(res.cells.iter().map(|c| c.dim))
+        .collect();
+    dims.sort_unstable();
+    dims.dedup();
+    (functions, dims, optimizers)
+}
+
+/// The cell of one (function, dimension, optimizer), if the run produced it.
+fn find<'a>(res: &'a EvalResults, function: &str, dim: usize, optimizer: &str) -> Option<&'a Cell> {
+    res.cells
+        .iter()
+        .find(|c| c.function == function && c.dim == dim && c.optimizer == optimizer)
+}
+
+// ---------------------------------------------------------------------------------------
+// Terminal table
+// ---------------------------------------------------------------------------------------
+
+/// A gap in compact scientific notation (`3.2e-5`), short enough for a table column.
+fn sci(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf" } else { "-inf" }.into()
+    } else if x == 0.0 {
+        "0".into()
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+/// An optional mean count, or "-" when no start point reached the threshold.
+fn opt_count(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:.1}"),
+        Some(v) => format!("{v}"),
+        None => "-".into(),
+    }
+}
+
+/// Appends rows of cells as aligned columns; `right[i]` right-aligns column i (numbers).
+fn push_columns(out: &mut String, rows: &[Vec<String>], right: &[bool], indent: &str) {
+    let ncol = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..ncol)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        // An empty row is a rule across the full width.
+        if row.is_empty() {
+            let total = widths.iter().sum::<usize>() + 2 * ncol.saturating_sub(1);
+            let _ = writeln!(out, "{indent}{}", "-".repeat(total));
+            continue;
+        }
+        let mut line = String::from(indent);
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let w = widths[i];
+            if right.get(i).copied().unwrap_or(false) {
+                let _ = write!(line, "{cell:>w$}");
+            } else {
+                let _ = write!(line, "{cell:<w$}");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+/// A plain-text table for the terminal: one row per optimizer, grouped by function then
+/// dimension, followed by the tuned learning rates and skipped problems, so a run can be
+/// read at a glance without opening the files.
+pub fn table(res: &EvalResults) -> String {
+    let (functions, dims, optimizers) = axes(res);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} steps, {} start points, success: gap <= {}, threshold: gap <= {}, {:.2} s on {}",
+        res.steps,
+        res.starts,
+        sci(res.success_tol),
+        sci(res.threshold),
+        res.seconds,
+        res.adapter
+    );
+    let _ = writeln!(out);
+
+    let header: Vec<String> = [
+        "function",
+        "d",
+        "optimizer",
+        "mean f−f*",
+        "median f−f*",
+        "success %",
+        "steps to thr",
+        "evals to thr",
+        "diverged",
+        "time (s)",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let right = [false, true, false, true, true, true, true, true, true, true];
+    let mut rows = vec![header, Vec::new()];
+    let mut first_group = true;
+    for f in &functions {
+        let mut f_shown = false;
+        for &d in &dims {
+            let mut d_shown = false;
+            for o in &optimizers {
+                let Some(c) = find(res, f, d, o) else {
+                    continue;
+                };
+                if !f_shown && !first_group {
+                    rows.push(Vec::new());
+                }
+                rows.push(vec![
+                    if f_shown {
+                        String::new()
+                    } else {
+                        f.to_string()
+                    },
+                    if d_shown {
+                        String::new()
+                    } else {
+                        d.to_string()
+                    },
+                    o.to_string(),
+                    sci(c.mean_gap),
+                    sci(c.median_gap),
+                    format!("{:.1}", 100.0 * c.success_rate),
+                    opt_count(c.steps_to_threshold),
+                    opt_count(c.evals_to_threshold),
+                    c.diverged.to_string(),
+                    format!("{:.3}", c.seconds),
+                ]);
+                f_shown = true;
+                d_shown = true;
+                first_group = false;
+            }
+        }
+    }
+    if rows.len() == 2 {
+        let _ = writeln!(out, "(no results)");
+    } else {
+        push_columns(&mut out, &rows, &right, "");
+    }
+
+    if !res.tuned.is_empty() {
+        let _ = writeln!(out, "\nTuned learning rates:");
+        let rows: Vec<Vec<String>> = res
+            .tuned
+            .iter()
+            .map(|t| vec![t.optimizer.clone(), t.function.clone(), sci(t.lr)])
+            .collect();
+        push_columns(&mut out, &rows, &[false, false, true], "  ");
+    }
+    if !res.skipped.is_empty() {
+        let _ = writeln!(out, "\nSkipped:");
+        for s in &res.skipped {
+            let _ = writeln!(out, "  - {s}");
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON and CSV
+// ---------------------------------------------------------------------------------------
+
+/// Writes the full results (curves and per-start gaps included) as pretty JSON, the
+/// lossless record of a run. Non-finite numbers become `null`, as JSON has no NaN.
+pub fn write_json(res: &EvalResults, path: &Path) -> Result<()> {
+    let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut w, res)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(w)?;
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// One CSV row: the summary statistics of a cell, without the per-iteration curve or
+/// the per-start gaps, which do not fit a flat table.
+#[derive(Serialize)]
+struct CsvRow<'a> {
+    function: &'a str,
+    dim: usize,
+    optimizer: &'a str,
+    lr: Option<f64>,
+    mean_gap: f64,
+    median_gap: f64,
+    success_rate: f64,
+    steps_to_threshold: Option<f64>,
+    evals_to_threshold: Option<f64>,
+    diverged: usize,
+    seconds: f64,
+}
+
+/// Writes one row per cell as CSV (empty field where a value is absent), for
+/// spreadsheets and pandas.
+pub fn write_csv(res: &EvalResults, path: &Path) -> Result<()> {
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    for c in &res.cells {
+        w.serialize(CsvRow {
+            function: &c.function,
+            dim: c.dim,
+            optimizer: &c.optimizer,
+            lr: c.lr,
+            mean_gap: c.mean_gap,
+            median_gap: c.median_gap,
+            success_rate: c.success_rate,
+            steps_to_threshold: c.steps_to_threshold,
+            evals_to_threshold: c.evals_to_threshold,
+            diverged: c.diverged,
+            seconds: c.seconds,
+        })
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Plots
+// ---------------------------------------------------------------------------------------
+
+/// A gap as drawn on a log axis: NaN and infinities are dropped, zeros and round-off
+/// negatives are raised to [`GAP_FLOOR`].
+fn plot_gap(g: f64) -> Option<f64> {
+    g.is_finite().then(|| g.max(GAP_FLOOR))
+}
+
+/// A name made safe for a file name (benchmark names are plain, user ones may not be).
+fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A log-axis range covering `lo..=hi` (both > 0), widened to whole decades so the
+/// axis always has labelled ticks.
+fn decade_range(lo: f64, hi: f64) -> Range<f64> {
+    let a = 10f64.powf(lo.log10().floor());
+    let mut b = 10f64.powf(hi.log10().ceil());
+    if b <= a {
+        b = a * 10.0;
+    }
+    a..b
+}
+
+/// A y range for all plotted gaps of a chart, or a default when there are none.
+fn gap_range<'a>(series: impl Iterator<Item = &'a [(f64, f64)]>) -> Range<f64> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(_, y) in series.flatten() {
+        lo = lo.min(y);
+        hi = hi.max(y);
+    }
+    if lo.is_finite() && hi.is_finite() {
+        // The factor keeps points at a decade (the floor, most often) off the frame.
+        decade_range(lo / 2.0, hi * 2.0)
+    } else {
+        GAP_FLOOR / 10.0..1.0
+    }
+}
+
+/// Splits a series at its missing points, so a line stops at NaN instead of joining
+/// across it.
+fn segments(points: &[Option<(f64, f64)>]) -> Vec<Vec<(f64, f64)>> {
+    let mut out = vec![Vec::new()];
+    for p in points {
+        match p {
+            Some(p) => out.last_mut().expect("never empty").push(*p),
+            None if !out.last().expect("never empty").is_empty() => out.push(Vec::new()),
+            None => {}
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// One optimizer's line on a chart: its name and its points (missing ones as `None`).
+struct Series<'a> {
+    name: &'a str,
+    points: Vec<Option<(f64, f64)>>,
+}
+
+/// Labels of a chart.
+struct Labels<'a> {
+    title: &'a str,
+    x: &'a str,
+    y: &'a str,
+}
+
+/// Draws one chart with a log-scale gap axis and any x axis (linear or log), so both
+/// kinds of plot share the styling; `markers` adds a point at every data point.
+fn draw_chart<X>(
+    path: &Path,
+    labels: &Labels,
+    x: X,
+    x_fmt: &dyn Fn(&f64) -> String,
+    series: &[Series],
+    markers: bool,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let parts: Vec<Vec<Vec<(f64, f64)>>> = series.iter().map(|s| segments(&s.points)).collect();
+    let y = gap_range(parts.iter().flatten().map(Vec::as_slice));
+    let y: LogCoord<f64> = y.log_scale().into();
+
+    let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(labels.title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(labels.x)
+        .y_desc(labels.y)
+        .x_label_formatter(x_fmt)
+        .y_label_formatter(&|v: &f64| format!("{v:.0e}"))
+        .draw()?;
+
+    for (i, (s, segs)) in series.iter().zip(&parts).enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let mut labelled = false;
+        for seg in segs {
+            let anno =
+                chart.draw_series(LineSeries::new(seg.iter().copied(), color.stroke_width(2)))?;
+            if !labelled {
+                anno.label(s.name).legend(move |(lx, ly)| {
+                    PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2))
+                });
+                labelled = true;
+            }
+            if markers {
+                chart.draw_series(seg.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// One SVG per function (`final_<function>.svg`): mean final gap against dimension, one
+/// line per optimizer, to show how each method scales with d.
+pub fn plot_final_vs_dim(res: &EvalResults, dir: &Path) -> Result<Vec<PathBuf>> {
+    let (functions, dims, optimizers) = axes(res);
+    let mut written = Vec::new();
+    for f in &functions {
+        let f_dims: Vec<usize> = dims
+            .iter()
+            .copied()
+            .filter(|&d| res.cells.iter().any(|c| c.function == *f && c.dim == d))
+            .collect();
+        let (Some(&dmin), Some(&dmax)) = (f_dims.first(), f_dims.last()) else {
+            continue;
+        };
+        let series: Vec<Series> = optimizers
+            .iter()
+            .filter_map(|o| {
+                let points: Vec<Option<(f64, f64)>> = f_dims
+                    .iter()
+                    .filter_map(|&d| find(res, f, d, o))
+                    .map(|c| plot_gap(c.mean_gap).map(|g| (c.dim as f64, g)))
+                    .collect();
+                (!points.is_empty()).then_some(Series { name: o, points })
+            })
+            .collect();
+        let path = dir.join(format!("final_{}.svg", file_stem(f)));
+        let title = format!("{f}: mean final gap vs dimension");
+        let labels = Labels {
+            title: &title,
+            x: "dimension d",
+            y: "mean f − f*",
+        };
+        let (lo, hi) = (dmin as f64, dmax as f64);
+        if f_dims.len() > 2 {
+            // Log axis: pad by a factor and start at a decade so there is a tick.
+            let lo = 10f64.powf((lo / 1.3).log10().floor());
+            let x: LogCoord<f64> = (lo..hi * 1.3).log_scale().into();
+            draw_chart(&path, &labels, x, &|v| format!("{v:.0}"), &series, true)?;
+        } else {
+            let pad = ((hi - lo) * 0.1).max(1.0);
+            let x: RangedCoordf64 = ((lo - pad).max(0.0)..hi + pad).into();
+            draw_chart(&path, &labels, x, &|v| format!("{v}"), &series, true)?;
+        }
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// One SVG per (function, dimension) (`curve_<function>_d<dim>.svg`): median gap over
+/// the iterations, one line per optimizer, to compare convergence speed.
+pub fn plot_convergence(res: &EvalResults, dir: &Path) -> Result<Vec<PathBuf>> {
+    let (functions, dims, optimizers) = axes(res);
+    let mut written = Vec::new();
+    for f in &functions {
+        for &d in &dims {
+            let cells: Vec<&Cell> = optimizers
+                .iter()
+                .filter_map(|o| find(res, f, d, o))
+                .collect();
+            if cells.is_empty() {
+                continue;
+            }
+            let t = cells
+                .iter()
+                .map(|c| c.curve.len())
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(1);
+            let series: Vec<Series> = cells
+                .iter()
+                .map(|c| Series {
+                    name: &c.optimizer,
+                    points: c
+                        .curve
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &g)| plot_gap(g).map(|g| (i as f64, g)))
+                        .collect(),
+                })
+                .collect();
+            let path = dir.join(format!("curve_{}_d{d}.svg", file_stem(f)));
+            let title = format!("{f}, d = {d}: median gap per iteration");
+            let labels = Labels {
+                title: &title,
+                x: "iteration",
+                y: "median f − f*",
+            };
+            let x: RangedCoordf64 = (0.0..t.max(1) as f64).into();
+            draw_chart(&path, &labels, x, &|v| format!("{v}"), &series, false)?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
+/// Creates `dir` and writes everything a run reports (results.json, results.csv and all
+/// plots), returning the written paths so the CLI can list them.
+pub fn write_all(res: &EvalResults, dir: &Path) -> Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = Vec::new();
+    let json = dir.join("results.json");
+    write_json(res, &json)?;
+    written.push(json);
+    let csv = dir.join("results.csv");
+    write_csv(res, &csv)?;
+    written.push(csv);
+    written.extend(plot_final_vs_dim(res, dir)?);
+    written.extend(plot_convergence(res, dir)?);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::results::TunedLr;
+
+    fn cell(function: &str, dim: usize, optimizer: &str, gap: f64) -> Cell {
+        let curve: Vec<f64> = (0..=20)
+            .map(|i| {
+                if gap.is_nan() && i > 10 {
+                    f64::NAN
+                } else {
+                    gap + 10f64.powi(-i / 2)
+                }
+            })
+            .collect();
+        Cell {
+            function: function.into(),
+            dim,
+            optimizer: optimizer.into(),
+            lr: (optimizer == "adam").then_some(1e-2),
+            final_gaps: vec![gap, gap],
+            mean_gap: gap,
+            median_gap: gap,
+            success_rate: if gap.is_finite() && gap < 1e-6 {
+                1.0
+            } else {
+                0.5
+            },
+            steps_to_threshold: (gap < 1e-6).then_some(12.5),
+            evals_to_threshold: (gap < 1e-6).then_some(25.0),
+            diverged: usize::from(gap.is_nan()),
+            curve,
+            seconds: 0.25,
+        }
+    }
+
+    fn synthetic() -> EvalResults {
+        let gaps = [0.0, 3.2e-5, f64::NAN, 1.5, -1e-16, 7e-9, 2e-3, 4.0];
+        let mut cells = Vec::new();
+        let mut k = 0;
+        for f in ["sphere", "rosenbrock"] {
+            for d in [2, 10] {
+                for o in ["adam", "bfgs"] {
+                    cells.push(cell(f, d, o, gaps[k]));
+                    k += 1;
+                }
+            }
+        }
+        EvalResults {
+            adapter: "test".into(),
+            steps: 20,
+            starts: 2,
+            success_tol: 1e-6,
+            threshold: 1e-4,
+            optimizers: vec!["adam".into(), "bfgs".into()],
+            functions: vec!["sphere".into(), "rosenbrock".into()],
+            dims: vec![2, 10],
+            cells,
+            tuned: vec![TunedLr {
+                optimizer: "adam".into(),
+                function: "sphere".into(),
+                lr: 1e-2,
+            }],
+            skipped: vec!["powell at d=2: d must be a multiple of 4".into()],
+            seconds: 2.0,
+        }
+    }
+
+    #[test]
+    fn write_all_produces_files_and_table() {
+        let res = synthetic();
+        let dir = std::env::temp_dir().join(format!("optimus-report-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let files = write_all(&res, &dir).expect("write_all");
+
+        // results.json, results.csv, 2 final plots, 4 curve plots.
+        assert_eq!(files.len(), 2 + 2 + 4, "{files:?}");
+        for f in &files {
+            assert!(f.is_file(), "{} missing", f.display());
+        }
+        for name in ["final_sphere.svg", "curve_rosenbrock_d10.svg"] {
+            let svg = fs::read_to_string(dir.join(name)).unwrap();
+            assert!(svg.contains("<svg"), "{name}");
+            assert!(svg.contains("<polyline") || svg.contains("<path"), "{name}");
+            assert!(
+                svg.contains("adam") && svg.contains("bfgs"),
+                "legend in {name}"
+            );
+        }
+
+        let csv = fs::read_to_string(dir.join("results.csv")).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "function,dim,optimizer,lr,mean_gap,median_gap,success_rate,\
+             steps_to_threshold,evals_to_threshold,diverged,seconds"
+        );
+        assert_eq!(lines.filter(|l| !l.is_empty()).count(), 8);
+
+        // NaN gaps are written as null, so read the JSON back untyped.
+        let json: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+        assert_eq!(json["adapter"], "test");
+        assert_eq!(json["cells"].as_array().map(Vec::len), Some(8));
+
+        let t = table(&res);
+        for o in &res.optimizers {
+            assert!(t.contains(o.as_str()), "{o} missing from\n{t}");
+        }
+        assert!(t.contains("3.2e-5"), "{t}");
+        assert!(
+            t.contains("Tuned learning rates") && t.contains("Skipped"),
+            "{t}"
+        );
+
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
