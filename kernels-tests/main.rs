@@ -6,6 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 mod common;
+mod eval;
 mod objective;
 mod optim;
 mod problem;

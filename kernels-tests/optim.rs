@@ -245,3 +245,32 @@ fn bad_optimizer_settings_get_clear_errors() {
     };
     assert!(cfg.validate().unwrap_err().to_string().contains("memory"));
 }
+
+#[test]
+fn runs_on_a_device_the_caller_owns() {
+    // An application's own device and queue, handed to the engine.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
+        &instance, None,
+    ))
+    .unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+    let ctx = optimus_gpu::GpuContext::from_device(device, queue);
+    let kernels = Kernels::new(&ctx).unwrap();
+    let stage = ObjectiveStage::new(&ctx, None).unwrap();
+    let problems = mixed_batch();
+    let cfg = OptimizerConfig::new(Method::Lbfgs);
+    let res = GpuRun::new(&ctx, &kernels, &stage, &problems, &cfg, None, 30)
+        .unwrap()
+        .run(&ctx)
+        .unwrap();
+    for (p, r) in problems.iter().zip(&res) {
+        assert!(
+            r.final_gap() < 1e-3 * r.gaps[0].max(1e-9),
+            "{}: {:?}",
+            p.objective.name(),
+            r.gaps.last()
+        );
+    }
+}

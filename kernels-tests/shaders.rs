@@ -35,3 +35,19 @@ fn user_objective_error_names_the_file_line() {
         .to_string();
     assert!(missing.contains("user_term"), "{missing}");
 }
+
+#[test]
+fn workgroup_size_in_wgsl_matches_the_host() {
+    let src = compose("first_order.wgsl").unwrap();
+    let module = validate("first_order.wgsl", &src).unwrap();
+    let wg = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some("WG"))
+        .map(|(_, c)| module.global_expressions[c.init].clone())
+        .expect("WG constant");
+    assert!(
+        matches!(wg, naga::Expression::Literal(naga::Literal::U32(v)) if v == optimus_gpu::kernel::WORKGROUP),
+        "{wg:?}"
+    );
+}

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 /// Invocations per workgroup in every kernel. Each workgroup owns one problem and loops
 /// over its coordinates, so this is independent of the problem dimension.
-pub const WORKGROUP: u32 = 64;
+pub const WORKGROUP: u32 = 32;
 
 /// Workgroups per dimension of a dispatch (the WebGPU default limit).
 const MAX_GROUPS_X: u32 = 65535;

@@ -21,3 +21,5 @@ pub mod problem;
 pub use context::GpuContext;
 pub use error::{Error, Result};
 pub use functions::Function;
+/// The wgpu this engine is built on, so embedders use the same version.
+pub use wgpu;

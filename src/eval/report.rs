@@ -394,15 +394,22 @@ where
 
     for (i, (s, segs)) in series.iter().zip(&parts).enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let mut labelled = false;
-        for seg in segs {
+        let legend = move |(lx, ly): (i32, i32)| {
+            PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2))
+        };
+        if segs.is_empty() {
+            // Still list an optimizer with nothing to draw, so its absence is explained.
+            chart
+                .draw_series(LineSeries::new(std::iter::empty(), color.stroke_width(2)))?
+                .label(format!("{} (no finite values)", s.name))
+                .legend(legend);
+            continue;
+        }
+        for (k, seg) in segs.iter().enumerate() {
             let anno =
                 chart.draw_series(LineSeries::new(seg.iter().copied(), color.stroke_width(2)))?;
-            if !labelled {
-                anno.label(s.name).legend(move |(lx, ly)| {
-                    PathElement::new(vec![(lx, ly), (lx + 20, ly)], color.stroke_width(2))
-                });
-                labelled = true;
+            if k == 0 {
+                anno.label(s.name).legend(legend);
             }
             if markers {
                 chart.draw_series(seg.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
@@ -450,7 +457,7 @@ pub fn plot_final_vs_dim(res: &EvalResults, dir: &Path) -> Result<Vec<PathBuf>> 
         let labels = Labels {
             title: &title,
             x: "dimension d",
-            y: "mean f − f*",
+            y: "mean f − f* (floor 1e-12)",
         };
         let (lo, hi) = (dmin as f64, dmax as f64);
         if f_dims.len() > 2 {
@@ -505,7 +512,7 @@ pub fn plot_convergence(res: &EvalResults, dir: &Path) -> Result<Vec<PathBuf>> {
             let labels = Labels {
                 title: &title,
                 x: "iteration",
-                y: "median f − f*",
+                y: "median f − f* (floor 1e-12)",
             };
             let x: RangedCoordf64 = (0.0..t.max(1) as f64).into();
             draw_chart(&path, &labels, x, &|v| format!("{v}"), &series, false)?;
@@ -620,6 +627,10 @@ mod tests {
                 "legend in {name}"
             );
         }
+
+        // Adam diverged on sphere at d = 10: nothing to draw, but still in the legend.
+        let svg = fs::read_to_string(dir.join("curve_sphere_d10.svg")).unwrap();
+        assert!(svg.contains("adam (no finite values)"));
 
         let csv = fs::read_to_string(dir.join("results.csv")).unwrap();
         let mut lines = csv.lines();

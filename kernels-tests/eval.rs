@@ -1,0 +1,83 @@
+use crate::common::ctx;
+use optimus_gpu::eval::{report, run, EvalConfig};
+
+fn tiny() -> EvalConfig {
+    EvalConfig {
+        functions: vec!["sphere".into(), "rosenbrock".into(), "powell".into()],
+        dims: vec![2, 4],
+        starts: 2,
+        steps: 30,
+        optimizers: vec!["gd".into(), "adam".into(), "bfgs".into(), "lbfgs".into()],
+        lr_grid: vec![1e-3, 1e-2, 1e-1],
+        tune_starts: 2,
+        ..EvalConfig::default()
+    }
+}
+
+#[test]
+fn a_small_evaluation_produces_every_cell_and_file() {
+    let cfg = tiny();
+    let res = run(ctx(), &cfg, true).unwrap();
+    // Powell is skipped at d = 2 (not a multiple of 4) and reported as such.
+    assert_eq!(res.cells.len(), 5 * 4);
+    assert_eq!(res.skipped.len(), 1);
+    assert_eq!(
+        res.tuned.len(),
+        2 * 3,
+        "gd and adam tuned for each function"
+    );
+    let sphere_bfgs = res
+        .cells
+        .iter()
+        .find(|c| c.function == "sphere" && c.optimizer == "bfgs" && c.dim == 4)
+        .unwrap();
+    assert_eq!(sphere_bfgs.success_rate, 1.0);
+    assert!(sphere_bfgs.steps_to_threshold.unwrap() <= 3.0);
+    let dir = std::env::temp_dir().join(format!("optimus-eval-test-{}", std::process::id()));
+    let files = report::write_all(&res, &dir).unwrap();
+    assert!(files.iter().any(|f| f.ends_with("results.json")));
+    assert!(report::table(&res).contains("rosenbrock"));
+    std::fs::remove_dir_all(&dir).ok();
+    // Same seed, same numbers.
+    let again = run(ctx(), &cfg, true).unwrap();
+    for (a, b) in res.cells.iter().zip(&again.cells) {
+        assert_eq!(
+            a.final_gaps.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.final_gaps.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn bad_eval_configs_are_explained() {
+    let e = EvalConfig::from_ron("(dims: [2, 10], stepz: 5)", "bad.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.ron") && e.contains("stepz"), "{e}");
+    let cfg = EvalConfig {
+        functions: vec!["nope".into()],
+        ..tiny()
+    };
+    let e = run(ctx(), &cfg, true).unwrap_err().to_string();
+    assert!(e.contains("unknown function 'nope'"), "{e}");
+    let cfg = EvalConfig {
+        dims: vec![0],
+        ..tiny()
+    };
+    assert!(run(ctx(), &cfg, true)
+        .unwrap_err()
+        .to_string()
+        .contains("dimension 0"));
+    let cfg = EvalConfig {
+        optimizers: vec!["sgd2".into()],
+        ..tiny()
+    };
+    assert!(run(ctx(), &cfg, true)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown optimizer"));
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/eval.ron")).unwrap();
+    let shipped = EvalConfig::from_ron(&text, "assets/eval.ron").unwrap();
+    assert_eq!(shipped.dims, EvalConfig::default().dims);
+}
