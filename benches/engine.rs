@@ -58,12 +58,49 @@ fn bench(c: &mut Criterion) {
             ctx.wait().unwrap();
         })
     });
+    // A batch of one function (Rosenbrock) runs the specialized pipeline.
+    let rosen: Vec<ProblemSpec> = (0..P)
+        .map(|i| {
+            let opts = SampleOptions {
+                shift: 0.1,
+                rotate: true,
+                log10_scale: (0.0, 0.0),
+            };
+            ProblemSpec::sample(Objective::Builtin(Function::Rosenbrock), D, &opts, i as u64)
+                .unwrap()
+        })
+        .collect();
+    let gp1 = GpuProblems::new(&ctx, &rosen).unwrap();
+    let binding1 = stage.bind(&ctx, &gp1, &gp1.x0, &f, &grad).unwrap();
+    g.bench_function("gpu_one_function", |b| {
+        b.iter(|| {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for _ in 0..PASSES {
+                    stage.record(&mut pass, &binding1);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait().unwrap();
+        })
+    });
     g.throughput(Throughput::Elements(P as u64));
     g.bench_function("cpu_twin", |b| {
         let mut gbuf = vec![0.0; D];
         b.iter(|| {
             let mut s = 0.0;
             for p in &problems {
+                s += p.cpu_gap_grad(&p.x0, &mut gbuf).unwrap();
+            }
+            s
+        })
+    });
+    g.bench_function("cpu_twin_one_function", |b| {
+        let mut gbuf = vec![0.0; D];
+        b.iter(|| {
+            let mut s = 0.0;
+            for p in &rosen {
                 s += p.cpu_gap_grad(&p.x0, &mut gbuf).unwrap();
             }
             s

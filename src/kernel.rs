@@ -133,6 +133,17 @@ pub struct Kernel {
 impl Kernel {
     /// Builds the kernel from already validated WGSL with entry point `main`.
     pub fn new(ctx: &GpuContext, label: &str, source: &str, binds: &[Bind]) -> Result<Self> {
+        Self::with_constants(ctx, label, source, binds, &[])
+    }
+
+    /// Like [`Kernel::new`], with values for the shader's `override` constants.
+    pub fn with_constants(
+        ctx: &GpuContext,
+        label: &str,
+        source: &str,
+        binds: &[Bind],
+        constants: &[(&str, f64)],
+    ) -> Result<Self> {
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let entries: Vec<_> = binds
@@ -176,7 +187,10 @@ impl Kernel {
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some("main"),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                ..Default::default()
+            },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {

@@ -283,6 +283,8 @@ pub struct GpuProblems {
     pub rot: wgpu::Buffer,
     /// Start points, ragged.
     pub x0: wgpu::Buffer,
+    /// The kernel id shared by every problem, if they share one.
+    pub single_func: Option<u32>,
 }
 
 impl GpuProblems {
@@ -327,7 +329,13 @@ impl GpuProblems {
             center.extend(p.center.iter().map(|&v| v as f32));
             x0.extend(p.x0.iter().map(|&v| v as f32));
         }
+        let first = problems[0].objective.id();
+        let single_func = problems
+            .iter()
+            .all(|p| p.objective.id() == first)
+            .then_some(first);
         Ok(Self {
+            single_func,
             n_problems: problems.len() as u32,
             n_total: x0.len() as u32,
             offsets,
