@@ -7,6 +7,7 @@
 
 mod common;
 mod eval;
+mod learned;
 mod objective;
 mod optim;
 mod problem;

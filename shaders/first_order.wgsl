@@ -16,6 +16,7 @@
 @group(0) @binding(7) var<storage, read_write> history: array<f32>;
 
 #include "shared/opt_state.wgsl"
+#include "shared/history.wgsl"
 
 const V_GD: u32 = 0u;
 const V_MOMENTUM: u32 = 1u;

@@ -41,6 +41,30 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../shaders/shared/opt_state.wgsl"),
     ),
     (
+        "shared/history.wgsl",
+        include_str!("../shaders/shared/history.wgsl"),
+    ),
+    (
+        "learned/features.wgsl",
+        include_str!("../shaders/learned/features.wgsl"),
+    ),
+    (
+        "learned/linear.wgsl",
+        include_str!("../shaders/learned/linear.wgsl"),
+    ),
+    (
+        "learned/layernorm.wgsl",
+        include_str!("../shaders/learned/layernorm.wgsl"),
+    ),
+    (
+        "learned/attention.wgsl",
+        include_str!("../shaders/learned/attention.wgsl"),
+    ),
+    (
+        "learned/step.wgsl",
+        include_str!("../shaders/learned/step.wgsl"),
+    ),
+    (
         "shared/quasi_newton.wgsl",
         include_str!("../shaders/shared/quasi_newton.wgsl"),
     ),
@@ -56,7 +80,16 @@ pub const SHADERS: &[(&str, &str)] = &[
 
 /// Top-level kernels (files with an entry point `main`), except `objective.wgsl`, which
 /// is completed by a user objective or its stand-in (`objective::objective_source`).
-pub const ENTRY_SHADERS: &[&str] = &["first_order.wgsl", "bfgs.wgsl", "lbfgs.wgsl"];
+pub const ENTRY_SHADERS: &[&str] = &[
+    "first_order.wgsl",
+    "bfgs.wgsl",
+    "lbfgs.wgsl",
+    "learned/features.wgsl",
+    "learned/linear.wgsl",
+    "learned/layernorm.wgsl",
+    "learned/attention.wgsl",
+    "learned/step.wgsl",
+];
 
 fn source_of(path: &str) -> Result<&'static str> {
     SHADERS

@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod functions;
 pub mod kernel;
+pub mod learned;
 pub mod objective;
 pub mod optim;
 pub mod problem;

@@ -66,10 +66,3 @@ struct OptParams {
 fn is_finite(v: f32) -> bool {
     return v == v && abs(v) <= 3.4e38;
 }
-
-// Records f at iteration `it` (and the evaluations spent to get there).
-fn write_history(p: u32, it: u32, f: f32, evals: u32) {
-    let base = 2u * (p * (params.steps + 1u) + it);
-    history[base] = f;
-    history[base + 1u] = f32(evals);
-}

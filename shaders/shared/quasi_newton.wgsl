@@ -20,6 +20,7 @@
 @group(0) @binding(8) var<storage, read_write> mat: array<f32>;
 
 #include "shared/opt_state.wgsl"
+#include "shared/history.wgsl"
 #include "shared/line_search.wgsl"
 
 const R_X: u32 = 0u;

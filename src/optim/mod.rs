@@ -12,10 +12,13 @@ pub mod cpu;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Kernel};
+use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
+use crate::learned::model::{Model, ModelKind};
 use crate::objective::{ObjectiveBinding, ObjectiveStage};
 use crate::problem::{GpuProblems, ProblemSpec};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// The optimization methods the engine runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,10 +35,30 @@ pub enum Method {
     Bfgs,
     /// L-BFGS with a strong-Wolfe line search.
     Lbfgs,
+    /// The Transformer-based learned optimizer with its rank-one preconditioner.
+    Optimus,
+    /// Optimus without the preconditioner.
+    #[serde(rename = "optimus-0")]
+    Optimus0,
+    /// The per-parameter MLP learned optimizer.
+    Lopt,
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 9] = [
+        Method::Gd,
+        Method::Momentum,
+        Method::Nesterov,
+        Method::Adam,
+        Method::Bfgs,
+        Method::Lbfgs,
+        Method::Optimus,
+        Method::Optimus0,
+        Method::Lopt,
+    ];
+
+    /// The classic methods, which need no model.
+    pub const CLASSIC: [Method; 6] = [
         Method::Gd,
         Method::Momentum,
         Method::Nesterov,
@@ -52,6 +75,19 @@ impl Method {
             Method::Adam => "adam",
             Method::Bfgs => "bfgs",
             Method::Lbfgs => "lbfgs",
+            Method::Optimus => "optimus",
+            Method::Optimus0 => "optimus-0",
+            Method::Lopt => "lopt",
+        }
+    }
+
+    /// The model kind a learned method runs, None for classic methods.
+    pub fn model_kind(self) -> Option<ModelKind> {
+        match self {
+            Method::Optimus => Some(ModelKind::Optimus),
+            Method::Optimus0 => Some(ModelKind::Optimus0),
+            Method::Lopt => Some(ModelKind::Lopt),
+            _ => None,
         }
     }
 
@@ -59,7 +95,7 @@ impl Method {
         let n = s.trim().to_ascii_lowercase().replace(['_', '-'], "");
         Method::ALL
             .into_iter()
-            .find(|m| m.name() == n || (n == "lbfgs" && *m == Method::Lbfgs))
+            .find(|m| m.name().replace('-', "") == n)
             .ok_or_else(|| {
                 format!(
                     "unknown optimizer '{s}'; known: {}",
@@ -114,6 +150,9 @@ pub struct OptimizerConfig {
     pub gtol: f64,
     /// L-BFGS memory (pairs kept).
     pub memory: u32,
+    /// Weights of a learned method (loaded from a model file, not part of a config).
+    #[serde(skip)]
+    pub model: Option<Arc<Model>>,
 }
 
 impl Default for OptimizerConfig {
@@ -126,6 +165,7 @@ impl Default for OptimizerConfig {
             eps: 1e-8,
             gtol: 1e-7,
             memory: 10,
+            model: None,
         }
     }
 }
@@ -148,6 +188,19 @@ impl OptimizerConfig {
         }
         if self.method == Method::Lbfgs && !(1..=64).contains(&self.memory) {
             return bad(format!("memory must be in 1..=64, got {}", self.memory));
+        }
+        if let Some(kind) = self.method.model_kind() {
+            match &self.model {
+                None => {
+                    return bad(
+                        "needs a model: pass --model DIR (see `optimus-gpu init-model`)".into(),
+                    )
+                }
+                Some(m) if m.config.kind != kind => {
+                    return bad(format!("the model given is a {:?} model", m.config.kind))
+                }
+                Some(m) => m.config.validate()?,
+            }
         }
         Ok(())
     }
@@ -286,6 +339,7 @@ pub struct Kernels {
     first_order: Kernel,
     bfgs: Kernel,
     lbfgs: Kernel,
+    learned: LearnedKernels,
 }
 
 impl Kernels {
@@ -302,6 +356,7 @@ impl Kernels {
             first_order: Kernel::from_shader(ctx, "first_order.wgsl", &fo)?,
             bfgs: Kernel::from_shader(ctx, "bfgs.wgsl", &qn)?,
             lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl", &qn)?,
+            learned: LearnedKernels::new(ctx)?,
         })
     }
 
@@ -323,7 +378,9 @@ pub struct GpuRun<'a> {
     problems: GpuProblems,
     steps: u32,
     obj_binding: ObjectiveBinding,
-    opt_group: wgpu::BindGroup,
+    /// The classic method's kernel bindings, or the learned optimizer's stages.
+    opt_group: Option<wgpu::BindGroup>,
+    learned: Option<LearnedNet>,
     state: wgpu::Buffer,
     /// Initial states, for `reset`.
     initial: Vec<OptState>,
@@ -375,7 +432,7 @@ impl<'a> GpuRun<'a> {
                     moff,
                     ..Default::default()
                 };
-                if method == Method::Bfgs {
+                if matches!(method, Method::Bfgs | Method::Optimus) {
                     moff += (p.dim * p.dim) as u32;
                 }
                 s
@@ -402,6 +459,7 @@ impl<'a> GpuRun<'a> {
             },
         );
         let kernel = kernels.for_method(method);
+        let mut learned = None;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         let (obj_binding, opt_group, x, trial, buffers) = if method.is_quasi_newton() {
             // xe (evaluation point) starts at x0; vecs region 0 (x) too.
@@ -422,7 +480,21 @@ impl<'a> GpuRun<'a> {
                     &params, &gp.desc, &f, &g, &xe, &vecs, &state, &history, &mat,
                 ],
             );
-            (ob, group, vecs, Some(xe), vec![mat, params, f, g])
+            (ob, Some(group), vecs, Some(xe), vec![mat, params, f, g])
+        } else if let Some(model) = &config.model {
+            let x = ctx.storage_zeroed("x", n)?;
+            enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
+            let ob = objective.bind(ctx, &gp, &x, &f, &g)?;
+            let bufs = StepBuffers {
+                opt_params: &params,
+                x: &x,
+                f: &f,
+                g: &g,
+                state: &state,
+                history: &history,
+            };
+            learned = Some(LearnedNet::new(ctx, &kernels.learned, model, &gp, &bufs)?);
+            (ob, None, x, None, vec![params, f, g])
         } else {
             let x = ctx.storage_zeroed("x", n)?;
             enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
@@ -432,7 +504,7 @@ impl<'a> GpuRun<'a> {
                 ctx,
                 &[&params, &gp.desc, &f, &g, &x, &vecs, &state, &history],
             );
-            (ob, group, x, None, vec![vecs, params, f, g])
+            (ob, Some(group), x, None, vec![vecs, params, f, g])
         };
         ctx.queue.submit([enc.finish()]);
         Ok(Self {
@@ -443,6 +515,7 @@ impl<'a> GpuRun<'a> {
             steps,
             obj_binding,
             opt_group,
+            learned,
             state,
             initial,
             history,
@@ -454,6 +527,9 @@ impl<'a> GpuRun<'a> {
 
     /// Puts every problem back at its start point with fresh optimizer state.
     pub fn reset(&self, ctx: &GpuContext) {
+        if let Some(net) = &self.learned {
+            net.reset(ctx);
+        }
         ctx.queue
             .write_buffer(&self.state, 0, bytemuck::cast_slice(&self.initial));
         let bytes = self.problems.n_total as u64 * 4;
@@ -469,9 +545,15 @@ impl<'a> GpuRun<'a> {
     /// into `pass`. No readback: this is the unit an embedding application records.
     pub fn record_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.objective.record(pass, &self.obj_binding);
-        self.kernels
-            .for_method(self.config.method)
-            .dispatch_problems(pass, &self.opt_group, self.problems.n_problems);
+        let n = self.problems.n_problems;
+        match (&self.learned, &self.opt_group) {
+            (Some(net), _) => net.record(&self.kernels.learned, pass, n),
+            (None, Some(group)) => self
+                .kernels
+                .for_method(self.config.method)
+                .dispatch_problems(pass, group, n),
+            (None, None) => unreachable!("a run binds either a classic or a learned method"),
+        }
     }
 
     /// Submits `n` passes, in submits of [`PASSES_PER_SUBMIT`].

@@ -1,0 +1,206 @@
+use crate::common::ctx;
+use optimus_gpu::learned::cpu;
+use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+use optimus_gpu::objective::ObjectiveStage;
+use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult};
+use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
+use optimus_gpu::Function;
+use std::sync::Arc;
+
+/// A small random model whose output scales are large enough that steps matter.
+fn model(kind: ModelKind, seed: u64) -> Arc<Model> {
+    let cfg = ModelConfig {
+        kind,
+        width: 32,
+        heads: 4,
+        mlp_hidden: 48,
+        layers: 2,
+        lambda_mu: 0.1,
+        lambda_s: 0.05,
+        lambda_u: 0.5,
+        ..ModelConfig::for_kind(kind)
+    };
+    Arc::new(Model::init(cfg, seed).unwrap())
+}
+
+fn method(kind: ModelKind) -> Method {
+    match kind {
+        ModelKind::Optimus => Method::Optimus,
+        ModelKind::Optimus0 => Method::Optimus0,
+        ModelKind::Lopt => Method::Lopt,
+    }
+}
+
+fn run_gpu(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) -> Vec<ProblemResult> {
+    let kernels = Kernels::new(ctx()).unwrap();
+    let stage = ObjectiveStage::new(ctx(), None).unwrap();
+    let cfg = OptimizerConfig {
+        model: Some(m.clone()),
+        ..OptimizerConfig::new(method(m.config.kind))
+    };
+    GpuRun::new(ctx(), &kernels, &stage, problems, &cfg, None, steps)
+        .unwrap()
+        .run(ctx())
+        .unwrap()
+}
+
+fn problems(dims: &[usize]) -> Vec<ProblemSpec> {
+    let funcs = [
+        Function::Sphere,
+        Function::Rosenbrock,
+        Function::Levy,
+        Function::Zakharov,
+    ];
+    dims.iter()
+        .enumerate()
+        .map(|(k, &d)| {
+            let opts = SampleOptions {
+                shift: 0.2,
+                rotate: k % 2 == 1 && d <= 64,
+                log10_scale: (0.0, 0.0),
+            };
+            let mut p = ProblemSpec::sample(
+                Objective::Builtin(funcs[k % funcs.len()]),
+                d,
+                &opts,
+                40 + k as u64,
+            )
+            .unwrap();
+            // Stay in a calm region so f32 and f64 see the same features.
+            for i in 0..d {
+                p.x0[i] = p.center[i]
+                    + 0.5 * (p.x0[i] - p.center[i]) / (1.0 + (p.x0[i] - p.center[i]).abs());
+            }
+            p
+        })
+        .collect()
+}
+
+fn check_against_twin(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) {
+    let gpu = run_gpu(problems, m, steps);
+    for (p, g) in problems.iter().zip(&gpu) {
+        let c = cpu::run(m, p, steps).unwrap();
+        let what = format!("{:?} on {} d={}", m.config.kind, p.objective.name(), p.dim);
+        assert_eq!(g.status, c.status, "{what}");
+        let moved: f64 =
+            c.x.iter()
+                .zip(&p.x0)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+        assert!(
+            moved > 1e-4,
+            "{what}: the twin barely moved ({moved}); the test would be vacuous"
+        );
+        for i in 0..p.dim {
+            let (dg, dc) = (g.x[i] - p.x0[i], c.x[i] - p.x0[i]);
+            assert!(
+                (dg - dc).abs() <= 2e-3 * moved + 1e-5,
+                "{what}: coordinate {i} moved {dg} on the GPU, {dc} in the twin (largest move {moved})"
+            );
+        }
+    }
+}
+
+#[test]
+fn learned_steps_match_the_twin_for_awkward_dimensions() {
+    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+        let m = model(kind, 7);
+        for d in [1usize, 3, 17, 64, 300] {
+            check_against_twin(&problems(&[d]), &m, 4);
+        }
+    }
+}
+
+#[test]
+fn learned_steps_match_the_twin_in_a_mixed_batch() {
+    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+        check_against_twin(&problems(&[5, 1, 33, 70, 2, 12]), &model(kind, 3), 4);
+    }
+}
+
+#[test]
+fn optimus_is_permutation_equivariant() {
+    // The same sphere problem twice, the second with its coordinates permuted.
+    let d = 9;
+    let base = ProblemSpec::sample(
+        Objective::Builtin(Function::Sphere),
+        d,
+        &SampleOptions {
+            shift: 0.3,
+            ..Default::default()
+        },
+        5,
+    )
+    .unwrap();
+    let perm: Vec<usize> = (0..d).map(|i| (i * 4 + 3) % d).collect();
+    let mut permuted = base.clone();
+    for i in 0..d {
+        permuted.x0[i] = base.x0[perm[i]];
+        permuted.center[i] = base.center[perm[i]];
+    }
+    let m = model(ModelKind::Optimus, 11);
+    let res = run_gpu(&[base.clone(), permuted], &m, 5);
+    for i in 0..d {
+        assert!(
+            (res[1].x[i] - res[0].x[perm[i]]).abs() <= 1e-5 * (1.0 + res[0].x[perm[i]].abs()),
+            "coordinate {i}"
+        );
+    }
+    let twin_a = cpu::run(&m, &base, 5).unwrap();
+    for i in 0..d {
+        assert!((twin_a.x[i] - res[0].x[i]).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn the_preconditioner_stays_symmetric_positive_semidefinite() {
+    let m = model(ModelKind::Optimus, 2);
+    let p = &problems(&[6])[0];
+    let mut st = cpu::LearnedState::new(ModelKind::Optimus, &p.x0);
+    let mut g = vec![0.0; 6];
+    for _ in 0..10 {
+        p.cpu_gap_grad(&st.x, &mut g).unwrap();
+        cpu::step(&m, &mut st, &g);
+    }
+    let b = st.b.unwrap();
+    let d = 6;
+    for i in 0..d {
+        for j in 0..d {
+            assert_eq!(b[i * d + j], b[j * d + i]);
+        }
+    }
+    // Cholesky of B succeeds (B = I + Σ u uᵀ is positive definite).
+    let mut l = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum();
+            if i == j {
+                let v = b[i * d + i] - s;
+                assert!(v >= 1.0 - 1e-9, "pivot {v}: B − I should be PSD");
+                l[i * d + i] = v.sqrt();
+            } else {
+                l[i * d + j] = (b[i * d + j] - s) / l[j * d + j];
+            }
+        }
+    }
+    assert!(
+        b.iter()
+            .enumerate()
+            .any(|(k, &v)| k % (d + 1) != 0 && v != 0.0),
+        "B was updated"
+    );
+}
+
+#[test]
+fn learned_methods_need_a_model_of_their_kind() {
+    let e = OptimizerConfig::new(Method::Optimus)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs a model"), "{e}");
+    let cfg = OptimizerConfig {
+        model: Some(model(ModelKind::Lopt, 1)),
+        ..OptimizerConfig::new(Method::Optimus)
+    };
+    assert!(cfg.validate().unwrap_err().to_string().contains("Lopt"));
+}

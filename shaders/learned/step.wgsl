@@ -1,0 +1,108 @@
+// Step of the learned optimizers, after the network wrote its per-token outputs:
+// s_i = δ_i·exp(λ_μ μ_i)·λ_s; Optimus also adds the rank-one update u uᵀ
+// (u_i = λ_u·raw_i/√d) to its dense preconditioner B and steps x ← x − B s, the others
+// x ← x − s. Records history and flags non-finite problems like the classic optimizers.
+// CPU twin: `learned::cpu::step`.
+
+#include "shared/problem.wgsl"
+#include "shared/reduce.wgsl"
+
+struct LearnedParams {
+    // Outputs per token: 3 (δ, μ, u) for Optimus, 2 otherwise.
+    n_out: u32,
+    // 1 when B is kept (Optimus).
+    precondition: u32,
+    // Start of the s | u scratch regions in `mat`, after every problem's B.
+    scratch_off: u32,
+    pad0: u32,
+    lambda_mu: f32,
+    lambda_s: f32,
+    lambda_u: f32,
+    pad1: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: OptParams;
+@group(0) @binding(1) var<uniform> lp: LearnedParams;
+@group(0) @binding(2) var<storage, read> problems: array<Problem>;
+@group(0) @binding(3) var<storage, read> f_in: array<f32>;
+@group(0) @binding(4) var<storage, read> g: array<f32>;
+@group(0) @binding(5) var<storage, read> net_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> x: array<f32>;
+@group(0) @binding(7) var<storage, read_write> state: array<OptState>;
+@group(0) @binding(8) var<storage, read_write> history: array<f32>;
+// Every problem's B (d×d at state.moff), then s and u (n_total each).
+@group(0) @binding(9) var<storage, read_write> mat: array<f32>;
+
+#include "shared/opt_state.wgsl"
+#include "shared/history.wgsl"
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let p = problem_index(wid, nwg);
+    if p >= params.n_problems {
+        return;
+    }
+    var st = state[p];
+    if st.status != ST_RUNNING {
+        return;
+    }
+    let prob = problems[p];
+    let d = prob.dim;
+    let off = prob.offset;
+    let n = params.n_total;
+    var bad = 0.0;
+    for (var i = lid; i < d; i += WG) {
+        bad += select(1.0, 0.0, is_finite(g[off + i]));
+    }
+    let n_bad = wg_sum(lid, bad);
+    let f = f_in[p];
+    st.n_evals += 1u;
+    if lid == 0u {
+        write_history(p, st.iter, f, st.n_evals);
+    }
+    st.f = f;
+    if !is_finite(f) || n_bad > 0.0 {
+        st.status = ST_DIVERGED;
+    } else if st.iter >= params.steps {
+        st.status = ST_DONE;
+    }
+    if st.status == ST_RUNNING {
+        let o = lp.n_out;
+        let su = lp.scratch_off;
+        let inv_sqrt_d = inverseSqrt(f32(d));
+        for (var i = lid; i < d; i += WG) {
+            let t = (off + i) * o;
+            let s = net_out[t] * exp(lp.lambda_mu * net_out[t + 1u]) * lp.lambda_s;
+            if lp.precondition == 1u {
+                mat[su + off + i] = s;
+                mat[su + n + off + i] = lp.lambda_u * net_out[t + 2u] * inv_sqrt_d;
+            } else {
+                x[off + i] -= s;
+            }
+        }
+        if lp.precondition == 1u {
+            storageBarrier();
+            for (var idx = lid; idx < d * d; idx += WG) {
+                let i = idx / d;
+                let j = idx % d;
+                mat[st.moff + idx] += mat[su + n + off + i] * mat[su + n + off + j];
+            }
+            storageBarrier();
+            for (var i = lid; i < d; i += WG) {
+                var bs = 0.0;
+                for (var j = 0u; j < d; j++) {
+                    bs += mat[st.moff + i * d + j] * mat[su + off + j];
+                }
+                x[off + i] -= bs;
+            }
+        }
+        st.iter += 1u;
+    }
+    if lid == 0u {
+        state[p] = st;
+    }
+}

@@ -1,0 +1,309 @@
+//! f64 CPU twin of one step of the learned optimizers (OPTIMUS.md §1), piece by piece so
+//! each GPU stage has its own twin: accumulators and features, linear layers, LayerNorm,
+//! self-attention over a problem's dimensions, output heads, step and preconditioner.
+//!
+//! Tokens are a problem's dimensions: a `[d][n]` row-major matrix holds one n-vector per
+//! coordinate. Weights come from a [`Model`] by name, each linear layer computing
+//! y = x·W + b with W of shape [in, out].
+
+use super::model::{Model, ModelKind, N_FEATURES};
+use crate::error::{Error, Result};
+use crate::optim::{ProblemResult, Status};
+use crate::problem::ProblemSpec;
+
+/// β of the three momentum accumulators.
+pub const MOMENTUM_BETAS: [f64; 3] = [0.9, 0.99, 0.999];
+/// Decay of the second-moment accumulator.
+pub const RMS_BETA: f64 = 0.999;
+/// Decays of the three Adafactor-style accumulators.
+pub const ADAFACTOR_BETAS: [f64; 3] = [0.9, 0.99, 0.999];
+/// Time scales τ of the features tanh(t/τ − 1).
+pub const TIME_SCALES: [f64; 11] = [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5];
+/// Per-dimension features before the time features.
+pub const N_DIM_FEATURES: usize = 22;
+/// Accumulators per coordinate: m (3), v, r (3).
+pub const N_ACC: usize = 7;
+/// LayerNorm's ε.
+pub const LN_EPS: f64 = 1e-5;
+
+/// Updates one coordinate's accumulators with its gradient g.
+pub fn update_accumulators(acc: &mut [f64; N_ACC], g: f64) {
+    for k in 0..3 {
+        acc[k] = MOMENTUM_BETAS[k] * acc[k] + (1.0 - MOMENTUM_BETAS[k]) * g;
+    }
+    acc[3] = RMS_BETA * acc[3] + (1.0 - RMS_BETA) * g * g;
+    for k in 0..3 {
+        let c = ADAFACTOR_BETAS[k];
+        acc[4 + k] = c * acc[4 + k] + (1.0 - c) * (g * g + 1e-30);
+    }
+}
+
+/// The 33 features of every coordinate of one problem (twin of `features.wgsl`), from
+/// its updated accumulators, point x, gradient g and step count t. The 22 per-dimension
+/// channels are normalized over the problem's own coordinates: c ← c·rsqrt(1e-5 +
+/// mean c²); the 11 time features are not.
+pub fn features(acc: &[[f64; N_ACC]], x: &[f64], g: &[f64], t: u32) -> Vec<[f64; N_FEATURES]> {
+    let d = x.len();
+    let rs = |v: f64| 1.0 / v.sqrt();
+    let mut out: Vec<[f64; N_FEATURES]> = (0..d)
+        .map(|i| {
+            let a = &acc[i];
+            let (m, v, r) = ([a[0], a[1], a[2]], a[3], [a[4], a[5], a[6]]);
+            let mut f = [0.0; N_FEATURES];
+            f[0] = g[i];
+            f[1] = x[i];
+            for k in 0..3 {
+                f[2 + k] = m[k];
+                f[6 + k] = m[k] * rs(v + 1e-6);
+                f[10 + k] = g[i] * rs(r[k] + 1e-9);
+                f[13 + k] = r[k];
+                f[16 + k] = rs(r[k] + 1e-8);
+                f[19 + k] = m[k] * rs(r[k] + 1e-6);
+            }
+            f[5] = v;
+            f[9] = rs(v + 1e-6);
+            f
+        })
+        .collect();
+    for c in 0..N_DIM_FEATURES {
+        let ms = out.iter().map(|f| f[c] * f[c]).sum::<f64>() / d as f64;
+        let scale = rs(1e-5 + ms);
+        for f in out.iter_mut() {
+            f[c] *= scale;
+        }
+    }
+    for f in out.iter_mut() {
+        for (k, tau) in TIME_SCALES.iter().enumerate() {
+            f[N_DIM_FEATURES + k] = (t as f64 / tau - 1.0).tanh();
+        }
+    }
+    out
+}
+
+/// Activation of the MLPs.
+pub fn relu(v: f64) -> f64 {
+    v.max(0.0)
+}
+
+/// y = act(x·W + b) for every token, W [in, out] row-major (twin of `linear.wgsl`).
+pub fn linear(x: &[f64], n_in: usize, w: &[f32], b: &[f32], relu_out: bool) -> Vec<f64> {
+    let n_out = b.len();
+    assert_eq!(w.len(), n_in * n_out);
+    let tokens = x.len() / n_in;
+    let mut y = vec![0.0; tokens * n_out];
+    for t in 0..tokens {
+        for j in 0..n_out {
+            let mut acc = b[j] as f64;
+            for i in 0..n_in {
+                acc += x[t * n_in + i] * w[i * n_out + j] as f64;
+            }
+            y[t * n_out + j] = if relu_out { relu(acc) } else { acc };
+        }
+    }
+    y
+}
+
+/// LayerNorm over each token's `n` channels (twin of `layernorm.wgsl`).
+pub fn layernorm(x: &[f64], n: usize, gamma: &[f32], beta: &[f32]) -> Vec<f64> {
+    let mut y = vec![0.0; x.len()];
+    for (row, out) in x.chunks(n).zip(y.chunks_mut(n)) {
+        let mean = row.iter().sum::<f64>() / n as f64;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+        let inv = 1.0 / (var + LN_EPS).sqrt();
+        for j in 0..n {
+            out[j] = (row[j] - mean) * inv * gamma[j] as f64 + beta[j] as f64;
+        }
+    }
+    y
+}
+
+/// Multi-head self-attention over the d tokens of one problem, from the fused
+/// projections qkv ([d][3w]: q | k | v, heads side by side). Softmax over all of the
+/// problem's tokens, scaled by 1/√(head width); no positional encoding, so the result
+/// is permutation-equivariant (twin of `attention.wgsl`).
+pub fn attention(qkv: &[f64], w: usize, heads: usize) -> Vec<f64> {
+    let d = qkv.len() / (3 * w);
+    let hd = w / heads;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut out = vec![0.0; d * w];
+    for h in 0..heads {
+        for i in 0..d {
+            let q = &qkv[i * 3 * w + h * hd..i * 3 * w + (h + 1) * hd];
+            let scores: Vec<f64> = (0..d)
+                .map(|j| {
+                    let k = &qkv[j * 3 * w + w + h * hd..j * 3 * w + w + (h + 1) * hd];
+                    scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for c in 0..hd {
+                out[i * w + h * hd + c] = (0..d)
+                    .map(|j| e[j] * qkv[j * 3 * w + 2 * w + h * hd + c])
+                    .sum::<f64>()
+                    / z;
+            }
+        }
+    }
+    out
+}
+
+fn weights<'a>(model: &'a Model, name: &str) -> &'a [f32] {
+    model
+        .tensor(name)
+        .unwrap_or_else(|| panic!("model has no tensor {name}; Model::load checks this"))
+}
+
+fn add(a: &mut [f64], b: &[f64]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+/// The network's per-token outputs ([d][O]: direction, magnitude, and for Optimus the
+/// rank-one component) for one problem's features.
+pub fn forward(model: &Model, feats: &[[f64; N_FEATURES]]) -> Vec<f64> {
+    let cfg = &model.config;
+    let x: Vec<f64> = feats.iter().flat_map(|f| f.iter().copied()).collect();
+    let lin = |x: &[f64], n_in: usize, name: &str, relu_out: bool| {
+        linear(
+            x,
+            n_in,
+            weights(model, &format!("{name}.weight")),
+            weights(model, &format!("{name}.bias")),
+            relu_out,
+        )
+    };
+    let ln = |x: &[f64], name: &str| {
+        layernorm(
+            x,
+            cfg.width,
+            weights(model, &format!("{name}.weight")),
+            weights(model, &format!("{name}.bias")),
+        )
+    };
+    match cfg.kind {
+        ModelKind::Lopt => {
+            let h1 = lin(&x, N_FEATURES, "mlp.fc1", true);
+            let h2 = lin(&h1, cfg.mlp_hidden, "mlp.fc2", true);
+            lin(&h2, cfg.mlp_hidden, "head", false)
+        }
+        ModelKind::Optimus | ModelKind::Optimus0 => {
+            let w = cfg.width;
+            let mut h = lin(&x, N_FEATURES, "embed", false);
+            for l in 0..cfg.layers {
+                let b = format!("blocks.{l}");
+                let a = ln(&h, &format!("{b}.ln1"));
+                let qkv = lin(&a, w, &format!("{b}.attn.qkv"), false);
+                let att = attention(&qkv, w, cfg.heads);
+                add(&mut h, &lin(&att, w, &format!("{b}.attn.out"), false));
+                let a = ln(&h, &format!("{b}.ln2"));
+                let m = lin(&a, w, &format!("{b}.mlp.fc1"), true);
+                add(
+                    &mut h,
+                    &lin(&m, cfg.mlp_hidden, &format!("{b}.mlp.fc2"), false),
+                );
+            }
+            let a = ln(&h, "ln_f");
+            lin(&a, w, "head", false)
+        }
+    }
+}
+
+/// State of one problem under a learned optimizer.
+#[derive(Clone, Debug)]
+pub struct LearnedState {
+    pub x: Vec<f64>,
+    pub acc: Vec<[f64; N_ACC]>,
+    /// Steps taken.
+    pub t: u32,
+    /// Dense preconditioner B (d×d row-major), Optimus only; starts at the identity.
+    pub b: Option<Vec<f64>>,
+}
+
+impl LearnedState {
+    pub fn new(kind: ModelKind, x0: &[f64]) -> Self {
+        let d = x0.len();
+        let b = (kind == ModelKind::Optimus).then(|| {
+            let mut b = vec![0.0; d * d];
+            for i in 0..d {
+                b[i * d + i] = 1.0;
+            }
+            b
+        });
+        Self {
+            x: x0.to_vec(),
+            acc: vec![[0.0; N_ACC]; d],
+            t: 0,
+            b,
+        }
+    }
+}
+
+/// One step of the learned optimizer given ∇f at the current point (twin of the whole
+/// GPU step): accumulators, features, network, s_i = δ_i·exp(λ_μ μ_i)·λ_s, and for
+/// Optimus B ← B + u uᵀ with u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
+pub fn step(model: &Model, st: &mut LearnedState, g: &[f64]) {
+    let cfg = &model.config;
+    let d = st.x.len();
+    for i in 0..d {
+        update_accumulators(&mut st.acc[i], g[i]);
+    }
+    let feats = features(&st.acc, &st.x, g, st.t);
+    let out = forward(model, &feats);
+    let o = cfg.head_outputs();
+    let s: Vec<f64> = (0..d)
+        .map(|i| out[i * o] * (cfg.lambda_mu * out[i * o + 1]).exp() * cfg.lambda_s)
+        .collect();
+    match &mut st.b {
+        Some(b) => {
+            let u: Vec<f64> = (0..d)
+                .map(|i| cfg.lambda_u * out[i * o + 2] / (d as f64).sqrt())
+                .collect();
+            for i in 0..d {
+                for j in 0..d {
+                    b[i * d + j] += u[i] * u[j];
+                }
+            }
+            for i in 0..d {
+                let bs: f64 = (0..d).map(|j| b[i * d + j] * s[j]).sum();
+                st.x[i] -= bs;
+            }
+        }
+        None => {
+            for i in 0..d {
+                st.x[i] -= s[i];
+            }
+        }
+    }
+    st.t += 1;
+}
+
+/// Runs a learned optimizer on one problem for `steps` steps on the CPU, in f64, with
+/// the same bookkeeping as the GPU run (one evaluation per step, divergence flagged).
+pub fn run(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<ProblemResult> {
+    model.config.validate()?;
+    let d = problem.dim;
+    let mut st = LearnedState::new(model.config.kind, &problem.x0);
+    let mut g = vec![0.0; d];
+    let mut hist = vec![(f64::NAN, 0u32); steps as usize + 1];
+    let mut evals = 0;
+    let status = loop {
+        let f = problem.cpu_gap_grad(&st.x, &mut g).ok_or_else(|| {
+            Error::Problem("user objectives have no CPU twin; run them on the GPU".into())
+        })?;
+        evals += 1;
+        hist[st.t as usize] = (f, evals);
+        if !(f.is_finite() && g.iter().all(|v| v.is_finite())) {
+            break Status::Diverged;
+        }
+        if st.t >= steps {
+            break Status::Done;
+        }
+        step(model, &mut st, &g);
+    };
+    Ok(ProblemResult::from_history(
+        status, st.t, evals, &hist, st.x,
+    ))
+}

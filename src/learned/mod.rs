@@ -1,0 +1,6 @@
+//! The learned optimizers (OPTIMUS.md §1): Optimus, Optimus-0 and LOpt. `model` holds
+//! their architecture, weights and model files.
+
+pub mod cpu;
+pub mod gpu;
+pub mod model;
