@@ -44,10 +44,12 @@ impl GpuContext {
             info.backend,
             info.device_type
         );
+        // Timestamps, where the adapter has them, for per-kernel profiles.
+        let required_features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("optimus-gpu"),
-                required_features: wgpu::Features::empty(),
+                required_features,
                 required_limits: wanted_limits(&adapter.limits()),
                 ..Default::default()
             })
@@ -75,6 +77,13 @@ impl GpuContext {
     /// Number of device-to-host readbacks so far; the step loops must not add to it.
     pub fn readback_count(&self) -> u64 {
         self.readbacks.load(Ordering::Relaxed)
+    }
+
+    /// Whether passes can carry timestamp queries (per-kernel profiles).
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// Largest storage buffer binding the device allows, in bytes.

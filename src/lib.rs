@@ -9,6 +9,7 @@
 // Index loops mirror the WGSL kernels (and their neighbour terms) one to one.
 #![allow(clippy::needless_range_loop)]
 
+pub mod bench;
 pub mod context;
 pub mod error;
 pub mod eval;

@@ -2,9 +2,12 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use optimus_gpu::bench;
 use optimus_gpu::eval::{self, report, EvalConfig};
+use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
 use optimus_gpu::GpuContext;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,52 @@ enum Command {
     /// GD, momentum and Adam tuned per function. Prints a table and writes JSON, CSV and
     /// SVG plots to the output folder.
     Eval(Box<EvalArgs>),
+    /// Write a seeded random learned-optimizer model (model.ron + weights.safetensors).
+    InitModel(InitModelArgs),
+    /// Time one learned-optimizer step at several batch sizes: problem-steps per second,
+    /// GFLOP/s, and where the time goes (timestamp queries per kernel).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct InitModelArgs {
+    /// Model kind: optimus, optimus-0 or lopt.
+    #[arg(long, default_value = "optimus")]
+    kind: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Token width (default 64).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Attention heads (default 4).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Hidden width of the MLPs (default 128).
+    #[arg(long)]
+    mlp_hidden: Option<usize>,
+    /// Transformer blocks (default 3).
+    #[arg(long)]
+    layers: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Model directory; default: a seeded random model of --kind at the default size.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Model kind when no --model is given.
+    #[arg(long, default_value = "optimus")]
+    kind: String,
+    /// Batch sizes as PxD, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4096x32,256x100,16x1000")]
+    sizes: Vec<String>,
+    /// Steps timed per size (after two warm-up steps).
+    #[arg(long, default_value_t = 3)]
+    steps: u32,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +120,10 @@ struct EvalArgs {
     /// Output folder for results.json, results.csv and plots (default: results/eval).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Learned-optimizer model directories (comma-separated), one per kind used by
+    /// --optimizers optimus / optimus-0 / lopt.
+    #[arg(long, value_delimiter = ',')]
+    model: Option<Vec<PathBuf>>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -90,6 +143,9 @@ impl EvalArgs {
             ($($f:ident),*) => { $(if let Some(v) = &self.$f { cfg.$f = v.clone(); })* };
         }
         take!(functions, dims, starts, steps, optimizers, seed, out);
+        if let Some(m) = &self.model {
+            cfg.models = m.clone();
+        }
         if self.lr.is_some() {
             cfg.lr = self.lr;
         }
@@ -133,6 +189,54 @@ fn run(cli: Cli) -> Result<()> {
                 res.seconds,
                 res.adapter
             );
+        }
+        Command::InitModel(a) => {
+            let kind = ModelKind::parse(&a.kind).map_err(anyhow::Error::msg)?;
+            let mut cfg = ModelConfig::for_kind(kind);
+            cfg.width = a.width.unwrap_or(cfg.width);
+            cfg.heads = a.heads.unwrap_or(cfg.heads);
+            cfg.mlp_hidden = a.mlp_hidden.unwrap_or(cfg.mlp_hidden);
+            cfg.layers = a.layers.unwrap_or(cfg.layers);
+            let model = Model::init(cfg, a.seed)?;
+            model.save(&a.out)?;
+            println!(
+                "wrote a random {} model ({} parameters, seed {}) to {}",
+                kind,
+                model.weights.len(),
+                a.seed,
+                a.out.display()
+            );
+        }
+        Command::Bench(a) => {
+            let model = match &a.model {
+                Some(dir) => Model::load(dir)?,
+                None => {
+                    let kind = ModelKind::parse(&a.kind).map_err(anyhow::Error::msg)?;
+                    Model::init(ModelConfig::for_kind(kind), 0)?
+                }
+            };
+            let model = Arc::new(model);
+            let ctx = GpuContext::new()?;
+            let mut reports = Vec::new();
+            for size in &a.sizes {
+                let (p, d) = size
+                    .split_once('x')
+                    .and_then(|(p, d)| Some((p.parse().ok()?, d.parse().ok()?)))
+                    .with_context(|| {
+                        format!("--sizes takes PxD pairs like 4096x32, got '{size}'")
+                    })?;
+                eprintln!("timing P = {p}, d = {d} ...");
+                reports.push(bench::learned_step(&ctx, &model, p, d, a.steps)?);
+            }
+            println!(
+                "{} model, {} parameters, on {}",
+                model.config.kind,
+                model.weights.len(),
+                ctx.adapter_info
+                    .as_ref()
+                    .map_or("?".into(), |i| i.name.clone())
+            );
+            print!("{}", bench::table(&reports));
         }
     }
     Ok(())

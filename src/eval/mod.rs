@@ -8,6 +8,7 @@ pub mod results;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::functions::Function;
+use crate::learned::model::Model;
 use crate::objective::{ObjectiveStage, UserObjective};
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
 use crate::problem::{Objective, ProblemSpec, SampleOptions};
@@ -47,6 +48,8 @@ pub struct EvalConfig {
     pub objective: Option<PathBuf>,
     /// Folder for results.json, results.csv and the SVG plots.
     pub out: PathBuf,
+    /// Model directories of the learned optimizers named in `optimizers`.
+    pub models: Vec<PathBuf>,
 }
 
 impl Default for EvalConfig {
@@ -71,6 +74,7 @@ impl Default for EvalConfig {
             threshold: 1e-3,
             objective: None,
             out: PathBuf::from("results/eval"),
+            models: Vec::new(),
         }
     }
 }
@@ -197,6 +201,30 @@ impl Suite {
     }
 }
 
+fn model_for(m: Method, models: &[Arc<Model>]) -> Option<Arc<Model>> {
+    m.model_kind()
+        .and_then(|k| models.iter().find(|x| x.config.kind == k).cloned())
+}
+
+/// Loads the model of every learned method in `methods` from `cfg.models`.
+fn load_models(cfg: &EvalConfig, methods: &[Method]) -> Result<Vec<Arc<Model>>> {
+    let models = cfg
+        .models
+        .iter()
+        .map(|dir| Model::load(dir).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
+    for m in methods {
+        if let Some(kind) = m.model_kind() {
+            if !models.iter().any(|x| x.config.kind == kind) {
+                return Err(Error::Config(format!(
+                    "optimizer {m} needs a {kind} model: pass --model DIR (make one with `optimus-gpu init-model --kind {kind} --out DIR`)"
+                )));
+            }
+        }
+    }
+    Ok(models)
+}
+
 /// Runs every method once on one small problem, so that pipeline compilation (done
 /// lazily by some drivers) is not billed to the first measured cell.
 fn warm_up(
@@ -206,6 +234,7 @@ fn warm_up(
     suite: &Suite,
     cfg: &EvalConfig,
     methods: &[Method],
+    models: &[Arc<Model>],
 ) -> Result<()> {
     let Some((o, d)) = suite
         .objectives
@@ -217,16 +246,11 @@ fn warm_up(
     };
     let problems = suite.problems(cfg, o, d, 1, 2)?;
     for &m in methods {
-        GpuRun::new(
-            ctx,
-            kernels,
-            stage,
-            &problems,
-            &OptimizerConfig::new(m),
-            None,
-            1,
-        )?
-        .run(ctx)?;
+        let ocfg = OptimizerConfig {
+            model: model_for(m, models),
+            ..OptimizerConfig::new(m)
+        };
+        GpuRun::new(ctx, kernels, stage, &problems, &ocfg, None, 1)?.run(ctx)?;
     }
     Ok(())
 }
@@ -261,11 +285,12 @@ fn bar(len: u64, quiet: bool, msg: &'static str) -> ProgressBar {
 pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResults> {
     cfg.check()?;
     let methods = cfg.methods()?;
+    let models = load_models(cfg, &methods)?;
     let suite = Suite::new(cfg)?;
     let kernels = Kernels::new(ctx)?;
     let stage = ObjectiveStage::new(ctx, suite.user.as_deref())?;
     let start = Instant::now();
-    warm_up(ctx, &kernels, &stage, &suite, cfg, &methods)?;
+    warm_up(ctx, &kernels, &stage, &suite, cfg, &methods, &models)?;
 
     // Tune the learning rate of each first-order method per objective: one batch per
     // method holds every (objective, dimension, tuning start, learning rate).
@@ -352,6 +377,7 @@ pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResult
                 let lr = m.has_lr().then(|| lr_for(m, o));
                 let ocfg = OptimizerConfig {
                     lr: lr.unwrap_or(OptimizerConfig::default().lr),
+                    model: model_for(m, &models),
                     ..OptimizerConfig::new(m)
                 };
                 let t0 = Instant::now();

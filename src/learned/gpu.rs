@@ -408,21 +408,47 @@ impl LearnedNet {
         pass: &mut wgpu::ComputePass<'_>,
         n_problems: u32,
     ) {
-        for (stage, group, grid) in &self.ops {
-            let kernel = match stage {
-                Stage::Features => &kernels.features,
-                Stage::Linear => &kernels.linear,
-                Stage::LayerNorm => &kernels.layernorm,
-                Stage::Attention => &kernels.attention,
-                Stage::Step => &kernels.step,
-            };
-            match stage {
-                Stage::Features | Stage::Step => kernel.dispatch_problems(pass, group, n_problems),
-                _ => {
-                    pass.set_pipeline(&kernel.pipeline);
-                    pass.set_bind_group(0, group, &[]);
-                    pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
-                }
+        for k in 0..self.ops.len() {
+            self.record_stage(k, kernels, pass, n_problems);
+        }
+    }
+
+    /// Names of the stages, in recording order (for profiles).
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        self.ops
+            .iter()
+            .map(|(stage, _, _)| match stage {
+                Stage::Features => "features",
+                Stage::Linear => "linear",
+                Stage::LayerNorm => "layernorm",
+                Stage::Attention => "attention",
+                Stage::Step => "step + preconditioner",
+            })
+            .collect()
+    }
+
+    /// Records stage `k` alone.
+    pub fn record_stage(
+        &self,
+        k: usize,
+        kernels: &LearnedKernels,
+        pass: &mut wgpu::ComputePass<'_>,
+        n_problems: u32,
+    ) {
+        let (stage, group, grid) = &self.ops[k];
+        let kernel = match stage {
+            Stage::Features => &kernels.features,
+            Stage::Linear => &kernels.linear,
+            Stage::LayerNorm => &kernels.layernorm,
+            Stage::Attention => &kernels.attention,
+            Stage::Step => &kernels.step,
+        };
+        match stage {
+            Stage::Features | Stage::Step => kernel.dispatch_problems(pass, group, n_problems),
+            _ => {
+                pass.set_pipeline(&kernel.pipeline);
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
             }
         }
     }
