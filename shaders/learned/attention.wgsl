@@ -1,8 +1,10 @@
 // Multi-head self-attention across the dimensions of each problem, masked to the
 // problem: a query token attends to the d tokens of its own problem only. A workgroup
 // owns one block of up to BLOCK queries of one problem and one head; keys and values
-// stream through workgroup memory in tiles with an online softmax, so d is not bounded
-// by workgroup memory (d = 1 up to thousands). CPU twin: `learned::cpu::attention`.
+// stream through workgroup memory in tiles with an online softmax (one rescale per
+// tile), so d is not bounded by workgroup memory (d = 1 up to thousands). Head widths
+// are multiples of 4 up to 32 and are handled as vec4s. CPU twin:
+// `learned::cpu::attention`.
 
 struct AttnParams {
     n_blocks: u32,
@@ -16,14 +18,16 @@ struct AttnParams {
 @group(0) @binding(0) var<uniform> params: AttnParams;
 @group(0) @binding(1) var<storage, read> blocks: array<vec4<u32>>;
 // Per token: q | k | v, each `width` wide, heads side by side.
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;
-@group(0) @binding(3) var<storage, read_write> att: array<f32>;
+@group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> att: array<vec4<f32>>;
 
 const BLOCK: u32 = 32u;
-const MAX_HEAD: u32 = 32u;
+const MAX_HEAD4: u32 = 8u;
+// Head width in vec4s, fixed per pipeline so the loops over it unroll into registers.
+override HD4: u32 = 4u;
 
-var<workgroup> ks: array<f32, 1024>; // BLOCK keys × MAX_HEAD
-var<workgroup> vs: array<f32, 1024>;
+var<workgroup> ks: array<vec4<f32>, 256>; // BLOCK keys × MAX_HEAD4
+var<workgroup> vs: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(32)
 fn main(
@@ -39,53 +43,66 @@ fn main(
     let blk = blocks[b];
     let off = blk.x;
     let d = blk.y;
-    let w = params.width;
-    let hd = w / params.heads;
-    let stride = 3u * w;
+    let w4 = params.width / 4u;
+    let hd4 = HD4;
+    let stride4 = 3u * w4;
     let qi = blk.z + lid;
     let has_query = qi < d;
-    let scale = inverseSqrt(f32(hd));
+    let scale = inverseSqrt(f32(hd4 * 4u));
 
-    var q: array<f32, MAX_HEAD>;
-    var acc: array<f32, MAX_HEAD>;
+    var q: array<vec4<f32>, MAX_HEAD4>;
+    var acc: array<vec4<f32>, MAX_HEAD4>;
     if has_query {
-        for (var c = 0u; c < hd; c++) {
-            q[c] = qkv[(off + qi) * stride + h * hd + c] * scale;
+        for (var c = 0u; c < hd4; c++) {
+            q[c] = qkv[(off + qi) * stride4 + h * hd4 + c] * scale;
         }
     }
     var m = -3.0e38;
     var l = 0.0;
     for (var j0 = 0u; j0 < d; j0 += BLOCK) {
         let n = min(BLOCK, d - j0);
-        for (var e = lid; e < n * hd; e += BLOCK) {
-            let j = e / hd;
-            let c = e % hd;
-            let row = (off + j0 + j) * stride + h * hd + c;
-            ks[j * MAX_HEAD + c] = qkv[row + w];
-            vs[j * MAX_HEAD + c] = qkv[row + 2u * w];
+        for (var e = lid; e < n * hd4; e += BLOCK) {
+            let j = e / hd4;
+            let c = e % hd4;
+            let row = (off + j0 + j) * stride4 + h * hd4 + c;
+            ks[j * MAX_HEAD4 + c] = qkv[row + w4];
+            vs[j * MAX_HEAD4 + c] = qkv[row + 2u * w4];
         }
         workgroupBarrier();
         if has_query {
+            // Scores twice (max, then weights): one rescale per tile instead of one
+            // exponential per key for the running maximum.
+            var tile_max = m;
             for (var j = 0u; j < n; j++) {
                 var s = 0.0;
-                for (var c = 0u; c < hd; c++) {
-                    s += q[c] * ks[j * MAX_HEAD + c];
+                for (var c = 0u; c < hd4; c++) {
+                    s += dot(q[c], ks[j * MAX_HEAD4 + c]);
                 }
-                let m_new = max(m, s);
-                let corr = exp(m - m_new);
-                let p = exp(s - m_new);
-                l = l * corr + p;
-                for (var c = 0u; c < hd; c++) {
-                    acc[c] = acc[c] * corr + p * vs[j * MAX_HEAD + c];
-                }
-                m = m_new;
+                tile_max = max(tile_max, s);
             }
+            let corr = exp(m - tile_max);
+            l *= corr;
+            for (var c = 0u; c < hd4; c++) {
+                acc[c] *= corr;
+            }
+            for (var j = 0u; j < n; j++) {
+                var s = 0.0;
+                for (var c = 0u; c < hd4; c++) {
+                    s += dot(q[c], ks[j * MAX_HEAD4 + c]);
+                }
+                let p = exp(s - tile_max);
+                l += p;
+                for (var c = 0u; c < hd4; c++) {
+                    acc[c] += p * vs[j * MAX_HEAD4 + c];
+                }
+            }
+            m = tile_max;
         }
         workgroupBarrier();
     }
     if has_query {
-        for (var c = 0u; c < hd; c++) {
-            att[(off + qi) * w + h * hd + c] = acc[c] / l;
+        for (var c = 0u; c < hd4; c++) {
+            att[(off + qi) * w4 + h * hd4 + c] = acc[c] / l;
         }
     }
 }

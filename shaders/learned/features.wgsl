@@ -22,12 +22,14 @@ struct FeatParams {
 @group(0) @binding(4) var<storage, read_write> acc: array<f32>;
 // Steps taken per problem (the time feature's t) and whether it still runs.
 @group(0) @binding(5) var<storage, read> state: array<OptState>;
-// [token][33] features.
+// [token][36] features: 33, then zeros up to a multiple of 4 for the vec4 loads of
+// `linear.wgsl`.
 @group(0) @binding(6) var<storage, read_write> feat: array<f32>;
 
 #include "shared/opt_state.wgsl"
 
 const NF: u32 = 33u;
+const NF_STRIDE: u32 = 36u;
 const ND: u32 = 22u;
 
 fn rs(v: f32) -> f32 {
@@ -81,7 +83,7 @@ fn main(
         }
         f[5] = v;
         f[9] = rs(v + 1e-6);
-        let base = (off + i) * NF;
+        let base = (off + i) * NF_STRIDE;
         for (var c = 0u; c < ND; c++) {
             feat[base + c] = f[c];
             sq[c] += f[c] * f[c];
@@ -98,12 +100,15 @@ fn main(
     let t = f32(st.iter);
     var taus = array<f32, 11>(1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5);
     for (var i = lid; i < d; i += WG) {
-        let base = (off + i) * NF;
+        let base = (off + i) * NF_STRIDE;
         for (var c = 0u; c < ND; c++) {
             feat[base + c] *= scale[c];
         }
         for (var k = 0u; k < 11u; k++) {
             feat[base + ND + k] = tanh(t / taus[k] - 1.0);
+        }
+        for (var c = NF; c < NF_STRIDE; c++) {
+            feat[base + c] = 0.0;
         }
     }
 }

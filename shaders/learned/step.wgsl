@@ -8,8 +8,8 @@
 #include "shared/reduce.wgsl"
 
 struct LearnedParams {
-    // Outputs per token: 3 (δ, μ, u) for Optimus, 2 otherwise.
-    n_out: u32,
+    // Row width of the head's outputs (δ, μ, and u for Optimus), padded to 4.
+    out_stride: u32,
     // 1 when B is kept (Optimus).
     precondition: u32,
     // Start of the s | u scratch regions in `mat`, after every problem's B.
@@ -71,7 +71,7 @@ fn main(
         st.status = ST_DONE;
     }
     if st.status == ST_RUNNING {
-        let o = lp.n_out;
+        let o = lp.out_stride;
         let su = lp.scratch_off;
         let inv_sqrt_d = inverseSqrt(f32(d));
         for (var i = lid; i < d; i += WG) {

@@ -8,30 +8,114 @@
 //! All buffers and bind groups are made once in [`LearnedNet::new`]; recording a step
 //! only records dispatches.
 
-use super::model::{Model, ModelKind, N_FEATURES};
+use super::model::{Model, ModelKind};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{Bind, Kernel};
+use crate::kernel::{compose, validate, Bind, Kernel};
 use crate::problem::GpuProblems;
+use std::sync::OnceLock;
 
 /// Queries per attention workgroup (`BLOCK` in `attention.wgsl`).
 const ATTN_BLOCK: u32 = 32;
 /// Largest head width `attention.wgsl` holds in registers (`MAX_HEAD`).
 pub const MAX_HEAD_WIDTH: usize = 32;
-/// Output tile of `linear.wgsl` (`TILE`).
-const LINEAR_TILE: u32 = 32;
+/// Tokens per invocation of `linear.wgsl`; token rows are padded to a multiple of it.
+const LINEAR_ROWS: u32 = 8;
+/// Invocations per workgroup of `linear.wgsl`.
+const LINEAR_WG: u32 = 64;
+/// Features per token row on the GPU (33 padded to a multiple of 4).
+const FEATURE_STRIDE: usize = 36;
 const MAX_GROUPS: u32 = 65535;
+
+fn round4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Where each tensor sits in the GPU's copy of the parameters: every row and column
+/// count padded to a multiple of 4 (zeros in the padding) and every tensor starting at a
+/// multiple of 4, so `linear.wgsl` reads weights as vec4. The model files keep the dense
+/// canonical layout (`ModelConfig::tensors`).
+pub struct PackedLayout {
+    /// (name, offset, rows, padded rows, columns, padded columns); rank-1 tensors have
+    /// one row.
+    entries: Vec<(String, usize, usize, usize, usize, usize)>,
+    pub len: usize,
+}
+
+impl PackedLayout {
+    pub fn new(cfg: &super::model::ModelConfig) -> Self {
+        let mut entries = Vec::new();
+        let mut off = 0;
+        for t in cfg.tensors() {
+            let (rows, cols) = match t.shape.as_slice() {
+                [r, c] => (*r, *c),
+                [c] => (1, *c),
+                _ => (1, t.len()),
+            };
+            let rows_p = if t.shape.len() == 2 { round4(rows) } else { 1 };
+            let cols_p = round4(cols);
+            entries.push((t.name.clone(), off, rows, rows_p, cols, cols_p));
+            off += rows_p * cols_p;
+        }
+        Self { entries, len: off }
+    }
+
+    /// Offset of tensor `name` in floats.
+    pub fn offset(&self, name: &str) -> Result<usize> {
+        self.entries
+            .iter()
+            .find(|e| e.0 == name)
+            .map(|e| e.1)
+            .ok_or_else(|| Error::Config(format!("model has no tensor {name}")))
+    }
+
+    /// The packed copy of `model`'s weights.
+    pub fn pack(&self, model: &Model) -> Vec<f32> {
+        let mut out = vec![0f32; self.len];
+        for (name, off, rows, _, cols, cols_p) in &self.entries {
+            let w = model
+                .tensor(name)
+                .expect("layout comes from the model's config");
+            for r in 0..*rows {
+                out[off + r * cols_p..off + r * cols_p + cols]
+                    .copy_from_slice(&w[r * cols..(r + 1) * cols]);
+            }
+        }
+        out
+    }
+}
 
 /// The learned optimizers' kernels, built once.
 pub struct LearnedKernels {
     features: Kernel,
     linear: Kernel,
     layernorm: Kernel,
-    attention: Kernel,
+    /// Attention pipelines by head width in vec4s (`HD4`), built on first use: a
+    /// constant head width lets the loops over it unroll into registers (measured 2x
+    /// faster on lavapipe).
+    attention: Vec<OnceLock<Kernel>>,
+    attention_source: String,
     step: Kernel,
 }
 
 impl LearnedKernels {
+    /// The attention pipeline for heads of `hd4` vec4s, built on first use.
+    fn attention(&self, ctx: &GpuContext, hd4: usize) -> Result<&Kernel> {
+        let slot = &self.attention[hd4];
+        if let Some(k) = slot.get() {
+            return Ok(k);
+        }
+        use Bind::*;
+        let k = Kernel::with_constants(
+            ctx,
+            "learned/attention.wgsl",
+            &self.attention_source,
+            &[Uniform, ReadOnly, ReadOnly, ReadWrite],
+            &[("HD4", hd4 as f64)],
+        )?;
+        Ok(slot.get_or_init(|| k))
+    }
+
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         use Bind::*;
         let io = [Uniform, ReadOnly, ReadOnly, ReadWrite];
@@ -45,7 +129,12 @@ impl LearnedKernels {
             )?,
             linear: Kernel::from_shader(ctx, "learned/linear.wgsl", &io)?,
             layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl", &io)?,
-            attention: Kernel::from_shader(ctx, "learned/attention.wgsl", &io)?,
+            attention: (0..=MAX_HEAD_WIDTH / 4).map(|_| OnceLock::new()).collect(),
+            attention_source: {
+                let src = compose("learned/attention.wgsl")?;
+                validate("learned/attention.wgsl", &src)?;
+                src
+            },
             step: Kernel::from_shader(
                 ctx,
                 "learned/step.wgsl",
@@ -61,11 +150,11 @@ impl LearnedKernels {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct LinearParams {
-    n_tokens: u32,
-    n_in: u32,
-    n_out: u32,
-    w_off: u32,
-    b_off: u32,
+    n_rows: u32,
+    in4: u32,
+    out4: u32,
+    w_off4: u32,
+    b_off4: u32,
     flags: u32,
     pad: [u32; 2],
 }
@@ -99,7 +188,7 @@ struct FeatParams {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct LearnedParams {
-    n_out: u32,
+    out_stride: u32,
     precondition: u32,
     scratch_off: u32,
     pad0: u32,
@@ -135,6 +224,8 @@ pub struct StepBuffers<'a> {
 /// One learned optimizer bound to one batch.
 pub struct LearnedNet {
     ops: Vec<(Stage, wgpu::BindGroup, [u32; 3])>,
+    /// Head width in vec4s (selects the attention pipeline).
+    hd4: usize,
     /// Accumulators and preconditioner with their initial contents, for `reset`.
     acc: wgpu::Buffer,
     mat: wgpu::Buffer,
@@ -164,35 +255,47 @@ impl LearnedNet {
         let w = cfg.width as u32;
         let hidden = cfg.mlp_hidden as u32;
         let o = cfg.head_outputs() as u32;
-        let tokens_tiles = n.div_ceil(LINEAR_TILE);
-        if tokens_tiles > MAX_GROUPS {
+        if cfg.width % 4 != 0 || cfg.mlp_hidden % 4 != 0 {
+            return Err(Error::Config(format!(
+                "the GPU kernels need width and mlp_hidden to be multiples of 4 (got {} and {})",
+                cfg.width, cfg.mlp_hidden
+            )));
+        }
+        // Token rows, padded for the 8-row blocks of `linear.wgsl`.
+        let rows = n.div_ceil(LINEAR_ROWS) * LINEAR_ROWS;
+        let row_groups = (rows / LINEAR_ROWS).div_ceil(LINEAR_WG);
+        if row_groups > MAX_GROUPS {
             return Err(Error::TooLarge(format!(
                 "{n} coordinates in one batch; the learned optimizers take at most {} per batch",
-                MAX_GROUPS * LINEAR_TILE
+                MAX_GROUPS * LINEAR_WG * LINEAR_ROWS
             )));
         }
-        if cfg.kind != ModelKind::Lopt && cfg.width / cfg.heads > MAX_HEAD_WIDTH {
-            return Err(Error::Config(format!(
-                "head width {} (width / heads) is over the kernel's limit of {MAX_HEAD_WIDTH}; use more heads",
-                cfg.width / cfg.heads
-            )));
-        }
-        let theta = ctx.storage("theta", &model.weights)?;
-        let nu = n as usize;
-        let feat = ctx.storage_zeroed("features", nu * N_FEATURES)?;
-        let acc = ctx.storage_zeroed("accumulators", 7 * nu)?;
-        let hid = ctx.storage_zeroed("hidden", nu * cfg.width.max(cfg.mlp_hidden))?;
-        let a = ctx.storage_zeroed("normalized", nu * cfg.width.max(cfg.mlp_hidden))?;
-        let qkv = ctx.storage_zeroed("qkv", nu * 3 * cfg.width)?;
-        let att = ctx.storage_zeroed("attention", nu * cfg.width)?;
-        let mlp = ctx.storage_zeroed("mlp", nu * cfg.mlp_hidden)?;
-        let out = ctx.storage_zeroed("head outputs", nu * o as usize)?;
-
-        let offset = |name: &str| -> Result<u32> {
-            cfg.tensor(name)
-                .map(|t| t.offset as u32)
-                .ok_or_else(|| Error::Config(format!("model has no tensor {name}")))
+        // Head width (LOpt has no attention; its `heads` is not checked).
+        let head = if cfg.kind.is_transformer() {
+            cfg.width / cfg.heads
+        } else {
+            4
         };
+        if cfg.kind != ModelKind::Lopt && (head > MAX_HEAD_WIDTH || head % 4 != 0) {
+            return Err(Error::Config(format!(
+                "head width {head} (width / heads) must be a multiple of 4 up to {MAX_HEAD_WIDTH} for the attention kernel; change heads"
+            )));
+        }
+        let layout = PackedLayout::new(cfg);
+        let theta = ctx.storage("theta", &layout.pack(model))?;
+        let nu = n as usize;
+        let ru = rows as usize;
+        let out_stride = round4(o as usize);
+        let feat = ctx.storage_zeroed("features", ru * FEATURE_STRIDE)?;
+        let acc = ctx.storage_zeroed("accumulators", 7 * nu)?;
+        let hid = ctx.storage_zeroed("hidden", ru * cfg.width.max(cfg.mlp_hidden))?;
+        let a = ctx.storage_zeroed("normalized", ru * cfg.width.max(cfg.mlp_hidden))?;
+        let qkv = ctx.storage_zeroed("qkv", ru * 3 * cfg.width)?;
+        let att = ctx.storage_zeroed("attention", ru * cfg.width)?;
+        let mlp = ctx.storage_zeroed("mlp", ru * cfg.mlp_hidden)?;
+        let out = ctx.storage_zeroed("head outputs", ru * out_stride)?;
+
+        let offset = |name: &str| -> Result<u32> { layout.offset(name).map(|o| o as u32) };
         type Op = (Stage, wgpu::BindGroup, [u32; 3]);
         let mut uniforms = Vec::new();
         let mut ops: Vec<Op> = Vec::new();
@@ -203,27 +306,21 @@ impl LearnedNet {
                       name: &str,
                       flags: u32|
          -> Result<(Op, wgpu::Buffer)> {
+            let out4 = n_out.div_ceil(4);
             let p = ctx.uniform(
                 name,
                 &LinearParams {
-                    n_tokens: n,
-                    n_in,
-                    n_out,
-                    w_off: offset(&format!("{name}.weight"))?,
-                    b_off: offset(&format!("{name}.bias"))?,
+                    n_rows: rows,
+                    in4: n_in.div_ceil(4),
+                    out4,
+                    w_off4: offset(&format!("{name}.weight"))? / 4,
+                    b_off4: offset(&format!("{name}.bias"))? / 4,
                     flags,
                     pad: [0; 2],
                 },
             );
             let group = kernels.linear.bind(ctx, &[&p, &theta, x, y]);
-            Ok((
-                (
-                    Stage::Linear,
-                    group,
-                    [n_out.div_ceil(LINEAR_TILE), tokens_tiles, 1],
-                ),
-                p,
-            ))
+            Ok(((Stage::Linear, group, [row_groups, out4.div_ceil(2), 1]), p))
         };
         let mut push = |r: (Op, wgpu::Buffer), ops: &mut Vec<Op>| {
             ops.push(r.0);
@@ -246,7 +343,7 @@ impl LearnedNet {
         match cfg.kind {
             ModelKind::Lopt => {
                 push(
-                    linear(&feat, &mlp, N_FEATURES as u32, hidden, "mlp.fc1", RELU)?,
+                    linear(&feat, &mlp, FEATURE_STRIDE as u32, hidden, "mlp.fc1", RELU)?,
                     &mut ops,
                 );
                 push(
@@ -289,13 +386,15 @@ impl LearnedNet {
                         pad: 0,
                     },
                 );
-                let attn_group = kernels.attention.bind(ctx, &[&ap, &blocks_buf, &qkv, &att]);
+                let attn_group = kernels
+                    .attention(ctx, head / 4)?
+                    .bind(ctx, &[&ap, &blocks_buf, &qkv, &att]);
                 let [bx, by, _] = grid_1d(blocks.len() as u32);
                 let attn_grid = [bx, by, cfg.heads as u32];
                 let ln_grid = grid_1d(n.div_ceil(64));
 
                 push(
-                    linear(&feat, &hid, N_FEATURES as u32, w, "embed", 0)?,
+                    linear(&feat, &hid, FEATURE_STRIDE as u32, w, "embed", 0)?,
                     &mut ops,
                 );
                 for l in 0..cfg.layers {
@@ -355,7 +454,7 @@ impl LearnedNet {
         let lp = ctx.uniform(
             "learned params",
             &LearnedParams {
-                n_out: o,
+                out_stride: out_stride as u32,
                 precondition: precondition as u32,
                 scratch_off: mat_len as u32,
                 pad0: 0,
@@ -385,6 +484,7 @@ impl LearnedNet {
         buffers.extend(uniforms);
         Ok(Self {
             ops,
+            hd4: head / 4,
             acc,
             mat,
             mat_init: mat_host,
@@ -440,7 +540,9 @@ impl LearnedNet {
             Stage::Features => &kernels.features,
             Stage::Linear => &kernels.linear,
             Stage::LayerNorm => &kernels.layernorm,
-            Stage::Attention => &kernels.attention,
+            Stage::Attention => kernels.attention[self.hd4]
+                .get()
+                .expect("built in LearnedNet::new"),
             Stage::Step => &kernels.step,
         };
         match stage {
