@@ -255,7 +255,7 @@ impl LearnedNet {
         let w = cfg.width as u32;
         let hidden = cfg.mlp_hidden as u32;
         let o = cfg.head_outputs() as u32;
-        if cfg.width % 4 != 0 || cfg.mlp_hidden % 4 != 0 {
+        if !cfg.width.is_multiple_of(4) || !cfg.mlp_hidden.is_multiple_of(4) {
             return Err(Error::Config(format!(
                 "the GPU kernels need width and mlp_hidden to be multiples of 4 (got {} and {})",
                 cfg.width, cfg.mlp_hidden
@@ -276,7 +276,7 @@ impl LearnedNet {
         } else {
             4
         };
-        if cfg.kind != ModelKind::Lopt && (head > MAX_HEAD_WIDTH || head % 4 != 0) {
+        if cfg.kind != ModelKind::Lopt && (head > MAX_HEAD_WIDTH || !head.is_multiple_of(4)) {
             return Err(Error::Config(format!(
                 "head width {head} (width / heads) must be a multiple of 4 up to {MAX_HEAD_WIDTH} for the attention kernel; change heads"
             )));
