@@ -204,3 +204,82 @@ fn learned_methods_need_a_model_of_their_kind() {
     };
     assert!(cfg.validate().unwrap_err().to_string().contains("Lopt"));
 }
+
+#[test]
+fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
+    use optimus_gpu::embed::EmbeddedOptimizer;
+    use optimus_gpu::kernel::{Bind, Kernel};
+    // The caller's own kernel: sphere, f = Σ x², ∇f = 2x, one invocation per problem.
+    let src = "@group(0) @binding(0) var<uniform> dims: vec4<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> f: array<f32>;
+@compute @workgroup_size(1) fn main(@builtin(workgroup_id) w: vec3<u32>) {
+    let d = dims.x; var s = 0.0;
+    for (var i = 0u; i < d; i++) { let v = x[w.x * d + i]; s += v * v; g[w.x * d + i] = 2.0 * v; }
+    f[w.x] = s;
+}";
+    let (p, d, steps) = (3usize, 7usize, 4u32);
+    let m = model(ModelKind::Optimus, 21);
+    let problems: Vec<ProblemSpec> = (0..p)
+        .map(|k| {
+            let mut s = ProblemSpec::sample(
+                Objective::Builtin(Function::Sphere),
+                d,
+                &SampleOptions::default(),
+                k as u64,
+            )
+            .unwrap();
+            s.x0.iter_mut().for_each(|v| *v *= 0.2);
+            s
+        })
+        .collect();
+    let x0: Vec<f32> = problems
+        .iter()
+        .flat_map(|s| s.x0.iter().map(|&v| v as f32))
+        .collect();
+    let x = ctx().storage("x", &x0).unwrap();
+    let g = ctx().storage_zeroed("g", p * d).unwrap();
+    let f = ctx().storage_zeroed("f", p).unwrap();
+    let dims = ctx().uniform("dims", &[d as u32, 0, 0, 0]);
+    let k = Kernel::new(
+        ctx(),
+        "caller",
+        src,
+        &[
+            Bind::Uniform,
+            Bind::ReadOnly,
+            Bind::ReadWrite,
+            Bind::ReadWrite,
+        ],
+    )
+    .unwrap();
+    let group = k.bind(ctx(), &[&dims, &x, &g, &f]);
+    let opt = EmbeddedOptimizer::new(ctx(), &m, &vec![d; p], &x, &g, Some(&f), steps).unwrap();
+    for _ in 0..=steps {
+        let mut enc = ctx().device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&k.pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(p as u32, 1, 1);
+            opt.record(&mut pass);
+        }
+        ctx().queue.submit([enc.finish()]);
+    }
+    let xs: Vec<f32> = ctx().read(&x, p * d).unwrap();
+    let hist = opt.history(ctx()).unwrap();
+    for (k, s) in problems.iter().enumerate() {
+        assert_eq!(hist[k].1, steps, "every problem took its steps");
+        let c = cpu::run(&m, s, steps).unwrap();
+        for i in 0..d {
+            assert!(
+                (xs[k * d + i] as f64 - c.x[i]).abs() < 1e-4,
+                "problem {k} coordinate {i}: {} vs {}",
+                xs[k * d + i],
+                c.x[i]
+            );
+        }
+        assert!((hist[k].2[0] - c.gaps[0]).abs() < 1e-4 * (1.0 + c.gaps[0]));
+    }
+}

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod context;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod functions;

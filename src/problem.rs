@@ -347,6 +347,45 @@ impl GpuProblems {
         })
     }
 
+    /// The layout of problems whose objective lives outside the engine (embedding): only
+    /// offsets and dimensions, coordinates back to back in the caller's buffers.
+    pub fn layout(ctx: &GpuContext, dims: &[usize]) -> Result<Self> {
+        if dims.is_empty() {
+            return Err(Error::Problem("a batch needs at least one problem".into()));
+        }
+        let mut desc = Vec::with_capacity(dims.len());
+        let mut offsets = Vec::with_capacity(dims.len());
+        let mut offset = 0u32;
+        for &d in dims {
+            if d == 0 || d > MAX_DIM {
+                return Err(Error::Problem(format!(
+                    "dimension {d} is out of range 1..={MAX_DIM}"
+                )));
+            }
+            desc.push(ProblemDesc {
+                offset,
+                dim: d as u32,
+                func: 13,
+                rot: u32::MAX,
+                scale: 1.0,
+                pad: [0; 3],
+            });
+            offsets.push(offset);
+            offset += d as u32;
+        }
+        Ok(Self {
+            single_func: None,
+            n_problems: dims.len() as u32,
+            n_total: offset,
+            offsets,
+            dims: dims.iter().map(|&d| d as u32).collect(),
+            desc: ctx.storage("problems", &desc)?,
+            center: ctx.storage_zeroed("center", 1)?,
+            rot: ctx.storage_zeroed("rotations", 1)?,
+            x0: ctx.storage_zeroed("x0", 1)?,
+        })
+    }
+
     /// Splits a ragged per-coordinate array into one vector per problem.
     pub fn split<T: Copy>(&self, flat: &[T]) -> Vec<Vec<T>> {
         self.offsets

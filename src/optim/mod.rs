@@ -255,7 +255,7 @@ pub struct OptState {
 /// Mirrors `struct OptParams` in `shaders/shared/opt_state.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct OptParams {
+pub(crate) struct OptParams {
     n_problems: u32,
     n_total: u32,
     steps: u32,
@@ -266,6 +266,24 @@ struct OptParams {
     gtol: f32,
     memory: u32,
     pad: [u32; 3],
+}
+
+impl OptParams {
+    /// Parameters of a learned method (the first-order fields are unused).
+    pub(crate) fn learned(n_problems: u32, n_total: u32, steps: u32) -> Self {
+        Self {
+            n_problems,
+            n_total,
+            steps,
+            variant: 0,
+            beta1: 0.0,
+            beta2: 0.0,
+            eps: 0.0,
+            gtol: 0.0,
+            memory: 0,
+            pad: [0; 3],
+        }
+    }
 }
 
 /// Outcome of one problem.

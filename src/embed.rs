@@ -1,0 +1,136 @@
+//! The learned optimizer as a component of someone else's GPU pipeline: their device,
+//! their buffers for x, ∇f and f, their gradient kernels; the engine only records its
+//! optimizer step into their compute pass, with no round trip through the host.
+//!
+//! ```ignore
+//! let ctx = GpuContext::from_device(device.clone(), queue.clone());
+//! let opt = EmbeddedOptimizer::new(&ctx, &model, &dims, &x, &grad, Some(&f), 1000)?;
+//! // every iteration, inside your encoder:
+//! let mut pass = encoder.begin_compute_pass(&Default::default());
+//! my_gradient_kernel(&mut pass);   // writes f and ∇f at x
+//! opt.record(&mut pass);           // x ← optimizer step
+//! ```
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::learned::gpu::{preconditioner_len, LearnedKernels, LearnedNet, StepBuffers};
+use crate::learned::model::{Model, ModelKind};
+use crate::optim::{OptParams, OptState, Status};
+use crate::problem::GpuProblems;
+
+/// A learned optimizer bound to a caller's buffers.
+pub struct EmbeddedOptimizer {
+    kernels: LearnedKernels,
+    net: LearnedNet,
+    problems: GpuProblems,
+    state: wgpu::Buffer,
+    history: wgpu::Buffer,
+    steps: u32,
+    _owned: Vec<wgpu::Buffer>,
+}
+
+impl EmbeddedOptimizer {
+    /// Binds `model` to problems of dimensions `dims` whose coordinates lie back to back
+    /// in `x` and `grad` (f32, Σ d values); `f` holds one objective value per problem,
+    /// written by the caller's kernel (None: the engine tracks no objective values and
+    /// flags only non-finite gradients). At most `max_steps` steps are taken.
+    pub fn new(
+        ctx: &GpuContext,
+        model: &Model,
+        dims: &[usize],
+        x: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        f: Option<&wgpu::Buffer>,
+        max_steps: u32,
+    ) -> Result<Self> {
+        let problems = GpuProblems::layout(ctx, dims)?;
+        let n = problems.n_total as u64 * 4;
+        if x.size() < n || grad.size() < n {
+            return Err(Error::Problem(format!(
+                "x and grad need {n} bytes for dimensions summing to {}, got {} and {}",
+                problems.n_total,
+                x.size(),
+                grad.size()
+            )));
+        }
+        let mut owned = Vec::new();
+        let f = match f {
+            Some(f) => f.clone(),
+            None => {
+                let z = ctx.storage_zeroed("f", dims.len())?;
+                owned.push(z.clone());
+                z
+            }
+        };
+        let precondition = model.config.kind == ModelKind::Optimus;
+        let mut moff = 0usize;
+        let states: Vec<OptState> = problems
+            .dims
+            .iter()
+            .map(|&d| {
+                let s = OptState {
+                    moff: moff as u32,
+                    ..Default::default()
+                };
+                moff += preconditioner_len(&[d], precondition);
+                s
+            })
+            .collect();
+        let state = ctx.storage("optimizer state", &states)?;
+        let history = ctx.storage_zeroed("history", 2 * dims.len() * (max_steps as usize + 1))?;
+        let params = ctx.uniform(
+            "optimizer params",
+            &OptParams::learned(problems.n_problems, problems.n_total, max_steps),
+        );
+        let kernels = LearnedKernels::new(ctx)?;
+        let net = LearnedNet::new(
+            ctx,
+            &kernels,
+            model,
+            &problems,
+            &StepBuffers {
+                opt_params: &params,
+                x,
+                f: &f,
+                g: grad,
+                state: &state,
+                history: &history,
+            },
+        )?;
+        owned.push(params);
+        Ok(Self {
+            kernels,
+            net,
+            problems,
+            state,
+            history,
+            steps: max_steps,
+            _owned: owned,
+        })
+    }
+
+    /// Records one optimizer step of every problem into the caller's pass; it reads the
+    /// gradient the caller's kernels wrote and updates x in place.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.net
+            .record(&self.kernels, pass, self.problems.n_problems);
+    }
+
+    /// Per problem: status, steps taken, and f at each step (as the caller's kernel
+    /// wrote it). Reads back; call it outside the loop.
+    pub fn history(&self, ctx: &GpuContext) -> Result<Vec<(Status, u32, Vec<f64>)>> {
+        let np = self.problems.n_problems as usize;
+        let st: Vec<OptState> = ctx.read(&self.state, np)?;
+        let t1 = self.steps as usize + 1;
+        let h: Vec<f32> = ctx.read(&self.history, 2 * np * t1)?;
+        Ok(st
+            .iter()
+            .enumerate()
+            .map(|(p, s)| {
+                let n = (s.iter as usize + 1).min(t1);
+                let f = (0..n).map(|i| h[2 * (p * t1 + i)] as f64).collect();
+                (Status::from_code(s.status), s.iter, f)
+            })
+            .collect())
+    }
+}
