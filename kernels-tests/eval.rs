@@ -81,3 +81,40 @@ fn bad_eval_configs_are_explained() {
     let shipped = EvalConfig::from_ron(&text, "assets/eval.ron").unwrap();
     assert_eq!(shipped.dims, EvalConfig::default().dims);
 }
+
+#[test]
+fn learned_optimizers_join_an_evaluation_through_model_files() {
+    use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+    let dir = std::env::temp_dir().join(format!("optimus-eval-model-{}", std::process::id()));
+    let cfg = ModelConfig {
+        width: 16,
+        heads: 2,
+        mlp_hidden: 16,
+        layers: 1,
+        ..ModelConfig::for_kind(ModelKind::Optimus)
+    };
+    Model::init(cfg, 3).unwrap().save(&dir).unwrap();
+    let eval_cfg = EvalConfig {
+        optimizers: vec!["adam".into(), "optimus".into()],
+        models: vec![dir.clone()],
+        ..tiny()
+    };
+    let res = run(ctx(), &eval_cfg, true).unwrap();
+    assert!(res.cells.iter().any(|c| c.optimizer == "optimus"));
+    assert!(res
+        .cells
+        .iter()
+        .filter(|c| c.optimizer == "optimus")
+        .all(|c| c.curve.len() == 31));
+    let missing = EvalConfig {
+        optimizers: vec!["lopt".into()],
+        models: vec![dir.clone()],
+        ..tiny()
+    };
+    let e = run(ctx(), &missing, true).unwrap_err().to_string();
+    assert!(
+        e.contains("needs a lopt model") && e.contains("init-model"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

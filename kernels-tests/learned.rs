@@ -283,3 +283,34 @@ fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
         assert!((hist[k].2[0] - c.gaps[0]).abs() < 1e-4 * (1.0 + c.gaps[0]));
     }
 }
+
+#[test]
+fn learned_step_loop_reads_nothing_back() {
+    // Its own device: other tests read back from the shared one concurrently.
+    let ctx = optimus_gpu::GpuContext::new().unwrap();
+    let kernels = Kernels::new(&ctx).unwrap();
+    let stage = ObjectiveStage::new(&ctx, None).unwrap();
+    let m = model(ModelKind::Optimus, 4);
+    let cfg = OptimizerConfig {
+        model: Some(m),
+        ..OptimizerConfig::new(Method::Optimus)
+    };
+    let run = GpuRun::new(
+        &ctx,
+        &kernels,
+        &stage,
+        &problems(&[3, 40, 9]),
+        &cfg,
+        None,
+        10,
+    )
+    .unwrap();
+    let before = ctx.readback_count();
+    run.submit_passes(&ctx, 11);
+    assert_eq!(
+        ctx.readback_count(),
+        before,
+        "the learned step loop must not read back"
+    );
+    assert!(run.results(&ctx).unwrap().iter().all(|r| r.iters == 10));
+}
