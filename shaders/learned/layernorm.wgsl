@@ -1,17 +1,20 @@
 // LayerNorm over each token's channels: y = (x − mean)/sqrt(var + 1e-5)·γ + β, one
-// invocation per token. γ and β live in θ. CPU twin: `learned::cpu::layernorm`.
+// invocation per token, channels read as vec4 (widths are multiples of 4). γ and β
+// live in the packed parameters. CPU twin: `learned::cpu::layernorm`.
 
 struct LnParams {
     n_tokens: u32,
-    n: u32,
-    g_off: u32,
-    b_off: u32,
+    // Channels in vec4s.
+    n4: u32,
+    // Offsets of γ and β in the packed parameters, in vec4s.
+    g_off4: u32,
+    b_off4: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: LnParams;
-@group(0) @binding(1) var<storage, read> theta: array<f32>;
-@group(0) @binding(2) var<storage, read> xin: array<f32>;
-@group(0) @binding(3) var<storage, read_write> yout: array<f32>;
+@group(0) @binding(1) var<storage, read> theta: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> xin: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> yout: array<vec4<f32>>;
 
 const LN_EPS: f32 = 1e-5;
 
@@ -25,20 +28,20 @@ fn main(
     if t >= params.n_tokens {
         return;
     }
-    let n = params.n;
-    let base = t * n;
-    var mean = 0.0;
-    for (var j = 0u; j < n; j++) {
-        mean += xin[base + j];
+    let n4 = params.n4;
+    let base = t * n4;
+    var s = vec4<f32>(0.0);
+    for (var j = 0u; j < n4; j++) {
+        s += xin[base + j];
     }
-    mean /= f32(n);
-    var var_ = 0.0;
-    for (var j = 0u; j < n; j++) {
+    let mean = (s.x + s.y + s.z + s.w) / f32(4u * n4);
+    var q = vec4<f32>(0.0);
+    for (var j = 0u; j < n4; j++) {
         let c = xin[base + j] - mean;
-        var_ += c * c;
+        q += c * c;
     }
-    let inv = inverseSqrt(var_ / f32(n) + LN_EPS);
-    for (var j = 0u; j < n; j++) {
-        yout[base + j] = (xin[base + j] - mean) * inv * theta[params.g_off + j] + theta[params.b_off + j];
+    let inv = inverseSqrt((q.x + q.y + q.z + q.w) / f32(4u * n4) + LN_EPS);
+    for (var j = 0u; j < n4; j++) {
+        yout[base + j] = (xin[base + j] - mean) * inv * theta[params.g_off4 + j] + theta[params.b_off4 + j];
     }
 }

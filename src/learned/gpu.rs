@@ -31,9 +31,13 @@ fn round4(n: usize) -> usize {
     n.div_ceil(4) * 4
 }
 
-/// Where each tensor sits in the GPU's copy of the parameters: every row and column
-/// count padded to a multiple of 4 (zeros in the padding) and every tensor starting at a
-/// multiple of 4, so `linear.wgsl` reads weights as vec4. The model files keep the dense
+fn round8(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+/// Where each tensor sits in the GPU's copy of the parameters: row counts padded to a
+/// multiple of 4 and column counts to a multiple of 8 (zeros in the padding), every
+/// tensor starting at a multiple of 8, so `linear.wgsl` reads weights as vec4 pairs. The model files keep the dense
 /// canonical layout (`ModelConfig::tensors`).
 pub struct PackedLayout {
     /// (name, offset, rows, padded rows, columns, padded columns); rank-1 tensors have
@@ -53,7 +57,7 @@ impl PackedLayout {
                 _ => (1, t.len()),
             };
             let rows_p = if t.shape.len() == 2 { round4(rows) } else { 1 };
-            let cols_p = round4(cols);
+            let cols_p = round8(cols);
             entries.push((t.name.clone(), off, rows, rows_p, cols, cols_p));
             off += rows_p * cols_p;
         }
@@ -163,9 +167,9 @@ struct LinearParams {
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct LnParams {
     n_tokens: u32,
-    n: u32,
-    g_off: u32,
-    b_off: u32,
+    n4: u32,
+    g_off4: u32,
+    b_off4: u32,
 }
 
 #[repr(C)]
@@ -204,7 +208,8 @@ const RESIDUAL: u32 = 2;
 #[derive(Clone, Copy)]
 enum Stage {
     Features,
-    Linear,
+    /// A linear layer, named by its tensor without the block index (for profiles).
+    Linear(&'static str),
     LayerNorm,
     Attention,
     Step,
@@ -255,9 +260,9 @@ impl LearnedNet {
         let w = cfg.width as u32;
         let hidden = cfg.mlp_hidden as u32;
         let o = cfg.head_outputs() as u32;
-        if !cfg.width.is_multiple_of(4) || !cfg.mlp_hidden.is_multiple_of(4) {
+        if !cfg.width.is_multiple_of(8) || !cfg.mlp_hidden.is_multiple_of(8) {
             return Err(Error::Config(format!(
-                "the GPU kernels need width and mlp_hidden to be multiples of 4 (got {} and {})",
+                "the GPU kernels need width and mlp_hidden to be multiples of 8 (got {} and {})",
                 cfg.width, cfg.mlp_hidden
             )));
         }
@@ -285,7 +290,7 @@ impl LearnedNet {
         let theta = ctx.storage("theta", &layout.pack(model))?;
         let nu = n as usize;
         let ru = rows as usize;
-        let out_stride = round4(o as usize);
+        let out_stride = round8(o as usize);
         let feat = ctx.storage_zeroed("features", ru * FEATURE_STRIDE)?;
         let acc = ctx.storage_zeroed("accumulators", 7 * nu)?;
         let hid = ctx.storage_zeroed("hidden", ru * cfg.width.max(cfg.mlp_hidden))?;
@@ -306,7 +311,7 @@ impl LearnedNet {
                       name: &str,
                       flags: u32|
          -> Result<(Op, wgpu::Buffer)> {
-            let out4 = n_out.div_ceil(4);
+            let out4 = round8(n_out as usize) as u32 / 4;
             let p = ctx.uniform(
                 name,
                 &LinearParams {
@@ -320,7 +325,14 @@ impl LearnedNet {
                 },
             );
             let group = kernels.linear.bind(ctx, &[&p, &theta, x, y]);
-            Ok(((Stage::Linear, group, [row_groups, out4.div_ceil(2), 1]), p))
+            Ok((
+                (
+                    Stage::Linear(layer_label(name)),
+                    group,
+                    [row_groups, out4.div_ceil(2), 1],
+                ),
+                p,
+            ))
         };
         let mut push = |r: (Op, wgpu::Buffer), ops: &mut Vec<Op>| {
             ops.push(r.0);
@@ -362,9 +374,9 @@ impl LearnedNet {
                         name,
                         &LnParams {
                             n_tokens: n,
-                            n: w,
-                            g_off: offset(&format!("{name}.weight"))?,
-                            b_off: offset(&format!("{name}.bias"))?,
+                            n4: w / 4,
+                            g_off4: offset(&format!("{name}.weight"))? / 4,
+                            b_off4: offset(&format!("{name}.bias"))? / 4,
                         },
                     );
                     Ok((kernels.layernorm.bind(ctx, &[&p, &theta, x, y]), p))
@@ -519,7 +531,7 @@ impl LearnedNet {
             .iter()
             .map(|(stage, _, _)| match stage {
                 Stage::Features => "features",
-                Stage::Linear => "linear",
+                Stage::Linear(label) => label,
                 Stage::LayerNorm => "layernorm",
                 Stage::Attention => "attention",
                 Stage::Step => "step + preconditioner",
@@ -538,7 +550,7 @@ impl LearnedNet {
         let (stage, group, grid) = &self.ops[k];
         let kernel = match stage {
             Stage::Features => &kernels.features,
-            Stage::Linear => &kernels.linear,
+            Stage::Linear(_) => &kernels.linear,
             Stage::LayerNorm => &kernels.layernorm,
             Stage::Attention => kernels.attention[self.hd4]
                 .get()
@@ -553,6 +565,20 @@ impl LearnedNet {
                 pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
             }
         }
+    }
+}
+
+/// Profile label of a linear layer: its tensor name without the block index.
+fn layer_label(name: &str) -> &'static str {
+    let tail = name.rsplit('.').take(2).collect::<Vec<_>>();
+    match (tail.get(1).copied(), tail[0]) {
+        (Some("attn"), "qkv") => "linear attn.qkv",
+        (Some("attn"), "out") => "linear attn.out",
+        (Some("mlp"), "fc1") => "linear mlp.fc1",
+        (Some("mlp"), "fc2") => "linear mlp.fc2",
+        (_, "embed") => "linear embed",
+        (_, "head") => "linear head",
+        _ => "linear",
     }
 }
 
