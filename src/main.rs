@@ -98,7 +98,8 @@ struct EvalArgs {
     /// Step budget T (default: 200).
     #[arg(long)]
     steps: Option<u32>,
-    /// Optimizers, comma-separated: gd, momentum, nesterov, adam, bfgs, lbfgs.
+    /// Optimizers, comma-separated: gd, momentum, nesterov, adam, bfgs, lbfgs, and the
+    /// learned optimus, optimus-0, lopt (these need --model).
     #[arg(long, value_delimiter = ',')]
     optimizers: Option<Vec<String>>,
     /// Seed of the start points (and of shifts and rotations).
