@@ -115,7 +115,8 @@ pub struct ModelConfig {
     pub lambda_mu: f64,
     /// Step scale λ_s; small so a fresh network takes tiny steps.
     pub lambda_s: f64,
-    /// Rank-one scale: u_i = λ_u · raw_i / √d, which keeps B independent of d.
+    /// Rank-one scale: u_i = λ_u · raw_i / √d, which keeps B independent of d; 0.1 so a
+    /// fresh network's B grows by about 0.01 per step and stays near I over a horizon.
     pub lambda_u: f64,
 }
 
@@ -131,7 +132,7 @@ impl Default for ModelConfig {
             features: N_FEATURES,
             lambda_mu: 1e-3,
             lambda_s: 1e-3,
-            lambda_u: 1.0,
+            lambda_u: 0.1,
         }
     }
 }
@@ -230,7 +231,7 @@ impl ModelConfig {
         for (name, v, default) in [
             ("lambda_mu", self.lambda_mu, "1e-3"),
             ("lambda_s", self.lambda_s, "1e-3"),
-            ("lambda_u", self.lambda_u, "1.0"),
+            ("lambda_u", self.lambda_u, "0.1"),
         ] {
             if !(v > 0.0 && v.is_finite()) {
                 return bad(format!(
