@@ -54,22 +54,7 @@ fn main(
     let d = prob.dim;
     let off = prob.offset;
     let n = params.n_total;
-    var bad = 0.0;
-    for (var i = lid; i < d; i += WG) {
-        bad += select(1.0, 0.0, is_finite(g[off + i]));
-    }
-    let n_bad = wg_sum(lid, bad);
-    let f = f_in[p];
-    st.n_evals += 1u;
-    if lid == 0u {
-        write_history(p, st.iter, f, st.n_evals);
-    }
-    st.f = f;
-    if !is_finite(f) || n_bad > 0.0 {
-        st.status = ST_DIVERGED;
-    } else if st.iter >= params.steps {
-        st.status = ST_DONE;
-    }
+    st = evaluation_bookkeeping(p, lid, st, off, d);
     if st.status == ST_RUNNING {
         let o = lp.out_stride;
         let su = lp.scratch_off;
