@@ -1,6 +1,7 @@
 //! Throughput of the objective stage and of a full Adam step (objective + update) over
-//! P = 4096 problems at d = 32, in problem-steps per second, with the f64 CPU twin
-//! measured in the same run as the reference.
+//! P = 4096 problems at d = 32, and of one Optimus step over P = 128 problems at d = 32,
+//! in problem-steps per second, with the f64 CPU twin measured in the same run as the
+//! reference.
 //!
 //! `cargo bench --bench engine` (set WGPU_BACKEND=vulkan on lavapipe).
 
@@ -155,5 +156,71 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// One Optimus step (default model size, seeded random weights) over P = 128 problems
+/// at d = 32: the GPU step (objective included) against the f64 CPU twin.
+fn bench_optimus(c: &mut Criterion) {
+    use optimus_gpu::learned::cpu as lcpu;
+    use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+    use std::sync::Arc;
+    const LP: usize = 128;
+    let ctx = GpuContext::new().expect("a GPU adapter (or lavapipe) is needed");
+    let model = Arc::new(Model::init(ModelConfig::for_kind(ModelKind::Optimus), 0).unwrap());
+    let problems: Vec<ProblemSpec> = (0..LP)
+        .map(|i| {
+            ProblemSpec::sample(
+                Objective::Builtin(Function::Sphere),
+                D,
+                &SampleOptions::default(),
+                i as u64,
+            )
+            .unwrap()
+        })
+        .collect();
+    let kernels = Kernels::new(&ctx).unwrap();
+    let stage = ObjectiveStage::new(&ctx, None).unwrap();
+    let cfg = OptimizerConfig {
+        model: Some(model.clone()),
+        ..OptimizerConfig::new(Method::Optimus)
+    };
+    const BUDGET: u32 = 100;
+    let run = GpuRun::new(&ctx, &kernels, &stage, &problems, &cfg, None, BUDGET).unwrap();
+    let mut g = c.benchmark_group("optimus_step_p128_d32");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(LP as u64));
+    g.bench_function("gpu", |b| {
+        let mut done = 0;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if done + 1 > BUDGET {
+                    run.reset(&ctx);
+                    ctx.wait().unwrap();
+                    done = 0;
+                }
+                let t0 = Instant::now();
+                run.submit_passes(&ctx, 1);
+                ctx.wait().unwrap();
+                total += t0.elapsed();
+                done += 1;
+            }
+            total
+        })
+    });
+    g.bench_function("cpu_twin", |b| {
+        let mut states: Vec<lcpu::LearnedState> = problems
+            .iter()
+            .map(|p| lcpu::LearnedState::new(ModelKind::Optimus, &p.x0))
+            .collect();
+        let mut grad = vec![0.0; D];
+        b.iter(|| {
+            for (p, st) in problems.iter().zip(states.iter_mut()) {
+                p.cpu_gap_grad(&st.x, &mut grad).unwrap();
+                lcpu::step(&model, st, &grad);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_optimus);
 criterion_main!(benches);
