@@ -70,33 +70,27 @@ fn main(
         }
         workgroupBarrier();
         if has_query {
-            // Scores twice (max, then weights): one rescale per tile instead of one
-            // exponential per key for the running maximum.
-            var tile_max = m;
+            // One pass; the running maximum is raised (and the sums rescaled) only when
+            // a score exceeds it, which after the first keys is rare.
             for (var j = 0u; j < n; j++) {
                 var s = 0.0;
                 for (var c = 0u; c < hd4; c++) {
                     s += dot(q[c], ks[j * MAX_HEAD4 + c]);
                 }
-                tile_max = max(tile_max, s);
-            }
-            let corr = exp(m - tile_max);
-            l *= corr;
-            for (var c = 0u; c < hd4; c++) {
-                acc[c] *= corr;
-            }
-            for (var j = 0u; j < n; j++) {
-                var s = 0.0;
-                for (var c = 0u; c < hd4; c++) {
-                    s += dot(q[c], ks[j * MAX_HEAD4 + c]);
+                if s > m {
+                    let corr = exp(m - s);
+                    l *= corr;
+                    for (var c = 0u; c < hd4; c++) {
+                        acc[c] *= corr;
+                    }
+                    m = s;
                 }
-                let p = exp(s - tile_max);
+                let p = exp(s - m);
                 l += p;
                 for (var c = 0u; c < hd4; c++) {
                     acc[c] += p * vs[j * MAX_HEAD4 + c];
                 }
             }
-            m = tile_max;
         }
         workgroupBarrier();
     }
