@@ -314,3 +314,12 @@ fn learned_step_loop_reads_nothing_back() {
     );
     assert!(run.results(&ctx).unwrap().iter().all(|r| r.iters == 10));
 }
+
+#[test]
+fn optimus_reaches_d_1024_on_one_problem() {
+    // Attention streams keys through workgroup memory, and the preconditioner works
+    // row by row: neither is bounded by workgroup memory or by per-invocation loop
+    // limits (lavapipe stops an invocation after 65 535 loop iterations).
+    check_against_twin(&problems(&[1024]), &model(ModelKind::Optimus, 13), 2);
+    check_against_twin(&problems(&[1100, 3]), &model(ModelKind::Optimus, 14), 2);
+}

@@ -51,3 +51,31 @@ fn workgroup_size_in_wgsl_matches_the_host() {
         "{wg:?}"
     );
 }
+
+#[test]
+fn every_wgsl_file_is_embedded() {
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if p.extension().is_some_and(|x| x == "wgsl") {
+                out.push(
+                    p.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files = Vec::new();
+    walk(&root, &root, &mut files);
+    for f in files {
+        assert!(
+            optimus_gpu::kernel::SHADERS.iter().any(|(p, _)| *p == f),
+            "shaders/{f} is not listed in kernel::SHADERS"
+        );
+    }
+}

@@ -65,6 +65,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../shaders/learned/step.wgsl"),
     ),
     (
+        "learned/precondition.wgsl",
+        include_str!("../shaders/learned/precondition.wgsl"),
+    ),
+    (
         "shared/quasi_newton.wgsl",
         include_str!("../shaders/shared/quasi_newton.wgsl"),
     ),
@@ -89,6 +93,7 @@ pub const ENTRY_SHADERS: &[&str] = &[
     "learned/layernorm.wgsl",
     "learned/attention.wgsl",
     "learned/step.wgsl",
+    "learned/precondition.wgsl",
 ];
 
 fn source_of(path: &str) -> Result<&'static str> {

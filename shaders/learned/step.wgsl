@@ -1,7 +1,7 @@
 // Step of the learned optimizers, after the network wrote its per-token outputs:
-// s_i = δ_i·exp(λ_μ μ_i)·λ_s; Optimus also adds the rank-one update u uᵀ
-// (u_i = λ_u·raw_i/√d) to its dense preconditioner B and steps x ← x − B s, the others
-// x ← x − s. Records history and flags non-finite problems like the classic optimizers.
+// s_i = δ_i·exp(λ_μ μ_i)·λ_s and x ← x − s; for Optimus it writes s and the rank-one
+// vector u (u_i = λ_u·raw_i/√d) for `precondition.wgsl`, which applies B instead.
+// Records history and flags non-finite problems like the classic optimizers.
 // CPU twin: `learned::cpu::step`.
 
 #include "shared/problem.wgsl"
@@ -30,7 +30,8 @@ struct LearnedParams {
 @group(0) @binding(6) var<storage, read_write> x: array<f32>;
 @group(0) @binding(7) var<storage, read_write> state: array<OptState>;
 @group(0) @binding(8) var<storage, read_write> history: array<f32>;
-// Every problem's B (d×d at state.moff), then s and u (n_total each).
+// Every problem's B (d×d at state.moff), then s and u (n_total each), written here
+// and used by `precondition.wgsl`.
 @group(0) @binding(9) var<storage, read_write> mat: array<f32>;
 
 #include "shared/opt_state.wgsl"
@@ -67,22 +68,6 @@ fn main(
                 mat[su + n + off + i] = lp.lambda_u * net_out[t + 2u] * inv_sqrt_d;
             } else {
                 x[off + i] -= s;
-            }
-        }
-        if lp.precondition == 1u {
-            storageBarrier();
-            for (var idx = lid; idx < d * d; idx += WG) {
-                let i = idx / d;
-                let j = idx % d;
-                mat[st.moff + idx] += mat[su + n + off + i] * mat[su + n + off + j];
-            }
-            storageBarrier();
-            for (var i = lid; i < d; i += WG) {
-                var bs = 0.0;
-                for (var j = 0u; j < d; j++) {
-                    bs += mat[st.moff + i * d + j] * mat[su + off + j];
-                }
-                x[off + i] -= bs;
             }
         }
         st.iter += 1u;

@@ -100,6 +100,7 @@ pub struct LearnedKernels {
     attention: Vec<OnceLock<Kernel>>,
     attention_source: String,
     step: Kernel,
+    precondition: Kernel,
 }
 
 impl LearnedKernels {
@@ -139,6 +140,11 @@ impl LearnedKernels {
                 validate("learned/attention.wgsl", &src)?;
                 src
             },
+            precondition: Kernel::from_shader(
+                ctx,
+                "learned/precondition.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
+            )?,
             step: Kernel::from_shader(
                 ctx,
                 "learned/step.wgsl",
@@ -213,6 +219,7 @@ enum Stage {
     LayerNorm,
     Attention,
     Step,
+    Precondition,
 }
 
 /// Buffers the step shares with the optimizer run that owns it.
@@ -351,7 +358,11 @@ impl LearnedNet {
             &[&fp, &problems.desc, bufs.x, bufs.g, &acc, bufs.state, &feat],
         );
         let mut pre = vec![(Stage::Features, feat_group, [0, 0, 0])];
+        // Blocks of 32 coordinates of one problem: [first coordinate, d, first row,
+        // problem], for attention's queries and the preconditioner's rows.
+        let mut blocks: Vec<[u32; 4]> = Vec::new();
         let mut push_all = Vec::new();
+        let mut blocks_buf_kept = None;
         match cfg.kind {
             ModelKind::Lopt => {
                 push(
@@ -382,10 +393,9 @@ impl LearnedNet {
                     Ok((kernels.layernorm.bind(ctx, &[&p, &theta, x, y]), p))
                 };
                 // Query blocks of every problem for attention.
-                let mut blocks: Vec<[u32; 4]> = Vec::new();
-                for (&off, &d) in problems.offsets.iter().zip(&problems.dims) {
+                for (p, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
                     for start in (0..d).step_by(ATTN_BLOCK as usize) {
-                        blocks.push([off, d, start, 0]);
+                        blocks.push([off, d, start, p as u32]);
                     }
                 }
                 let blocks_buf = ctx.storage("attention blocks", &blocks)?;
@@ -440,8 +450,8 @@ impl LearnedNet {
                 ln_ops.push(pf);
                 push(linear(&a, &out, w, o, "head", 0)?, &mut ops);
                 ln_ops.push(ap);
-                ln_ops.push(blocks_buf);
                 push_all = ln_ops;
+                blocks_buf_kept = Some(blocks_buf);
             }
         }
         pre.extend(ops);
@@ -492,8 +502,23 @@ impl LearnedNet {
             ],
         );
         ops.push((Stage::Step, step_group, [0, 0, 0]));
+        let mut uniforms_tail = Vec::new();
+        if let (true, Some(blocks_buf)) = (precondition, blocks_buf_kept.take()) {
+            let pp = ctx.uniform(
+                "precondition params",
+                &[blocks.len() as u32, n, mat_len as u32, 0],
+            );
+            let group = kernels
+                .precondition
+                .bind(ctx, &[&pp, &blocks_buf, bufs.state, bufs.x, &mat]);
+            uniforms_tail.push(blocks_buf);
+            ops.push((Stage::Precondition, group, grid_1d(blocks.len() as u32)));
+            blocks_buf_kept = Some(pp);
+        }
         let mut buffers = vec![theta, feat, hid, a, qkv, att, mlp, out, lp, fp];
         buffers.extend(uniforms);
+        buffers.extend(uniforms_tail);
+        buffers.extend(blocks_buf_kept);
         Ok(Self {
             ops,
             hd4: head / 4,
@@ -534,7 +559,8 @@ impl LearnedNet {
                 Stage::Linear(label) => label,
                 Stage::LayerNorm => "layernorm",
                 Stage::Attention => "attention",
-                Stage::Step => "step + preconditioner",
+                Stage::Step => "step",
+                Stage::Precondition => "preconditioner",
             })
             .collect()
     }
@@ -556,6 +582,7 @@ impl LearnedNet {
                 .get()
                 .expect("built in LearnedNet::new"),
             Stage::Step => &kernels.step,
+            Stage::Precondition => &kernels.precondition,
         };
         match stage {
             Stage::Features | Stage::Step => kernel.dispatch_problems(pass, group, n_problems),
