@@ -274,3 +274,56 @@ fn runs_on_a_device_the_caller_owns() {
         );
     }
 }
+
+#[test]
+fn near_the_drivers_loop_limit_results_stay_right_and_past_it_runs_are_refused() {
+    // BFGS at d = 700 stays under lavapipe's per-invocation loop limit: check it.
+    let opts = SampleOptions {
+        shift: 0.1,
+        rotate: false,
+        log10_scale: (0.0, 0.0),
+    };
+    let mut p =
+        ProblemSpec::sample(Objective::Builtin(Function::DixonPrice), 700, &opts, 1).unwrap();
+    p.x0.iter_mut()
+        .zip(&p.center)
+        .for_each(|(x, c)| *x = c + 0.1 * (*x - c) / (1.0 + (*x - c).abs()));
+    let cfg = OptimizerConfig::new(Method::Bfgs);
+    let g = &run_gpu(std::slice::from_ref(&p), &cfg, 3, None)[0];
+    let c = cpu::run(&p, &cfg, 0.0, 3).unwrap();
+    for (a, b) in g.gaps.iter().zip(&c.gaps) {
+        assert!(
+            (a - b).abs() <= 1e-4 * c.gaps[0],
+            "bfgs d=700: gpu {a} vs cpu {b}"
+        );
+    }
+    // A rotated objective at d = 1000.
+    let rot = SampleOptions {
+        rotate: true,
+        ..opts
+    };
+    let q = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 1000, &rot, 2).unwrap();
+    let stage = ObjectiveStage::new(ctx(), None).unwrap();
+    let (fg, gg) =
+        &optimus_gpu::objective::evaluate(ctx(), &stage, std::slice::from_ref(&q)).unwrap()[0];
+    let mut gc = vec![0.0; 1000];
+    let fc = q.cpu_gap_grad(&q.x0, &mut gc).unwrap();
+    assert!((fg - fc).abs() <= 1e-4 * fc);
+    let gmax = gc.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(
+        gg.iter()
+            .zip(&gc)
+            .all(|(a, b)| (a - b).abs() <= 1e-3 * gmax),
+        "rotated d=1000 gradient"
+    );
+    // Past the limit, a clear refusal instead of wrong numbers (only on such drivers).
+    if ctx().loop_limit().is_some() {
+        let big = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 800, &opts, 3).unwrap();
+        let kernels = Kernels::new(ctx()).unwrap();
+        let e = GpuRun::new(ctx(), &kernels, &stage, &[big], &cfg, None, 3)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("loop iterations") && e.contains("L-BFGS"), "{e}");
+    }
+}

@@ -79,6 +79,15 @@ impl GpuContext {
         self.readbacks.load(Ordering::Relaxed)
     }
 
+    /// Most loop iterations one shader invocation may run, where the driver has such a
+    /// limit: Mesa's llvmpipe (lavapipe) silently ends an invocation after 65 535
+    /// iterations of all its loops together (measured: a 70 000-iteration loop stops at
+    /// 65 535), which would give wrong results, not errors.
+    pub fn loop_limit(&self) -> Option<u64> {
+        let info = self.adapter_info.as_ref()?;
+        (info.name.contains("llvmpipe") || info.driver.contains("llvmpipe")).then_some(65_535)
+    }
+
     /// Whether passes can carry timestamp queries (per-kernel profiles).
     pub fn has_timestamps(&self) -> bool {
         self.device

@@ -352,6 +352,85 @@ impl ProblemResult {
     }
 }
 
+/// Loop iterations one invocation of the objective kernel runs for `p` (an upper
+/// estimate: rows per invocation times the work per row, plus the reductions).
+fn objective_loop_iterations(p: &ProblemSpec) -> u64 {
+    let d = p.dim as u64;
+    let rows = d.div_ceil(crate::kernel::WORKGROUP as u64);
+    let mut it = 4 * rows + 64;
+    if p.rotation.is_some() {
+        it += 2 * rows * d;
+    }
+    if matches!(
+        p.objective,
+        crate::problem::Objective::Builtin(crate::Function::Perm)
+    ) {
+        // Inner sums with a binary power each, then the gradient's sum.
+        let bits = 64 - d.leading_zeros() as u64;
+        it += rows * d * (bits + 1) + rows * d;
+    }
+    it
+}
+
+/// Loop iterations one invocation of `method`'s own kernel runs at dimension d.
+fn method_loop_iterations(method: Method, d: u64, config: &OptimizerConfig) -> u64 {
+    let rows = d.div_ceil(crate::kernel::WORKGROUP as u64);
+    match method {
+        // H y, the scaling of H₀ and the rank-two update (d² entries each), and −H g.
+        Method::Bfgs => {
+            2 * rows * d + 2 * (d * d).div_ceil(crate::kernel::WORKGROUP as u64) + 16 * rows + 64
+        }
+        Method::Lbfgs => (4 * config.memory as u64 + 8) * rows + 64 * config.memory as u64,
+        Method::Optimus | Method::Optimus0 => {
+            // Attention per query: every key, plus the key tiles' staging.
+            let heads = config
+                .model
+                .as_ref()
+                .map_or(4, |m| m.config.heads as u64)
+                .max(1);
+            let hd4 = config
+                .model
+                .as_ref()
+                .map_or(4, |m| (m.config.width as u64 / heads / 4).max(1));
+            d * (1 + 3 * hd4) + 64
+        }
+        _ => 4 * rows + 64,
+    }
+}
+
+/// Refuses runs that would pass the driver's per-invocation loop limit (lavapipe), which
+/// would otherwise end kernels early and give silently wrong results.
+fn check_loop_budget(
+    ctx: &GpuContext,
+    problems: &[ProblemSpec],
+    config: &OptimizerConfig,
+) -> Result<()> {
+    let Some(limit) = ctx.loop_limit() else {
+        return Ok(());
+    };
+    for (k, p) in problems.iter().enumerate() {
+        let d = p.dim as u64;
+        for (kernel, it) in [
+            ("objective", objective_loop_iterations(p)),
+            (
+                config.method.name(),
+                method_loop_iterations(config.method, d, config),
+            ),
+        ] {
+            if it > limit {
+                return Err(Error::TooLarge(format!(
+                    "problem {k} ({}, d = {d}) needs about {it} loop iterations per invocation in the \
+                     {kernel} kernel; this driver (llvmpipe) stops an invocation after {limit}, which \
+                     would give wrong results. Use a smaller d{}, or a GPU",
+                    p.objective.name(),
+                    if config.method == Method::Bfgs { ", L-BFGS instead of BFGS" } else { "" }
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Kernels of every method, built once and shared by runs.
 pub struct Kernels {
     first_order: Kernel,
@@ -437,6 +516,7 @@ impl<'a> GpuRun<'a> {
                 ));
             }
         }
+        check_loop_budget(ctx, problems, config)?;
         let gp = GpuProblems::new(ctx, problems)?;
         let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
         let method = config.method;
