@@ -273,6 +273,18 @@ impl LearnedNet {
                 cfg.width, cfg.mlp_hidden
             )));
         }
+        if let (Some(limit), true) = (ctx.loop_limit(), cfg.kind.is_transformer()) {
+            // Attention loops over every key of the problem in each query's invocation.
+            let dmax = problems.dims.iter().copied().max().unwrap_or(0) as u64;
+            let it = dmax * (1 + 3 * (cfg.width / cfg.heads.max(1)) as u64 / 4) + 64;
+            if it > limit {
+                return Err(Error::TooLarge(format!(
+                    "d = {dmax} needs about {it} loop iterations per invocation in attention; \
+                     this driver (llvmpipe) stops an invocation after {limit}, which would give \
+                     wrong results. Use a smaller d or a GPU"
+                )));
+            }
+        }
         // Token rows, padded for the 8-row blocks of `linear.wgsl`.
         let rows = n.div_ceil(LINEAR_ROWS) * LINEAR_ROWS;
         let row_groups = (rows / LINEAR_ROWS).div_ceil(LINEAR_WG);

@@ -381,19 +381,6 @@ fn method_loop_iterations(method: Method, d: u64, config: &OptimizerConfig) -> u
             2 * rows * d + 2 * (d * d).div_ceil(crate::kernel::WORKGROUP as u64) + 16 * rows + 64
         }
         Method::Lbfgs => (4 * config.memory as u64 + 8) * rows + 64 * config.memory as u64,
-        Method::Optimus | Method::Optimus0 => {
-            // Attention per query: every key, plus the key tiles' staging.
-            let heads = config
-                .model
-                .as_ref()
-                .map_or(4, |m| m.config.heads as u64)
-                .max(1);
-            let hd4 = config
-                .model
-                .as_ref()
-                .map_or(4, |m| (m.config.width as u64 / heads / 4).max(1));
-            d * (1 + 3 * hd4) + 64
-        }
         _ => 4 * rows + 64,
     }
 }
