@@ -23,7 +23,6 @@ const V_MOMENTUM: u32 = 1u;
 const V_NESTEROV: u32 = 2u;
 const V_ADAM: u32 = 3u;
 
-var<workgroup> w_state: OptState;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -35,10 +34,7 @@ fn main(
     if p >= params.n_problems {
         return;
     }
-    if lid == 0u {
-        w_state = state[p];
-    }
-    var st = workgroupUniformLoad(&w_state);
+    var st = load_state(p, lid);
     if st.status != ST_RUNNING {
         return;
     }

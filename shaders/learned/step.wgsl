@@ -47,7 +47,7 @@ fn main(
     if p >= params.n_problems {
         return;
     }
-    var st = state[p];
+    var st = load_state(p, lid);
     if st.status != ST_RUNNING {
         return;
     }

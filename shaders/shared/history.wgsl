@@ -1,5 +1,5 @@
 // Convergence history of the optimizer kernels: (f, evaluations) per problem and
-// iteration, T + 1 entries per problem. Needs `params: OptParams` and `history`;
+// iteration, T + 1 entries per problem. Needs `params: OptParams`, `state` and `history`;
 // `evaluation_bookkeeping` also needs `f_in` and `g` (the objective's outputs).
 
 // Records f at iteration `it` (and the evaluations spent to get there).
@@ -7,6 +7,17 @@ fn write_history(p: u32, it: u32, f: f32, evals: u32) {
     let base = 2u * (p * (params.steps + 1u) + it);
     history[base] = f;
     history[base + 1u] = f32(evals);
+}
+
+var<workgroup> w_state: OptState;
+
+// Problem p's optimizer state, made workgroup-uniform (read by one invocation, then
+// broadcast), so kernels may branch on it around barriers.
+fn load_state(p: u32, lid: u32) -> OptState {
+    if lid == 0u {
+        w_state = state[p];
+    }
+    return workgroupUniformLoad(&w_state);
 }
 
 // Bookkeeping of a method that evaluates once per step (first-order and learned):

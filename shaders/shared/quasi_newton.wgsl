@@ -32,7 +32,6 @@ const R_T: u32 = 5u;
 
 var<private> cur_off: u32;
 var<private> cur_dim: u32;
-var<workgroup> w_state: OptState;
 
 // Index of coordinate i of region r of the current problem.
 fn vi(r: u32, i: u32) -> u32 {
@@ -49,10 +48,7 @@ fn main(
     if p >= params.n_problems {
         return;
     }
-    if lid == 0u {
-        w_state = state[p];
-    }
-    var st = workgroupUniformLoad(&w_state);
+    var st = load_state(p, lid);
     if st.status != ST_RUNNING {
         return;
     }
