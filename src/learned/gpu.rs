@@ -319,43 +319,16 @@ impl LearnedNet {
         let mlp = ctx.storage_zeroed("mlp", ru * cfg.mlp_hidden)?;
         let out = ctx.storage_zeroed("head outputs", ru * out_stride)?;
 
-        let offset = |name: &str| -> Result<u32> { layout.offset(name).map(|o| o as u32) };
-        type Op = (Stage, wgpu::BindGroup, [u32; 3]);
-        let mut uniforms = Vec::new();
-        let mut ops: Vec<Op> = Vec::new();
-        let linear = |x: &wgpu::Buffer,
-                      y: &wgpu::Buffer,
-                      n_in: u32,
-                      n_out: u32,
-                      name: &str,
-                      flags: u32|
-         -> Result<(Op, wgpu::Buffer)> {
-            let out4 = round8(n_out as usize) as u32 / 4;
-            let p = ctx.uniform(
-                name,
-                &LinearParams {
-                    n_rows: rows,
-                    in4: n_in.div_ceil(4),
-                    out4,
-                    w_off4: offset(&format!("{name}.weight"))? / 4,
-                    b_off4: offset(&format!("{name}.bias"))? / 4,
-                    flags,
-                    pad: [0; 2],
-                },
-            );
-            let group = kernels.linear.bind(ctx, &[&p, &theta, x, y]);
-            Ok((
-                (
-                    Stage::Linear(layer_label(name)),
-                    group,
-                    [row_groups, out4.div_ceil(2), 1],
-                ),
-                p,
-            ))
-        };
-        let mut push = |r: (Op, wgpu::Buffer), ops: &mut Vec<Op>| {
-            ops.push(r.0);
-            uniforms.push(r.1);
+        let mut b = Builder {
+            ctx,
+            kernels,
+            layout: &layout,
+            theta: &theta,
+            n,
+            rows,
+            row_groups,
+            ops: Vec::new(),
+            keep: Vec::new(),
         };
         let fp = ctx.uniform(
             "features params",
@@ -369,48 +342,25 @@ impl LearnedNet {
             ctx,
             &[&fp, &problems.desc, bufs.x, bufs.g, &acc, bufs.state, &feat],
         );
-        let mut pre = vec![(Stage::Features, feat_group, [0, 0, 0])];
+        b.push(Stage::Features, feat_group, [0, 0, 0], fp);
         // Blocks of 32 coordinates of one problem: [first coordinate, d, first row,
         // problem], for attention's queries and the preconditioner's rows.
         let mut blocks: Vec<[u32; 4]> = Vec::new();
-        let mut push_all = Vec::new();
-        let mut blocks_buf_kept = None;
+        for (p, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
+            for start in (0..d).step_by(ATTN_BLOCK as usize) {
+                blocks.push([off, d, start, p as u32]);
+            }
+        }
+        let blocks_buf = ctx.storage("blocks", &blocks)?;
+        let block_grid = grid_1d(blocks.len() as u32);
+        let fs = FEATURE_STRIDE as u32;
         match cfg.kind {
             ModelKind::Lopt => {
-                push(
-                    linear(&feat, &mlp, FEATURE_STRIDE as u32, hidden, "mlp.fc1", RELU)?,
-                    &mut ops,
-                );
-                push(
-                    linear(&mlp, &hid, hidden, hidden, "mlp.fc2", RELU)?,
-                    &mut ops,
-                );
-                push(linear(&hid, &out, hidden, o, "head", 0)?, &mut ops);
+                b.linear(&feat, &mlp, fs, hidden, "mlp.fc1", RELU)?;
+                b.linear(&mlp, &hid, hidden, hidden, "mlp.fc2", RELU)?;
+                b.linear(&hid, &out, hidden, o, "head", 0)?;
             }
             ModelKind::Optimus | ModelKind::Optimus0 => {
-                let mut ln_ops = Vec::new();
-                let ln = |x: &wgpu::Buffer,
-                          y: &wgpu::Buffer,
-                          name: &str|
-                 -> Result<(wgpu::BindGroup, wgpu::Buffer)> {
-                    let p = ctx.uniform(
-                        name,
-                        &LnParams {
-                            n_tokens: n,
-                            n4: w / 4,
-                            g_off4: offset(&format!("{name}.weight"))? / 4,
-                            b_off4: offset(&format!("{name}.bias"))? / 4,
-                        },
-                    );
-                    Ok((kernels.layernorm.bind(ctx, &[&p, &theta, x, y]), p))
-                };
-                // Query blocks of every problem for attention.
-                for (p, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
-                    for start in (0..d).step_by(ATTN_BLOCK as usize) {
-                        blocks.push([off, d, start, p as u32]);
-                    }
-                }
-                let blocks_buf = ctx.storage("attention blocks", &blocks)?;
                 let ap = ctx.uniform(
                     "attention params",
                     &AttnParams {
@@ -423,52 +373,24 @@ impl LearnedNet {
                 let attn_group = kernels
                     .attention(ctx, head / 4)?
                     .bind(ctx, &[&ap, &blocks_buf, &qkv, &att]);
-                let [bx, by, _] = grid_1d(blocks.len() as u32);
-                let attn_grid = [bx, by, cfg.heads as u32];
-                let ln_grid = grid_1d(n.div_ceil(64));
-
-                push(
-                    linear(&feat, &hid, FEATURE_STRIDE as u32, w, "embed", 0)?,
-                    &mut ops,
-                );
+                let attn_grid = [block_grid[0], block_grid[1], cfg.heads as u32];
+                b.keep.push(ap);
+                b.linear(&feat, &hid, fs, w, "embed", 0)?;
                 for l in 0..cfg.layers {
-                    let b = format!("blocks.{l}");
-                    let (g1, p1) = ln(&hid, &a, &format!("{b}.ln1"))?;
-                    ops.push((Stage::LayerNorm, g1, ln_grid));
-                    ln_ops.push(p1);
-                    push(
-                        linear(&a, &qkv, w, 3 * w, &format!("{b}.attn.qkv"), 0)?,
-                        &mut ops,
-                    );
-                    ops.push((Stage::Attention, attn_group.clone(), attn_grid));
-                    push(
-                        linear(&att, &hid, w, w, &format!("{b}.attn.out"), RESIDUAL)?,
-                        &mut ops,
-                    );
-                    let (g2, p2) = ln(&hid, &a, &format!("{b}.ln2"))?;
-                    ops.push((Stage::LayerNorm, g2, ln_grid));
-                    ln_ops.push(p2);
-                    push(
-                        linear(&a, &mlp, w, hidden, &format!("{b}.mlp.fc1"), RELU)?,
-                        &mut ops,
-                    );
-                    push(
-                        linear(&mlp, &hid, hidden, w, &format!("{b}.mlp.fc2"), RESIDUAL)?,
-                        &mut ops,
-                    );
+                    let blk = format!("blocks.{l}");
+                    b.layernorm(&hid, &a, w, &format!("{blk}.ln1"))?;
+                    b.linear(&a, &qkv, w, 3 * w, &format!("{blk}.attn.qkv"), 0)?;
+                    b.ops
+                        .push((Stage::Attention, attn_group.clone(), attn_grid));
+                    b.linear(&att, &hid, w, w, &format!("{blk}.attn.out"), RESIDUAL)?;
+                    b.layernorm(&hid, &a, w, &format!("{blk}.ln2"))?;
+                    b.linear(&a, &mlp, w, hidden, &format!("{blk}.mlp.fc1"), RELU)?;
+                    b.linear(&mlp, &hid, hidden, w, &format!("{blk}.mlp.fc2"), RESIDUAL)?;
                 }
-                let (gf, pf) = ln(&hid, &a, "ln_f")?;
-                ops.push((Stage::LayerNorm, gf, ln_grid));
-                ln_ops.push(pf);
-                push(linear(&a, &out, w, o, "head", 0)?, &mut ops);
-                ln_ops.push(ap);
-                push_all = ln_ops;
-                blocks_buf_kept = Some(blocks_buf);
+                b.layernorm(&hid, &a, w, "ln_f")?;
+                b.linear(&a, &out, w, o, "head", 0)?;
             }
         }
-        pre.extend(ops);
-        let mut ops = pre;
-        uniforms.extend(push_all);
 
         // Preconditioner storage: identity blocks, then the s | u scratch.
         let precondition = cfg.kind == ModelKind::Optimus;
@@ -513,9 +435,8 @@ impl LearnedNet {
                 &mat,
             ],
         );
-        ops.push((Stage::Step, step_group, [0, 0, 0]));
-        let mut uniforms_tail = Vec::new();
-        if let (true, Some(blocks_buf)) = (precondition, blocks_buf_kept.take()) {
+        b.push(Stage::Step, step_group, [0, 0, 0], lp);
+        if precondition {
             let pp = ctx.uniform(
                 "precondition params",
                 &[blocks.len() as u32, n, mat_len as u32, 0],
@@ -523,14 +444,11 @@ impl LearnedNet {
             let group = kernels
                 .precondition
                 .bind(ctx, &[&pp, &blocks_buf, bufs.state, bufs.x, &mat]);
-            uniforms_tail.push(blocks_buf);
-            ops.push((Stage::Precondition, group, grid_1d(blocks.len() as u32)));
-            blocks_buf_kept = Some(pp);
+            b.push(Stage::Precondition, group, block_grid, pp);
         }
-        let mut buffers = vec![theta, feat, hid, a, qkv, att, mlp, out, lp, fp];
-        buffers.extend(uniforms);
-        buffers.extend(uniforms_tail);
-        buffers.extend(blocks_buf_kept);
+        let ops = b.ops;
+        let mut buffers = b.keep;
+        buffers.extend([theta, feat, hid, a, qkv, att, mlp, out, blocks_buf]);
         Ok(Self {
             ops,
             hd4: head / 4,
@@ -618,6 +536,91 @@ fn layer_label(name: &str) -> &'static str {
         (_, "embed") => "linear embed",
         (_, "head") => "linear head",
         _ => "linear",
+    }
+}
+
+/// Collects the dispatches of one learned step and the uniforms they use.
+struct Builder<'a> {
+    ctx: &'a GpuContext,
+    kernels: &'a LearnedKernels,
+    layout: &'a PackedLayout,
+    theta: &'a wgpu::Buffer,
+    n: u32,
+    rows: u32,
+    row_groups: u32,
+    ops: Vec<(Stage, wgpu::BindGroup, [u32; 3])>,
+    /// Uniform buffers the bind groups use, kept with the net.
+    keep: Vec<wgpu::Buffer>,
+}
+
+impl Builder<'_> {
+    fn push(
+        &mut self,
+        stage: Stage,
+        group: wgpu::BindGroup,
+        grid: [u32; 3],
+        uniform: wgpu::Buffer,
+    ) {
+        self.ops.push((stage, group, grid));
+        self.keep.push(uniform);
+    }
+
+    fn offset4(&self, name: &str) -> Result<u32> {
+        Ok(self.layout.offset(name)? as u32 / 4)
+    }
+
+    /// y = act(x·W + b) (or y += …) for layer `name`.
+    fn linear(
+        &mut self,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        n_in: u32,
+        n_out: u32,
+        name: &str,
+        flags: u32,
+    ) -> Result<()> {
+        let out4 = round8(n_out as usize) as u32 / 4;
+        let p = self.ctx.uniform(
+            name,
+            &LinearParams {
+                n_rows: self.rows,
+                in4: n_in.div_ceil(4),
+                out4,
+                w_off4: self.offset4(&format!("{name}.weight"))?,
+                b_off4: self.offset4(&format!("{name}.bias"))?,
+                flags,
+                pad: [0; 2],
+            },
+        );
+        let group = self.kernels.linear.bind(self.ctx, &[&p, self.theta, x, y]);
+        let grid = [self.row_groups, out4.div_ceil(2), 1];
+        self.push(Stage::Linear(layer_label(name)), group, grid, p);
+        Ok(())
+    }
+
+    /// LayerNorm `name` over `width` channels of every token.
+    fn layernorm(
+        &mut self,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        width: u32,
+        name: &str,
+    ) -> Result<()> {
+        let p = self.ctx.uniform(
+            name,
+            &LnParams {
+                n_tokens: self.n,
+                n4: width / 4,
+                g_off4: self.offset4(&format!("{name}.weight"))?,
+                b_off4: self.offset4(&format!("{name}.bias"))?,
+            },
+        );
+        let group = self
+            .kernels
+            .layernorm
+            .bind(self.ctx, &[&p, self.theta, x, y]);
+        self.push(Stage::LayerNorm, group, grid_1d(self.n.div_ceil(64)), p);
+        Ok(())
     }
 }
 
