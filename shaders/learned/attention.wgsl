@@ -1,6 +1,7 @@
 // Multi-head self-attention across the dimensions of each problem, masked to the
 // problem: a query token attends to the d tokens of its own problem only. A workgroup
-// owns one block of up to BLOCK queries of one problem and one head; keys and values
+// owns one block of up to 64 queries of one problem and one head, two per invocation so
+// every key read from workgroup memory serves two queries; keys and values
 // stream through workgroup memory in tiles with an online softmax (one rescale per
 // tile), so d is not bounded by workgroup memory (d = 1 up to thousands). Head widths
 // are multiples of 4 up to 32 and are handled as vec4s. CPU twin:
@@ -21,12 +22,14 @@ struct AttnParams {
 @group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> att: array<vec4<f32>>;
 
-const BLOCK: u32 = 32u;
+// Queries per block (two per invocation) and keys per tile.
+const BLOCK: u32 = 64u;
+const TILE: u32 = 32u;
 const MAX_HEAD4: u32 = 8u;
 // Head width in vec4s, fixed per pipeline so the loops over it unroll into registers.
 override HD4: u32 = 4u;
 
-var<workgroup> ks: array<vec4<f32>, 256>; // BLOCK keys × MAX_HEAD4
+var<workgroup> ks: array<vec4<f32>, 256>; // TILE keys × MAX_HEAD4
 var<workgroup> vs: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(32)
@@ -46,22 +49,28 @@ fn main(
     let w4 = params.width / 4u;
     let hd4 = HD4;
     let stride4 = 3u * w4;
-    let qi = blk.z + lid;
-    let has_query = qi < d;
+    let qa = blk.z + lid;
+    let qb = blk.z + TILE + lid;
     let scale = inverseSqrt(f32(hd4 * 4u));
 
-    var q: array<vec4<f32>, MAX_HEAD4>;
-    var acc: array<vec4<f32>, MAX_HEAD4>;
-    if has_query {
-        for (var c = 0u; c < hd4; c++) {
-            q[c] = qkv[(off + qi) * stride4 + h * hd4 + c] * scale;
-        }
+    // Out-of-range queries compute on a clamped row and are not written.
+    let ra = min(qa, d - 1u);
+    let rb = min(qb, d - 1u);
+    var q0: array<vec4<f32>, MAX_HEAD4>;
+    var q1: array<vec4<f32>, MAX_HEAD4>;
+    var acc0: array<vec4<f32>, MAX_HEAD4>;
+    var acc1: array<vec4<f32>, MAX_HEAD4>;
+    for (var c = 0u; c < hd4; c++) {
+        q0[c] = qkv[(off + ra) * stride4 + h * hd4 + c] * scale;
+        q1[c] = qkv[(off + rb) * stride4 + h * hd4 + c] * scale;
     }
-    var m = -3.0e38;
-    var l = 0.0;
-    for (var j0 = 0u; j0 < d; j0 += BLOCK) {
-        let n = min(BLOCK, d - j0);
-        for (var e = lid; e < n * hd4; e += BLOCK) {
+    var m0 = -3.0e38;
+    var m1 = -3.0e38;
+    var l0 = 0.0;
+    var l1 = 0.0;
+    for (var j0 = 0u; j0 < d; j0 += TILE) {
+        let n = min(TILE, d - j0);
+        for (var e = lid; e < n * hd4; e += TILE) {
             let j = e / hd4;
             let c = e % hd4;
             let row = (off + j0 + j) * stride4 + h * hd4 + c;
@@ -69,34 +78,50 @@ fn main(
             vs[j * MAX_HEAD4 + c] = qkv[row + 2u * w4];
         }
         workgroupBarrier();
-        if has_query {
-            // One pass; the running maximum is raised (and the sums rescaled) only when
-            // a score exceeds it, which after the first keys is rare.
-            for (var j = 0u; j < n; j++) {
-                var s = 0.0;
+        // One pass; each running maximum is raised (and its sums rescaled) only when a
+        // score exceeds it, which after the first keys is rare.
+        for (var j = 0u; j < n; j++) {
+            var s0 = 0.0;
+            var s1 = 0.0;
+            for (var c = 0u; c < hd4; c++) {
+                let k = ks[j * MAX_HEAD4 + c];
+                s0 += dot(q0[c], k);
+                s1 += dot(q1[c], k);
+            }
+            if s0 > m0 {
+                let corr = exp(m0 - s0);
+                l0 *= corr;
                 for (var c = 0u; c < hd4; c++) {
-                    s += dot(q[c], ks[j * MAX_HEAD4 + c]);
+                    acc0[c] *= corr;
                 }
-                if s > m {
-                    let corr = exp(m - s);
-                    l *= corr;
-                    for (var c = 0u; c < hd4; c++) {
-                        acc[c] *= corr;
-                    }
-                    m = s;
-                }
-                let p = exp(s - m);
-                l += p;
+                m0 = s0;
+            }
+            if s1 > m1 {
+                let corr = exp(m1 - s1);
+                l1 *= corr;
                 for (var c = 0u; c < hd4; c++) {
-                    acc[c] += p * vs[j * MAX_HEAD4 + c];
+                    acc1[c] *= corr;
                 }
+                m1 = s1;
+            }
+            let p0 = exp(s0 - m0);
+            let p1 = exp(s1 - m1);
+            l0 += p0;
+            l1 += p1;
+            for (var c = 0u; c < hd4; c++) {
+                let v = vs[j * MAX_HEAD4 + c];
+                acc0[c] += p0 * v;
+                acc1[c] += p1 * v;
             }
         }
         workgroupBarrier();
     }
-    if has_query {
-        for (var c = 0u; c < hd4; c++) {
-            att[(off + qi) * w4 + h * hd4 + c] = acc[c] / l;
+    for (var c = 0u; c < hd4; c++) {
+        if qa < d {
+            att[(off + qa) * w4 + h * hd4 + c] = acc0[c] / l0;
+        }
+        if qb < d {
+            att[(off + qb) * w4 + h * hd4 + c] = acc1[c] / l1;
         }
     }
 }

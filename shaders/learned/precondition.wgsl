@@ -1,5 +1,5 @@
 // Optimus's rank-one preconditioner, after `step.wgsl` wrote s and u: B ← B + u uᵀ and
-// x ← x − B s. One invocation per row of B, a workgroup per block of 32 rows of one
+// x ← x − B s. One invocation per row of B, a workgroup per block of 64 rows of one
 // problem, so each invocation loops over d columns only (lavapipe stops any invocation
 // after 65 535 loop iterations in all, which a whole-matrix loop per problem passes at
 // d ≈ 1000). CPU twin: the preconditioner part of `learned::cpu::step`.
@@ -21,7 +21,7 @@ struct PrecondParams {
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> mat: array<f32>;
 
-@compute @workgroup_size(32)
+@compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

@@ -15,8 +15,9 @@ use crate::kernel::{compose, validate, Bind, Kernel};
 use crate::problem::GpuProblems;
 use std::sync::OnceLock;
 
-/// Queries per attention workgroup (`BLOCK` in `attention.wgsl`).
-const ATTN_BLOCK: u32 = 32;
+/// Queries per attention workgroup (`BLOCK` in `attention.wgsl`), and rows per
+/// preconditioner workgroup.
+const ATTN_BLOCK: u32 = 64;
 /// Largest head width `attention.wgsl` holds in registers (`MAX_HEAD`).
 pub const MAX_HEAD_WIDTH: usize = 32;
 /// Tokens per invocation of `linear.wgsl`; token rows are padded to a multiple of it.
@@ -343,7 +344,7 @@ impl LearnedNet {
             &[&fp, &problems.desc, bufs.x, bufs.g, &acc, bufs.state, &feat],
         );
         b.push(Stage::Features, feat_group, [0, 0, 0], fp);
-        // Blocks of 32 coordinates of one problem: [first coordinate, d, first row,
+        // Blocks of 64 coordinates of one problem: [first coordinate, d, first row,
         // problem], for attention's queries and the preconditioner's rows.
         let mut blocks: Vec<[u32; 4]> = Vec::new();
         for (p, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
