@@ -323,3 +323,27 @@ fn optimus_reaches_d_1024_on_one_problem() {
     check_against_twin(&problems(&[1024]), &model(ModelKind::Optimus, 13), 2);
     check_against_twin(&problems(&[1100, 3]), &model(ModelKind::Optimus, 14), 2);
 }
+
+#[test]
+fn a_diverging_problem_is_flagged_and_the_learned_batch_goes_on() {
+    let m = model(ModelKind::Optimus, 6);
+    let mut ps = problems(&[5, 8, 5]);
+    // An overflowing objective: f and ∇f become infinite at the first evaluation.
+    ps[1].scale = 1e38;
+    ps[1].x0.iter_mut().for_each(|v| *v += 1e3);
+    let res = run_gpu(&ps, &m, 6);
+    assert_eq!(res[1].status, optimus_gpu::optim::Status::Diverged);
+    for k in [0, 2] {
+        assert_eq!(
+            res[k].status,
+            optimus_gpu::optim::Status::Done,
+            "problem {k}"
+        );
+        assert_eq!(res[k].iters, 6);
+        let c = cpu::run(&m, &ps[k], 6).unwrap();
+        assert!(
+            (res[k].final_gap() - c.final_gap()).abs() <= 1e-3 * c.gaps[0],
+            "problem {k} unaffected by its neighbour"
+        );
+    }
+}
