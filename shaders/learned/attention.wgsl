@@ -1,7 +1,9 @@
 // Multi-head self-attention across the dimensions of each problem, masked to the
 // problem: a query token attends to the d tokens of its own problem only. A workgroup
 // owns one block of up to 64 queries of one problem and one head, two per invocation so
-// every key read from workgroup memory serves two queries; keys and values
+// every key read from workgroup memory serves two queries; when every problem has
+// d ≤ 32 (PAIR), a workgroup instead owns 32 queries of two adjacent heads, so the
+// second slot is not wasted. Keys and values
 // stream through workgroup memory in tiles with an online softmax (one rescale per
 // tile), so d is not bounded by workgroup memory (d = 1 up to thousands). Head widths
 // are multiples of 4 up to 32 and are handled as vec4s. CPU twin:
@@ -28,6 +30,9 @@ const TILE: u32 = 32u;
 const MAX_HEAD4: u32 = 8u;
 // Head width in vec4s, fixed per pipeline so the loops over it unroll into registers.
 override HD4: u32 = 4u;
+// 1: each invocation's two slots are one query in heads 2z and 2z + 1 (needs d ≤ 32,
+// an even head count and 2·HD4 ≤ MAX_HEAD4); 0: two queries of head z.
+override PAIR: u32 = 0u;
 
 var<workgroup> ks: array<vec4<f32>, 256>; // TILE keys × MAX_HEAD4
 var<workgroup> vs: array<vec4<f32>, 256>;
@@ -42,7 +47,9 @@ fn main(
     if b >= params.n_blocks {
         return;
     }
-    let h = wid.z;
+    let pair = PAIR == 1u;
+    let h0 = select(wid.z, 2u * wid.z, pair);
+    let h1 = select(wid.z, h0 + 1u, pair);
     let blk = blocks[b];
     let off = blk.x;
     let d = blk.y;
@@ -50,7 +57,10 @@ fn main(
     let hd4 = HD4;
     let stride4 = 3u * w4;
     let qa = blk.z + lid;
-    let qb = blk.z + TILE + lid;
+    let qb = select(blk.z + TILE + lid, qa, pair);
+    // Width of the staged key rows, and where the second slot's head starts in them.
+    let span = select(hd4, 2u * hd4, pair);
+    let k1 = select(0u, hd4, pair);
     let scale = inverseSqrt(f32(hd4 * 4u));
 
     // Out-of-range queries compute on a clamped row and are not written.
@@ -61,8 +71,8 @@ fn main(
     var acc0: array<vec4<f32>, MAX_HEAD4>;
     var acc1: array<vec4<f32>, MAX_HEAD4>;
     for (var c = 0u; c < hd4; c++) {
-        q0[c] = qkv[(off + ra) * stride4 + h * hd4 + c] * scale;
-        q1[c] = qkv[(off + rb) * stride4 + h * hd4 + c] * scale;
+        q0[c] = qkv[(off + ra) * stride4 + h0 * hd4 + c] * scale;
+        q1[c] = qkv[(off + rb) * stride4 + h1 * hd4 + c] * scale;
     }
     var m0 = -3.0e38;
     var m1 = -3.0e38;
@@ -70,10 +80,10 @@ fn main(
     var l1 = 0.0;
     for (var j0 = 0u; j0 < d; j0 += TILE) {
         let n = min(TILE, d - j0);
-        for (var e = lid; e < n * hd4; e += TILE) {
-            let j = e / hd4;
-            let c = e % hd4;
-            let row = (off + j0 + j) * stride4 + h * hd4 + c;
+        for (var e = lid; e < n * span; e += TILE) {
+            let j = e / span;
+            let c = e % span;
+            let row = (off + j0 + j) * stride4 + h0 * hd4 + c;
             ks[j * MAX_HEAD4 + c] = qkv[row + w4];
             vs[j * MAX_HEAD4 + c] = qkv[row + 2u * w4];
         }
@@ -84,9 +94,8 @@ fn main(
             var s0 = 0.0;
             var s1 = 0.0;
             for (var c = 0u; c < hd4; c++) {
-                let k = ks[j * MAX_HEAD4 + c];
-                s0 += dot(q0[c], k);
-                s1 += dot(q1[c], k);
+                s0 += dot(q0[c], ks[j * MAX_HEAD4 + c]);
+                s1 += dot(q1[c], ks[j * MAX_HEAD4 + k1 + c]);
             }
             if s0 > m0 {
                 let corr = exp(m0 - s0);
@@ -109,19 +118,18 @@ fn main(
             l0 += p0;
             l1 += p1;
             for (var c = 0u; c < hd4; c++) {
-                let v = vs[j * MAX_HEAD4 + c];
-                acc0[c] += p0 * v;
-                acc1[c] += p1 * v;
+                acc0[c] += p0 * vs[j * MAX_HEAD4 + c];
+                acc1[c] += p1 * vs[j * MAX_HEAD4 + k1 + c];
             }
         }
         workgroupBarrier();
     }
     for (var c = 0u; c < hd4; c++) {
         if qa < d {
-            att[(off + qa) * w4 + h * hd4 + c] = acc0[c] / l0;
+            att[(off + qa) * w4 + h0 * hd4 + c] = acc0[c] / l0;
         }
         if qb < d {
-            att[(off + qb) * w4 + h * hd4 + c] = acc1[c] / l1;
+            att[(off + qb) * w4 + h1 * hd4 + c] = acc1[c] / l1;
         }
     }
 }

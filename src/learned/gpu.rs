@@ -106,8 +106,8 @@ pub struct LearnedKernels {
 
 impl LearnedKernels {
     /// The attention pipeline for heads of `hd4` vec4s, built on first use.
-    fn attention(&self, ctx: &GpuContext, hd4: usize) -> Result<&Kernel> {
-        let slot = &self.attention[hd4];
+    fn attention(&self, ctx: &GpuContext, hd4: usize, pair: bool) -> Result<&Kernel> {
+        let slot = &self.attention[attention_slot(hd4, pair)];
         if let Some(k) = slot.get() {
             return Ok(k);
         }
@@ -117,7 +117,7 @@ impl LearnedKernels {
             "learned/attention.wgsl",
             &self.attention_source,
             &[Uniform, ReadOnly, ReadOnly, ReadWrite],
-            &[("HD4", hd4 as f64)],
+            &[("HD4", hd4 as f64), ("PAIR", pair as u32 as f64)],
         )?;
         Ok(slot.get_or_init(|| k))
     }
@@ -135,7 +135,9 @@ impl LearnedKernels {
             )?,
             linear: Kernel::from_shader(ctx, "learned/linear.wgsl", &io)?,
             layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl", &io)?,
-            attention: (0..=MAX_HEAD_WIDTH / 4).map(|_| OnceLock::new()).collect(),
+            attention: (0..2 * (MAX_HEAD_WIDTH / 4 + 1))
+                .map(|_| OnceLock::new())
+                .collect(),
             attention_source: {
                 let src = compose("learned/attention.wgsl")?;
                 validate("learned/attention.wgsl", &src)?;
@@ -237,8 +239,8 @@ pub struct StepBuffers<'a> {
 /// One learned optimizer bound to one batch.
 pub struct LearnedNet {
     ops: Vec<(Stage, wgpu::BindGroup, [u32; 3])>,
-    /// Head width in vec4s (selects the attention pipeline).
-    hd4: usize,
+    /// Which attention pipeline the step uses.
+    attn_slot: usize,
     /// Accumulators and preconditioner with their initial contents, for `reset`.
     acc: wgpu::Buffer,
     mat: wgpu::Buffer,
@@ -355,6 +357,7 @@ impl LearnedNet {
         let blocks_buf = ctx.storage("blocks", &blocks)?;
         let block_grid = grid_1d(blocks.len() as u32);
         let fs = FEATURE_STRIDE as u32;
+        let mut attn_slot = 0;
         match cfg.kind {
             ModelKind::Lopt => {
                 b.linear(&feat, &mlp, fs, hidden, "mlp.fc1", RELU)?;
@@ -371,10 +374,15 @@ impl LearnedNet {
                         pad: 0,
                     },
                 );
+                // Two heads per workgroup when every problem fits one 32-query block.
+                let dmax = problems.dims.iter().copied().max().unwrap_or(1);
+                let pair = dmax <= 32 && cfg.heads.is_multiple_of(2) && head / 4 <= 4;
                 let attn_group = kernels
-                    .attention(ctx, head / 4)?
+                    .attention(ctx, head / 4, pair)?
                     .bind(ctx, &[&ap, &blocks_buf, &qkv, &att]);
-                let attn_grid = [block_grid[0], block_grid[1], cfg.heads as u32];
+                let z = if pair { cfg.heads / 2 } else { cfg.heads } as u32;
+                let attn_grid = [block_grid[0], block_grid[1], z];
+                attn_slot = attention_slot(head / 4, pair);
                 b.keep.push(ap);
                 b.linear(&feat, &hid, fs, w, "embed", 0)?;
                 for l in 0..cfg.layers {
@@ -452,7 +460,7 @@ impl LearnedNet {
         buffers.extend([theta, feat, hid, a, qkv, att, mlp, out, blocks_buf]);
         Ok(Self {
             ops,
-            hd4: head / 4,
+            attn_slot,
             acc,
             mat,
             mat_init: mat_host,
@@ -509,7 +517,7 @@ impl LearnedNet {
             Stage::Features => &kernels.features,
             Stage::Linear(_) => &kernels.linear,
             Stage::LayerNorm => &kernels.layernorm,
-            Stage::Attention => kernels.attention[self.hd4]
+            Stage::Attention => kernels.attention[self.attn_slot]
                 .get()
                 .expect("built in LearnedNet::new"),
             Stage::Step => &kernels.step,
@@ -538,6 +546,11 @@ fn layer_label(name: &str) -> &'static str {
         (_, "head") => "linear head",
         _ => "linear",
     }
+}
+
+/// Index of the attention pipeline for heads of `hd4` vec4s, paired or not.
+fn attention_slot(hd4: usize, pair: bool) -> usize {
+    hd4 + pair as usize * (MAX_HEAD_WIDTH / 4 + 1)
 }
 
 /// Collects the dispatches of one learned step and the uniforms they use.
