@@ -118,3 +118,31 @@ fn learned_optimizers_join_an_evaluation_through_model_files() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn cells_past_the_drivers_loop_limit_are_skipped_and_reported() {
+    if ctx().loop_limit().is_none() {
+        return; // only drivers with such a limit (lavapipe) refuse these cells
+    }
+    let cfg = EvalConfig {
+        functions: vec!["sphere".into()],
+        dims: vec![4, 800],
+        starts: 1,
+        steps: 3,
+        optimizers: vec!["bfgs".into(), "lbfgs".into()],
+        ..tiny()
+    };
+    let res = run(ctx(), &cfg, true).unwrap();
+    assert_eq!(
+        res.cells.len(),
+        3,
+        "bfgs at d = 800 is skipped, the rest runs"
+    );
+    assert!(
+        res.skipped
+            .iter()
+            .any(|s| s.contains("bfgs on sphere at d = 800") && s.contains("loop iterations")),
+        "{:?}",
+        res.skipped
+    );
+}

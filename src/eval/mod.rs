@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::functions::Function;
 use crate::learned::model::Model;
 use crate::objective::{ObjectiveStage, UserObjective};
-use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
+use crate::optim::{
+    check_loop_budget, GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status,
+};
 use crate::problem::{Objective, ProblemSpec, SampleOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use results::{Cell, EvalResults, TunedLr};
@@ -308,6 +310,10 @@ pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResult
                         continue;
                     }
                     let base = suite.problems(cfg, o, d, cfg.tune_starts, 1)?;
+                    // Cells past the driver's loop limit are skipped (and reported) below.
+                    if check_loop_budget(ctx, &base, &OptimizerConfig::new(m)).is_err() {
+                        continue;
+                    }
                     for (li, &lr) in cfg.lr_grid.iter().enumerate() {
                         for p in &base {
                             problems.push(p.clone());
@@ -366,6 +372,7 @@ pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResult
         .sum::<usize>()
         * methods.len();
     let pb = bar(n_cells as u64, quiet, "evaluating");
+    let mut skipped = suite.skipped.clone();
     let mut cells = Vec::new();
     for &m in &methods {
         for o in &suite.objectives {
@@ -380,6 +387,11 @@ pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResult
                     model: model_for(m, &models),
                     ..OptimizerConfig::new(m)
                 };
+                if let Err(e) = check_loop_budget(ctx, &problems, &ocfg) {
+                    skipped.push(format!("{m} on {} at d = {d}: {e}", o.name()));
+                    pb.inc(1);
+                    continue;
+                }
                 let t0 = Instant::now();
                 let run = GpuRun::new(ctx, &kernels, &stage, &problems, &ocfg, None, cfg.steps)?;
                 let res = run.run(ctx)?;
@@ -407,7 +419,7 @@ pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResult
         dims: suite.dims.clone(),
         cells,
         tuned,
-        skipped: suite.skipped,
+        skipped,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -387,7 +387,7 @@ fn method_loop_iterations(method: Method, d: u64, config: &OptimizerConfig) -> u
 
 /// Refuses runs that would pass the driver's per-invocation loop limit (lavapipe), which
 /// would otherwise end kernels early and give silently wrong results.
-fn check_loop_budget(
+pub fn check_loop_budget(
     ctx: &GpuContext,
     problems: &[ProblemSpec],
     config: &OptimizerConfig,
