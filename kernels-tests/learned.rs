@@ -23,20 +23,12 @@ fn model(kind: ModelKind, seed: u64) -> Arc<Model> {
     Arc::new(Model::init(cfg, seed).unwrap())
 }
 
-fn method(kind: ModelKind) -> Method {
-    match kind {
-        ModelKind::Optimus => Method::Optimus,
-        ModelKind::Optimus0 => Method::Optimus0,
-        ModelKind::Lopt => Method::Lopt,
-    }
-}
-
 fn run_gpu(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) -> Vec<ProblemResult> {
     let kernels = Kernels::new(ctx()).unwrap();
     let stage = ObjectiveStage::new(ctx(), None).unwrap();
     let cfg = OptimizerConfig {
         model: Some(m.clone()),
-        ..OptimizerConfig::new(method(m.config.kind))
+        ..OptimizerConfig::new(Method::for_model(m.config.kind))
     };
     GpuRun::new(ctx(), &kernels, &stage, problems, &cfg, None, steps)
         .unwrap()

@@ -71,11 +71,7 @@ pub fn learned_step(
         .collect::<Result<_>>()?;
     let kernels = Kernels::new(ctx)?;
     let stage = ObjectiveStage::new(ctx, None)?;
-    let method = match model.config.kind {
-        ModelKind::Optimus => Method::Optimus,
-        ModelKind::Optimus0 => Method::Optimus0,
-        ModelKind::Lopt => Method::Lopt,
-    };
+    let method = Method::for_model(model.config.kind);
     let cfg = OptimizerConfig {
         model: Some(model.clone()),
         ..OptimizerConfig::new(method)

@@ -13,8 +13,8 @@
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::learned::gpu::{preconditioner_len, LearnedKernels, LearnedNet, StepBuffers};
-use crate::learned::model::{Model, ModelKind};
+use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
+use crate::learned::model::Model;
 use crate::optim::{OptParams, OptState, Status};
 use crate::problem::GpuProblems;
 
@@ -62,18 +62,13 @@ impl EmbeddedOptimizer {
                 z
             }
         };
-        let precondition = model.config.kind == ModelKind::Optimus;
-        let mut moff = 0usize;
         let states: Vec<OptState> = problems
-            .dims
-            .iter()
-            .map(|&d| {
-                let s = OptState {
-                    moff: moff as u32,
-                    ..Default::default()
-                };
-                moff += preconditioner_len(&[d], precondition);
-                s
+            .square_offsets()
+            .0
+            .into_iter()
+            .map(|moff| OptState {
+                moff,
+                ..Default::default()
             })
             .collect();
         let state = ctx.storage("optimizer state", &states)?;

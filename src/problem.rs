@@ -386,6 +386,22 @@ impl GpuProblems {
         })
     }
 
+    /// Start of each problem's d×d block when one matrix per problem is stored back to
+    /// back (BFGS's inverse Hessian, Optimus's preconditioner), and the total length.
+    pub fn square_offsets(&self) -> (Vec<u32>, usize) {
+        let mut total = 0usize;
+        let offsets = self
+            .dims
+            .iter()
+            .map(|&d| {
+                let o = total as u32;
+                total += (d as usize) * (d as usize);
+                o
+            })
+            .collect();
+        (offsets, total)
+    }
+
     /// Splits a ragged per-coordinate array into one vector per problem.
     pub fn split<T: Copy>(&self, flat: &[T]) -> Vec<Vec<T>> {
         self.offsets

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 /// Queries per attention workgroup (`BLOCK` in `attention.wgsl`), and rows per
 /// preconditioner workgroup.
 const ATTN_BLOCK: u32 = 64;
-/// Largest head width `attention.wgsl` holds in registers (`MAX_HEAD`).
+/// Largest head width `attention.wgsl` holds in registers (`MAX_HEAD4` vec4s).
 pub const MAX_HEAD_WIDTH: usize = 32;
 /// Tokens per invocation of `linear.wgsl`; token rows are padded to a multiple of it.
 const LINEAR_ROWS: u32 = 8;
@@ -255,8 +255,8 @@ fn grid_1d(n: u32) -> [u32; 3] {
 
 impl LearnedNet {
     /// Binds `model` to `problems`. `state` must hold each problem's `moff`: the start of
-    /// its d×d block of the preconditioner storage (Optimus), as [`preconditioner_len`]
-    /// lays them out.
+    /// its d×d block of the preconditioner storage (Optimus), as
+    /// [`GpuProblems::square_offsets`] lays them out.
     pub fn new(
         ctx: &GpuContext,
         kernels: &LearnedKernels,
@@ -403,16 +403,15 @@ impl LearnedNet {
 
         // Preconditioner storage: identity blocks, then the s | u scratch.
         let precondition = cfg.kind == ModelKind::Optimus;
-        let mat_len = preconditioner_len(&problems.dims, precondition);
+        let (moffs, total) = problems.square_offsets();
+        let mat_len = if precondition { total } else { 0 };
         let mut mat_host = vec![0f32; mat_len + 2 * nu];
         if precondition {
-            let mut moff = 0usize;
-            for &d in &problems.dims {
-                let d = d as usize;
+            for (&moff, &d) in moffs.iter().zip(&problems.dims) {
+                let (moff, d) = (moff as usize, d as usize);
                 for i in 0..d {
                     mat_host[moff + i * d + i] = 1.0;
                 }
-                moff += d * d;
             }
         }
         let mat = ctx.storage("preconditioner", &mat_host)?;
@@ -635,15 +634,5 @@ impl Builder<'_> {
             .bind(self.ctx, &[&p, self.theta, x, y]);
         self.push(Stage::LayerNorm, group, grid_1d(self.n.div_ceil(64)), p);
         Ok(())
-    }
-}
-
-/// Floats of preconditioner storage: Σ d² for Optimus, none otherwise. Problem p's block
-/// starts at the sum of the squares of the dimensions before it.
-pub fn preconditioner_len(dims: &[u32], precondition: bool) -> usize {
-    if precondition {
-        dims.iter().map(|&d| (d as usize) * (d as usize)).sum()
-    } else {
-        0
     }
 }

@@ -408,12 +408,6 @@ impl Model {
         self.weights.get(spec.range())
     }
 
-    /// The weights of one tensor by name, writable.
-    pub fn tensor_mut(&mut self, name: &str) -> Option<&mut [f32]> {
-        let spec = self.config.tensor(name)?;
-        self.weights.get_mut(spec.range())
-    }
-
     /// Writes `dir/model.ron` and `dir/weights.safetensors`, creating `dir` if needed.
     /// Each file goes to a temporary name first and is renamed into place, so an
     /// interrupted save never leaves a damaged file behind.

@@ -81,6 +81,15 @@ impl Method {
         }
     }
 
+    /// The learned method that runs models of `kind`.
+    pub fn for_model(kind: ModelKind) -> Method {
+        match kind {
+            ModelKind::Optimus => Method::Optimus,
+            ModelKind::Optimus0 => Method::Optimus0,
+            ModelKind::Lopt => Method::Lopt,
+        }
+    }
+
     /// The model kind a learned method runs, None for classic methods.
     pub fn model_kind(self) -> Option<ModelKind> {
         match self {
@@ -507,20 +516,14 @@ impl<'a> GpuRun<'a> {
         let gp = GpuProblems::new(ctx, problems)?;
         let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
         let method = config.method;
-        let mut moff = 0u32;
-        let states: Vec<OptState> = problems
+        let (moffs, mat_total) = gp.square_offsets();
+        let states: Vec<OptState> = moffs
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let s = OptState {
-                    lr: lrs.map_or(config.lr, |l| l[i]) as f32,
-                    moff,
-                    ..Default::default()
-                };
-                if matches!(method, Method::Bfgs | Method::Optimus) {
-                    moff += (p.dim * p.dim) as u32;
-                }
-                s
+            .map(|(i, &moff)| OptState {
+                lr: lrs.map_or(config.lr, |l| l[i]) as f32,
+                moff,
+                ..Default::default()
             })
             .collect();
         let state = ctx.storage("optimizer state", &states)?;
@@ -553,7 +556,7 @@ impl<'a> GpuRun<'a> {
             enc.copy_buffer_to_buffer(&gp.x0, 0, &xe, 0, (n * 4) as u64);
             enc.copy_buffer_to_buffer(&gp.x0, 0, &vecs, 0, (n * 4) as u64);
             let mat_len = if method == Method::Bfgs {
-                moff as usize
+                mat_total
             } else {
                 2 * config.memory as usize * n
             };
