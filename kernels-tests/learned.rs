@@ -8,7 +8,7 @@ use optimus_gpu::Function;
 use std::sync::Arc;
 
 /// A small random model whose output scales are large enough that steps matter.
-fn model(kind: ModelKind, seed: u64) -> Arc<Model> {
+pub fn model(kind: ModelKind, seed: u64) -> Arc<Model> {
     let cfg = ModelConfig {
         kind,
         width: 32,
@@ -36,7 +36,7 @@ fn run_gpu(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) -> Vec<ProblemR
         .unwrap()
 }
 
-fn problems(dims: &[usize]) -> Vec<ProblemSpec> {
+pub fn problems(dims: &[usize]) -> Vec<ProblemSpec> {
     let funcs = [
         Function::Sphere,
         Function::Rosenbrock,

@@ -12,3 +12,4 @@ mod objective;
 mod optim;
 mod problem;
 mod shaders;
+mod train;

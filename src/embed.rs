@@ -91,6 +91,7 @@ impl EmbeddedOptimizer {
                 state: &state,
                 history: &history,
             },
+            None,
         )?;
         owned.push(params);
         Ok(Self {

@@ -20,6 +20,8 @@ pub enum Error {
     TooLarge(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("file error: {0}")]
+    Io(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -80,6 +80,20 @@ pub const SHADERS: &[(&str, &str)] = &[
         "shared/user_stub.wgsl",
         include_str!("../shaders/shared/user_stub.wgsl"),
     ),
+    (
+        "shared/rng.wgsl",
+        include_str!("../shaders/shared/rng.wgsl"),
+    ),
+    ("pes/noise.wgsl", include_str!("../shaders/pes/noise.wgsl")),
+    (
+        "pes/project.wgsl",
+        include_str!("../shaders/pes/project.wgsl"),
+    ),
+    ("pes/loss.wgsl", include_str!("../shaders/pes/loss.wgsl")),
+    ("pes/coef.wgsl", include_str!("../shaders/pes/coef.wgsl")),
+    ("pes/grad.wgsl", include_str!("../shaders/pes/grad.wgsl")),
+    ("pes/stats.wgsl", include_str!("../shaders/pes/stats.wgsl")),
+    ("pes/adam.wgsl", include_str!("../shaders/pes/adam.wgsl")),
 ];
 
 /// Top-level kernels (files with an entry point `main`), except `objective.wgsl`, which
@@ -94,6 +108,13 @@ pub const ENTRY_SHADERS: &[&str] = &[
     "learned/attention.wgsl",
     "learned/step.wgsl",
     "learned/precondition.wgsl",
+    "pes/noise.wgsl",
+    "pes/project.wgsl",
+    "pes/loss.wgsl",
+    "pes/coef.wgsl",
+    "pes/grad.wgsl",
+    "pes/stats.wgsl",
+    "pes/adam.wgsl",
 ];
 
 fn source_of(path: &str) -> Result<&'static str> {

@@ -20,6 +20,7 @@ pub mod learned;
 pub mod objective;
 pub mod optim;
 pub mod problem;
+pub mod train;
 
 pub use context::GpuContext;
 pub use error::{Error, Result};

@@ -5,8 +5,10 @@ use clap::{Parser, Subcommand};
 use optimus_gpu::bench;
 use optimus_gpu::eval::{self, report, EvalConfig};
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+use optimus_gpu::train::{self, config::TrainConfig, TrainOptions};
 use optimus_gpu::GpuContext;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -38,6 +40,37 @@ enum Command {
     /// Time one learned-optimizer step at several batch sizes: problem-steps per second,
     /// GFLOP/s, and where the time goes (timestamp queries per kernel).
     Bench(BenchArgs),
+    /// Meta-train a learned optimizer with Persistent Evolution Strategies: --batch
+    /// particles in antithetic pairs run perturbed copies of the optimizer on tasks drawn
+    /// from the config's distribution, entirely on the GPU. Logs, a CSV, a meta-loss plot,
+    /// checkpoints (every few iterations and on Ctrl-C) and the model go to --out.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Particles (two per antithetic pair).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// RON training config (see assets/train.ron); default: the built-in defaults, or the
+    /// checkpoint's config with --resume.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model kind: optimus, optimus-0 or lopt.
+    #[arg(long, default_value = "optimus")]
+    model: String,
+    /// Output directory: checkpoint.safetensors, log.csv, meta_loss.svg, model/.
+    #[arg(long, default_value = "results/train")]
+    out: PathBuf,
+    /// Continue from --out's checkpoint (same result as an uninterrupted run).
+    #[arg(long)]
+    resume: bool,
+    /// Override the config's number of meta-iterations (e.g. to extend a resumed run).
+    #[arg(long)]
+    iterations: Option<u32>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -238,6 +271,55 @@ fn run(cli: Cli) -> Result<()> {
                     .map_or("?".into(), |i| i.name.clone())
             );
             print!("{}", bench::table(&reports));
+        }
+        Command::Train(a) => {
+            let config = match &a.config {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read config {}", p.display()))?;
+                    Some(TrainConfig::from_ron(&text, &p.display().to_string())?)
+                }
+                None => None,
+            };
+            let opts = TrainOptions {
+                config,
+                iterations: a.iterations,
+                kind: ModelKind::parse(&a.model).map_err(anyhow::Error::msg)?,
+                batch: a.batch,
+                out: a.out.clone(),
+                resume: a.resume,
+                progress: !a.quiet,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                eprintln!("\ninterrupted: finishing this meta-iteration and writing a checkpoint");
+                flag.store(true, Ordering::SeqCst);
+            })
+            .context("cannot install the Ctrl-C handler")?;
+            let ctx = GpuContext::new()?;
+            eprintln!(
+                "training on {}",
+                ctx.describe().lines().next().unwrap_or("?")
+            );
+            let s = train::train(&ctx, &opts, &stop)?;
+            let last = s.log.last();
+            println!(
+                "{} after {} meta-iterations ({:.1} s); validation meta-loss {:.4} (started at {:.4}); model in {}",
+                if s.interrupted { "stopped" } else { "done" },
+                s.iterations,
+                s.elapsed_seconds,
+                last.map_or(f64::NAN, |r| r.val_loss),
+                s.log.first().map_or(f64::NAN, |r| r.val_loss),
+                s.model_dir.display()
+            );
+            if s.interrupted {
+                println!(
+                    "resume with: optimus-gpu train --resume --out {} --model {}",
+                    a.out.display(),
+                    a.model
+                );
+            }
         }
     }
     Ok(())

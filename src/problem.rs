@@ -285,11 +285,77 @@ pub struct GpuProblems {
     pub x0: wgpu::Buffer,
     /// The kernel id shared by every problem, if they share one.
     pub single_func: Option<u32>,
+    /// Start of each problem's d×d rotation slot when the batch was made with
+    /// [`GpuProblems::with_slots`] (meta-training redraws problems in place).
+    rot_slots: Vec<u32>,
 }
 
 impl GpuProblems {
     /// Uploads `problems`; all user objectives in one batch must be the same one.
     pub fn new(ctx: &GpuContext, problems: &[ProblemSpec]) -> Result<Self> {
+        Self::build(ctx, problems, false)
+    }
+
+    /// Like [`GpuProblems::new`], with room for a rotation in every problem and no
+    /// pipeline specialised to one function, so [`GpuProblems::write_problem`] can later
+    /// put any problem of the same dimension in a slot.
+    pub fn with_slots(ctx: &GpuContext, problems: &[ProblemSpec]) -> Result<Self> {
+        Self::build(ctx, problems, true)
+    }
+
+    /// The GPU description of `p` at `offset` with its rotation at `rot` (if rotated).
+    fn desc_of(p: &ProblemSpec, offset: u32, rot: u32) -> ProblemDesc {
+        ProblemDesc {
+            offset,
+            dim: p.dim as u32,
+            func: p.objective.id(),
+            rot: if p.rotation.is_some() { rot } else { u32::MAX },
+            scale: p.scale as f32,
+            pad: [0; 3],
+        }
+    }
+
+    /// Replaces problem `slot` with `spec` (same dimension, built-in function) through
+    /// queued writes, which land before the next submit.
+    pub fn write_problem(&self, ctx: &GpuContext, slot: usize, spec: &ProblemSpec) -> Result<()> {
+        spec.validate()?;
+        let (off, d) = (self.offsets[slot], self.dims[slot] as usize);
+        if self.rot_slots.is_empty()
+            || spec.dim != d
+            || matches!(spec.objective, Objective::User(_))
+        {
+            return Err(Error::Problem(format!(
+                "slot {slot} holds d = {d} problems of built-in functions; cannot put a d = {} {} there",
+                spec.dim,
+                spec.objective.name()
+            )));
+        }
+        let rot = self.rot_slots[slot];
+        let q = &ctx.queue;
+        let desc = Self::desc_of(spec, off, rot);
+        q.write_buffer(
+            &self.desc,
+            (slot * std::mem::size_of::<ProblemDesc>()) as u64,
+            bytemuck::bytes_of(&desc),
+        );
+        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        q.write_buffer(
+            &self.center,
+            off as u64 * 4,
+            bytemuck::cast_slice(&f32s(&spec.center)),
+        );
+        q.write_buffer(
+            &self.x0,
+            off as u64 * 4,
+            bytemuck::cast_slice(&f32s(&spec.x0)),
+        );
+        if let Some(r) = &spec.rotation {
+            q.write_buffer(&self.rot, rot as u64 * 4, bytemuck::cast_slice(&f32s(r)));
+        }
+        Ok(())
+    }
+
+    fn build(ctx: &GpuContext, problems: &[ProblemSpec], slots: bool) -> Result<Self> {
         if problems.is_empty() {
             return Err(Error::Problem("a batch needs at least one problem".into()));
         }
@@ -297,6 +363,7 @@ impl GpuProblems {
         let (mut center, mut rot, mut x0) = (Vec::new(), Vec::new(), Vec::new());
         let (mut offsets, mut dims) = (Vec::new(), Vec::new());
         let mut user: Option<&Arc<UserObjective>> = None;
+        let mut rot_slots = Vec::new();
         for p in problems {
             p.validate()?;
             if let Objective::User(u) = &p.objective {
@@ -308,32 +375,24 @@ impl GpuProblems {
                 user = Some(u);
             }
             let offset = x0.len() as u32;
-            let rot_offset = match &p.rotation {
-                Some(r) => {
-                    let o = rot.len() as u32;
-                    rot.extend(r.iter().map(|&v| v as f32));
-                    o
-                }
-                None => u32::MAX,
-            };
-            desc.push(ProblemDesc {
-                offset,
-                dim: p.dim as u32,
-                func: p.objective.id(),
-                rot: rot_offset,
-                scale: p.scale as f32,
-                pad: [0; 3],
-            });
+            let rot_offset = rot.len() as u32;
+            match &p.rotation {
+                Some(r) => rot.extend(r.iter().map(|&v| v as f32)),
+                None if slots => rot.extend(std::iter::repeat_n(0f32, p.dim * p.dim)),
+                None => {}
+            }
+            if slots {
+                rot_slots.push(rot_offset);
+            }
+            desc.push(Self::desc_of(p, offset, rot_offset));
             offsets.push(offset);
             dims.push(p.dim as u32);
             center.extend(p.center.iter().map(|&v| v as f32));
             x0.extend(p.x0.iter().map(|&v| v as f32));
         }
         let first = problems[0].objective.id();
-        let single_func = problems
-            .iter()
-            .all(|p| p.objective.id() == first)
-            .then_some(first);
+        let single_func =
+            (!slots && problems.iter().all(|p| p.objective.id() == first)).then_some(first);
         Ok(Self {
             single_func,
             n_problems: problems.len() as u32,
@@ -344,6 +403,7 @@ impl GpuProblems {
             center: ctx.storage("center", &center)?,
             rot: ctx.storage("rotations", &rot)?,
             x0: ctx.storage("x0", &x0)?,
+            rot_slots,
         })
     }
 
@@ -383,6 +443,7 @@ impl GpuProblems {
             center: ctx.storage_zeroed("center", 1)?,
             rot: ctx.storage_zeroed("rotations", 1)?,
             x0: ctx.storage_zeroed("x0", 1)?,
+            rot_slots: Vec::new(),
         })
     }
 

@@ -1,6 +1,7 @@
 // LayerNorm over each token's channels: y = (x − mean)/sqrt(var + 1e-5)·γ + β, one
 // invocation per token, channels read as vec4 (widths are multiples of 4). γ and β
-// live in the packed parameters. CPU twin: `learned::cpu::layernorm`.
+// live in the packed parameters; in meta-training each particle adds ±σ e to them.
+// CPU twin: `learned::cpu::layernorm`.
 
 struct LnParams {
     n_tokens: u32,
@@ -9,12 +10,21 @@ struct LnParams {
     // Offsets of γ and β in the packed parameters, in vec4s.
     g_off4: u32,
     b_off4: u32,
+    // Offsets of γ's and β's noise in a pair's noise, in vec4s.
+    ng_off4: u32,
+    nb_off4: u32,
+    // Pair stride of the noise in vec4s; 0 when not perturbed.
+    stride4: u32,
+    sigma: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: LnParams;
 @group(0) @binding(1) var<storage, read> theta: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> xin: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> yout: array<vec4<f32>>;
+// Each token's particle and the pairs' noise (1-word dummies when not perturbed).
+@group(0) @binding(4) var<storage, read> tok: array<u32>;
+@group(0) @binding(5) var<storage, read> noise: array<vec4<f32>>;
 
 const LN_EPS: f32 = 1e-5;
 
@@ -41,7 +51,18 @@ fn main(
         q += c * c;
     }
     let inv = inverseSqrt((q.x + q.y + q.z + q.w) / f32(4u * n4) + LN_EPS);
-    for (var j = 0u; j < n4; j++) {
-        yout[base + j] = (xin[base + j] - mean) * inv * theta[params.g_off4 + j] + theta[params.b_off4 + j];
+    if params.stride4 == 0u {
+        for (var j = 0u; j < n4; j++) {
+            yout[base + j] = (xin[base + j] - mean) * inv * theta[params.g_off4 + j] + theta[params.b_off4 + j];
+        }
+    } else {
+        let p = tok[t];
+        let nbase = (p >> 1u) * params.stride4;
+        let sg = select(-params.sigma, params.sigma, (p & 1u) == 0u);
+        for (var j = 0u; j < n4; j++) {
+            let gamma = theta[params.g_off4 + j] + sg * noise[nbase + params.ng_off4 + j];
+            let beta = theta[params.b_off4 + j] + sg * noise[nbase + params.nb_off4 + j];
+            yout[base + j] = (xin[base + j] - mean) * inv * gamma + beta;
+        }
     }
 }

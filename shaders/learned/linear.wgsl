@@ -18,8 +18,14 @@ struct LinearParams {
     // Offsets of W and b in the packed parameters, in vec4s.
     w_off4: u32,
     b_off4: u32,
-    // Bit 0: ReLU on the output; bit 1: add into Y (residual).
+    // Bit 0: ReLU on the output; bit 1: add into Y (residual); bit 2: perturbed.
     flags: u32,
+    // Offsets of the column factor b and the bias noise e in a pair's noise, in vec4s.
+    nb_off4: u32,
+    ne_off4: u32,
+    // Pair stride of the noise, in vec4s.
+    stride4: u32,
+    sigma: f32,
     pad0: u32,
     pad1: u32,
 }
@@ -28,9 +34,20 @@ struct LinearParams {
 @group(0) @binding(1) var<storage, read> theta: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> xin: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> yout: array<vec4<f32>>;
+// Perturbation inputs (1-word dummies when not perturbed): each row's particle, its x·a,
+// and the pairs' noise.
+@group(0) @binding(4) var<storage, read> tok: array<u32>;
+@group(0) @binding(5) var<storage, read> proj: array<f32>;
+@group(0) @binding(6) var<storage, read> noise: array<vec4<f32>>;
 
 fn finish(row: u32, col4: u32, acc: vec4<f32>) {
     var v = acc + theta[params.b_off4 + col4];
+    if (params.flags & 4u) != 0u {
+        let p = tok[row];
+        let base = (p >> 1u) * params.stride4;
+        let sg = select(-params.sigma, params.sigma, (p & 1u) == 0u);
+        v += sg * (proj[row] * noise[base + params.nb_off4 + col4] + noise[base + params.ne_off4 + col4]);
+    }
     if (params.flags & 1u) != 0u {
         v = max(v, vec4<f32>(0.0));
     }

@@ -13,6 +13,7 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::{compose, validate, Bind, Kernel};
 use crate::problem::GpuProblems;
+use crate::train::noise::NoiseLayout;
 use std::sync::OnceLock;
 
 /// Queries per attention workgroup (`BLOCK` in `attention.wgsl`), and rows per
@@ -36,20 +37,46 @@ fn round8(n: usize) -> usize {
     n.div_ceil(8) * 8
 }
 
+/// One tensor in the GPU's packed parameters.
+#[derive(Clone, Debug)]
+pub struct PackedTensor {
+    pub name: String,
+    /// Offset in floats.
+    pub offset: usize,
+    /// Rows (1 for a vector) and the padded row count.
+    pub rows: usize,
+    pub rows_p: usize,
+    /// Columns and the padded column count.
+    pub cols: usize,
+    pub cols_p: usize,
+    /// Whether this is a weight matrix (perturbed with rank one in meta-training).
+    pub matrix: bool,
+}
+
+impl PackedTensor {
+    /// Floats the tensor takes, padding included.
+    pub fn len(&self) -> usize {
+        self.rows_p * self.cols_p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Where each tensor sits in the GPU's copy of the parameters: row counts padded to a
 /// multiple of 4 and column counts to a multiple of 8 (zeros in the padding), every
-/// tensor starting at a multiple of 8, so `linear.wgsl` reads weights as vec4 pairs. The model files keep the dense
-/// canonical layout (`ModelConfig::tensors`).
+/// tensor starting at a multiple of 8, so `linear.wgsl` reads weights as vec4 pairs. The
+/// model files keep the dense canonical layout (`ModelConfig::tensors`); meta-training
+/// updates the packed copy directly (its padding gets zero gradient and stays zero).
 pub struct PackedLayout {
-    /// (name, offset, rows, padded rows, columns, padded columns); rank-1 tensors have
-    /// one row.
-    entries: Vec<(String, usize, usize, usize, usize, usize)>,
+    pub tensors: Vec<PackedTensor>,
     pub len: usize,
 }
 
 impl PackedLayout {
     pub fn new(cfg: &super::model::ModelConfig) -> Self {
-        let mut entries = Vec::new();
+        let mut tensors = Vec::new();
         let mut off = 0;
         for t in cfg.tensors() {
             let (rows, cols) = match t.shape.as_slice() {
@@ -57,33 +84,62 @@ impl PackedLayout {
                 [c] => (1, *c),
                 _ => (1, t.len()),
             };
-            let rows_p = if t.shape.len() == 2 { round4(rows) } else { 1 };
+            let matrix = t.shape.len() == 2;
+            let rows_p = if matrix { round4(rows) } else { 1 };
             let cols_p = round8(cols);
-            entries.push((t.name.clone(), off, rows, rows_p, cols, cols_p));
+            tensors.push(PackedTensor {
+                name: t.name.clone(),
+                offset: off,
+                rows,
+                rows_p,
+                cols,
+                cols_p,
+                matrix,
+            });
             off += rows_p * cols_p;
         }
-        Self { entries, len: off }
+        Self { tensors, len: off }
     }
 
     /// Offset of tensor `name` in floats.
     pub fn offset(&self, name: &str) -> Result<usize> {
-        self.entries
+        self.get(name).map(|t| t.offset)
+    }
+
+    /// Tensor `name`.
+    pub fn get(&self, name: &str) -> Result<&PackedTensor> {
+        self.tensors
             .iter()
-            .find(|e| e.0 == name)
-            .map(|e| e.1)
+            .find(|e| e.name == name)
             .ok_or_else(|| Error::Config(format!("model has no tensor {name}")))
+    }
+
+    /// The packed copy of canonical weights `w` (laid out by the config's `tensors()`).
+    pub fn pack_weights(&self, w: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; self.len];
+        let mut src = 0;
+        for t in &self.tensors {
+            for r in 0..t.rows {
+                out[t.offset + r * t.cols_p..t.offset + r * t.cols_p + t.cols]
+                    .copy_from_slice(&w[src..src + t.cols]);
+                src += t.cols;
+            }
+        }
+        out
     }
 
     /// The packed copy of `model`'s weights.
     pub fn pack(&self, model: &Model) -> Vec<f32> {
-        let mut out = vec![0f32; self.len];
-        for (name, off, rows, _, cols, cols_p) in &self.entries {
-            let w = model
-                .tensor(name)
-                .expect("layout comes from the model's config");
-            for r in 0..*rows {
-                out[off + r * cols_p..off + r * cols_p + cols]
-                    .copy_from_slice(&w[r * cols..(r + 1) * cols]);
+        self.pack_weights(&model.weights)
+    }
+
+    /// The canonical weights of a packed vector (padding dropped).
+    pub fn unpack(&self, packed: &[f32]) -> Vec<f32> {
+        let mut out = Vec::new();
+        for t in &self.tensors {
+            for r in 0..t.rows {
+                let o = t.offset + r * t.cols_p;
+                out.extend_from_slice(&packed[o..o + t.cols]);
             }
         }
         out
@@ -102,6 +158,8 @@ pub struct LearnedKernels {
     attention_source: String,
     step: Kernel,
     precondition: Kernel,
+    /// x·a of the rank-one perturbations (meta-training only).
+    project: Kernel,
 }
 
 impl LearnedKernels {
@@ -124,8 +182,12 @@ impl LearnedKernels {
 
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         use Bind::*;
-        let io = [Uniform, ReadOnly, ReadOnly, ReadWrite];
         Ok(Self {
+            project: Kernel::from_shader(
+                ctx,
+                "pes/project.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite],
+            )?,
             features: Kernel::from_shader(
                 ctx,
                 "learned/features.wgsl",
@@ -133,8 +195,18 @@ impl LearnedKernels {
                     Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadWrite,
                 ],
             )?,
-            linear: Kernel::from_shader(ctx, "learned/linear.wgsl", &io)?,
-            layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl", &io)?,
+            linear: Kernel::from_shader(
+                ctx,
+                "learned/linear.wgsl",
+                &[
+                    Uniform, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadOnly, ReadOnly,
+                ],
+            )?,
+            layernorm: Kernel::from_shader(
+                ctx,
+                "learned/layernorm.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadOnly],
+            )?,
             attention: (0..2 * (MAX_HEAD_WIDTH / 4 + 1))
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -169,7 +241,20 @@ struct LinearParams {
     w_off4: u32,
     b_off4: u32,
     flags: u32,
+    nb_off4: u32,
+    ne_off4: u32,
+    stride4: u32,
+    sigma: f32,
     pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ProjectParams {
+    n_rows: u32,
+    in4: u32,
+    a_off4: u32,
+    stride4: u32,
 }
 
 #[repr(C)]
@@ -179,6 +264,10 @@ struct LnParams {
     n4: u32,
     g_off4: u32,
     b_off4: u32,
+    ng_off4: u32,
+    nb_off4: u32,
+    stride4: u32,
+    sigma: f32,
 }
 
 #[repr(C)]
@@ -213,12 +302,15 @@ struct LearnedParams {
 
 const RELU: u32 = 1;
 const RESIDUAL: u32 = 2;
+const PERTURBED: u32 = 4;
 
 #[derive(Clone, Copy)]
 enum Stage {
     Features,
     /// A linear layer, named by its tensor without the block index (for profiles).
     Linear(&'static str),
+    /// x·a for the next linear layer's perturbation.
+    Project,
     LayerNorm,
     Attention,
     Step,
@@ -236,14 +328,27 @@ pub struct StepBuffers<'a> {
     pub history: &'a wgpu::Buffer,
 }
 
+/// Per-particle weights for meta-training (PES): particle p of the batch runs
+/// θ + σ ε_{p/2} when p is even and θ − σ ε_{p/2} when odd, ε being its antithetic pair's
+/// perturbation (rank one per weight matrix, full for vectors) as `noise` holds it in
+/// `layout`. One shared matmul per layer plus an O(in + out) correction per token,
+/// instead of a copy of θ per particle.
+pub struct Perturbation<'a> {
+    /// Packed θ, owned and updated by the trainer (the model's weights are not used).
+    pub theta: &'a wgpu::Buffer,
+    pub noise: &'a wgpu::Buffer,
+    pub layout: &'a NoiseLayout,
+    pub sigma: f32,
+}
+
 /// One learned optimizer bound to one batch.
 pub struct LearnedNet {
     ops: Vec<(Stage, wgpu::BindGroup, [u32; 3])>,
     /// Which attention pipeline the step uses.
     attn_slot: usize,
     /// Accumulators and preconditioner with their initial contents, for `reset`.
-    acc: wgpu::Buffer,
-    mat: wgpu::Buffer,
+    pub(crate) acc: wgpu::Buffer,
+    pub(crate) mat: wgpu::Buffer,
     mat_init: Vec<f32>,
     _buffers: Vec<wgpu::Buffer>,
 }
@@ -263,6 +368,7 @@ impl LearnedNet {
         model: &Model,
         problems: &GpuProblems,
         bufs: &StepBuffers<'_>,
+        perturb: Option<&Perturbation<'_>>,
     ) -> Result<Self> {
         let cfg = &model.config;
         cfg.validate()?;
@@ -309,7 +415,15 @@ impl LearnedNet {
             )));
         }
         let layout = PackedLayout::new(cfg);
-        let theta = ctx.storage("theta", &layout.pack(model))?;
+        let own_theta = match perturb {
+            Some(_) => None,
+            None => Some(ctx.storage("theta", &layout.pack(model))?),
+        };
+        let theta = match (perturb, &own_theta) {
+            (Some(p), _) => p.theta,
+            (None, Some(t)) => t,
+            (None, None) => unreachable!("θ is either the trainer's or the model's"),
+        };
         let nu = n as usize;
         let ru = rows as usize;
         let out_stride = round8(o as usize);
@@ -322,11 +436,31 @@ impl LearnedNet {
         let mlp = ctx.storage_zeroed("mlp", ru * cfg.mlp_hidden)?;
         let out = ctx.storage_zeroed("head outputs", ru * out_stride)?;
 
+        // Particle of each token row, for the perturbation (padding rows: particle 0).
+        let pert = match perturb {
+            Some(p) => {
+                let mut tok = vec![0u32; ru];
+                for (i, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
+                    tok[off as usize..(off + d) as usize].fill(i as u32);
+                }
+                Some(PertBuffers {
+                    tok: ctx.storage("token particles", &tok)?,
+                    proj: ctx.storage_zeroed("projections", ru)?,
+                    noise: p.noise,
+                    layout: p.layout,
+                    sigma: p.sigma,
+                })
+            }
+            None => None,
+        };
+        let dummy = ctx.storage_zeroed("no perturbation", 4)?;
         let mut b = Builder {
             ctx,
             kernels,
             layout: &layout,
-            theta: &theta,
+            theta,
+            pert: pert.as_ref(),
+            dummy: &dummy,
             n,
             rows,
             row_groups,
@@ -456,7 +590,11 @@ impl LearnedNet {
         }
         let ops = b.ops;
         let mut buffers = b.keep;
-        buffers.extend([theta, feat, hid, a, qkv, att, mlp, out, blocks_buf]);
+        buffers.extend([feat, hid, a, qkv, att, mlp, out, blocks_buf, dummy]);
+        buffers.extend(own_theta);
+        if let Some(p) = pert {
+            buffers.extend([p.tok, p.proj]);
+        }
         Ok(Self {
             ops,
             attn_slot,
@@ -465,6 +603,28 @@ impl LearnedNet {
             mat_init: mat_host,
             _buffers: buffers,
         })
+    }
+
+    /// Fresh accumulators and B = I for problem `p` alone (a meta-training reset), as
+    /// writes queued before the next submit.
+    pub fn reset_problem(&self, ctx: &GpuContext, problems: &GpuProblems, p: usize) {
+        let (off, d) = (problems.offsets[p] as u64, problems.dims[p] as usize);
+        let n = problems.n_total as u64;
+        let zeros = vec![0f32; d];
+        for k in 0..7 {
+            ctx.queue
+                .write_buffer(&self.acc, (k * n + off) * 4, bytemuck::cast_slice(&zeros));
+        }
+        // `mat_init` is every B (Optimus only), then the s | u scratch of 2n floats.
+        if self.mat_init.len() > 2 * n as usize {
+            let (moffs, _) = problems.square_offsets();
+            let moff = moffs[p] as usize;
+            ctx.queue.write_buffer(
+                &self.mat,
+                moff as u64 * 4,
+                bytemuck::cast_slice(&self.mat_init[moff..moff + d * d]),
+            );
+        }
     }
 
     /// Zeroes the accumulators and puts B back to the identity.
@@ -495,6 +655,7 @@ impl LearnedNet {
             .map(|(stage, _, _)| match stage {
                 Stage::Features => "features",
                 Stage::Linear(label) => label,
+                Stage::Project => "perturbation",
                 Stage::LayerNorm => "layernorm",
                 Stage::Attention => "attention",
                 Stage::Step => "step",
@@ -515,6 +676,7 @@ impl LearnedNet {
         let kernel = match stage {
             Stage::Features => &kernels.features,
             Stage::Linear(_) => &kernels.linear,
+            Stage::Project => &kernels.project,
             Stage::LayerNorm => &kernels.layernorm,
             Stage::Attention => kernels.attention[self.attn_slot]
                 .get()
@@ -552,12 +714,24 @@ fn attention_slot(hd4: usize, pair: bool) -> usize {
     hd4 + pair as usize * (MAX_HEAD_WIDTH / 4 + 1)
 }
 
+/// The perturbation's buffers as the layers bind them.
+struct PertBuffers<'a> {
+    tok: wgpu::Buffer,
+    proj: wgpu::Buffer,
+    noise: &'a wgpu::Buffer,
+    layout: &'a NoiseLayout,
+    sigma: f32,
+}
+
 /// Collects the dispatches of one learned step and the uniforms they use.
 struct Builder<'a> {
     ctx: &'a GpuContext,
     kernels: &'a LearnedKernels,
     layout: &'a PackedLayout,
     theta: &'a wgpu::Buffer,
+    pert: Option<&'a PertBuffers<'a>>,
+    /// Bound in place of the perturbation's buffers when there is none.
+    dummy: &'a wgpu::Buffer,
     n: u32,
     rows: u32,
     row_groups: u32,
@@ -593,19 +767,53 @@ impl Builder<'_> {
         flags: u32,
     ) -> Result<()> {
         let out4 = round8(n_out as usize) as u32 / 4;
-        let p = self.ctx.uniform(
-            name,
-            &LinearParams {
-                n_rows: self.rows,
-                in4: n_in.div_ceil(4),
-                out4,
-                w_off4: self.offset4(&format!("{name}.weight"))?,
-                b_off4: self.offset4(&format!("{name}.bias"))?,
-                flags,
-                pad: [0; 2],
-            },
-        );
-        let group = self.kernels.linear.bind(self.ctx, &[&p, self.theta, x, y]);
+        let in4 = n_in.div_ceil(4);
+        let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
+        let mut lp = LinearParams {
+            n_rows: self.rows,
+            in4,
+            out4,
+            w_off4: self.offset4(&weight)?,
+            b_off4: self.offset4(&bias)?,
+            flags,
+            nb_off4: 0,
+            ne_off4: 0,
+            stride4: 0,
+            sigma: 0.0,
+            pad: [0; 2],
+        };
+        let (tok, proj, noise) = match self.pert {
+            Some(pb) => {
+                let w = pb.layout.slot(&weight)?;
+                let stride4 = (pb.layout.stride / 4) as u32;
+                lp.flags |= PERTURBED;
+                lp.nb_off4 = (w.b_off / 4) as u32;
+                lp.ne_off4 = (pb.layout.slot(&bias)?.b_off / 4) as u32;
+                lp.stride4 = stride4;
+                lp.sigma = pb.sigma;
+                let pp = self.ctx.uniform(
+                    name,
+                    &ProjectParams {
+                        n_rows: self.rows,
+                        in4,
+                        a_off4: (w.a_off / 4) as u32,
+                        stride4,
+                    },
+                );
+                let group = self
+                    .kernels
+                    .project
+                    .bind(self.ctx, &[&pp, &pb.tok, pb.noise, x, &pb.proj]);
+                self.push(Stage::Project, group, grid_1d(self.rows.div_ceil(64)), pp);
+                (&pb.tok, &pb.proj, pb.noise)
+            }
+            None => (self.dummy, self.dummy, self.dummy),
+        };
+        let p = self.ctx.uniform(name, &lp);
+        let group = self
+            .kernels
+            .linear
+            .bind(self.ctx, &[&p, self.theta, x, y, tok, proj, noise]);
         let grid = [self.row_groups, out4.div_ceil(2), 1];
         self.push(Stage::Linear(layer_label(name)), group, grid, p);
         Ok(())
@@ -619,19 +827,32 @@ impl Builder<'_> {
         width: u32,
         name: &str,
     ) -> Result<()> {
-        let p = self.ctx.uniform(
-            name,
-            &LnParams {
-                n_tokens: self.n,
-                n4: width / 4,
-                g_off4: self.offset4(&format!("{name}.weight"))?,
-                b_off4: self.offset4(&format!("{name}.bias"))?,
-            },
-        );
+        let (gname, bname) = (format!("{name}.weight"), format!("{name}.bias"));
+        let mut lp = LnParams {
+            n_tokens: self.n,
+            n4: width / 4,
+            g_off4: self.offset4(&gname)?,
+            b_off4: self.offset4(&bname)?,
+            ng_off4: 0,
+            nb_off4: 0,
+            stride4: 0,
+            sigma: 0.0,
+        };
+        let (tok, noise) = match self.pert {
+            Some(pb) => {
+                lp.ng_off4 = (pb.layout.slot(&gname)?.b_off / 4) as u32;
+                lp.nb_off4 = (pb.layout.slot(&bname)?.b_off / 4) as u32;
+                lp.stride4 = (pb.layout.stride / 4) as u32;
+                lp.sigma = pb.sigma;
+                (&pb.tok, pb.noise)
+            }
+            None => (self.dummy, self.dummy),
+        };
+        let p = self.ctx.uniform(name, &lp);
         let group = self
             .kernels
             .layernorm
-            .bind(self.ctx, &[&p, self.theta, x, y]);
+            .bind(self.ctx, &[&p, self.theta, x, y, tok, noise]);
         self.push(Stage::LayerNorm, group, grid_1d(self.n.div_ceil(64)), p);
         Ok(())
     }

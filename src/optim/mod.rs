@@ -432,7 +432,7 @@ pub struct Kernels {
     first_order: Kernel,
     bfgs: Kernel,
     lbfgs: Kernel,
-    learned: LearnedKernels,
+    pub(crate) learned: LearnedKernels,
 }
 
 impl Kernels {
@@ -581,7 +581,14 @@ impl<'a> GpuRun<'a> {
                 state: &state,
                 history: &history,
             };
-            learned = Some(LearnedNet::new(ctx, &kernels.learned, model, &gp, &bufs)?);
+            learned = Some(LearnedNet::new(
+                ctx,
+                &kernels.learned,
+                model,
+                &gp,
+                &bufs,
+                None,
+            )?);
             (ob, None, x, None, vec![params, f, g])
         } else {
             let x = ctx.storage_zeroed("x", n)?;

@@ -1,0 +1,452 @@
+//! PES meta-training: each kernel against its twin, the perturbed step against the
+//! straightforward dense-perturbation route, the estimate against finite differences,
+//! and the trainer's resume, errors and progress.
+
+use crate::common::{assert_close, ctx};
+use crate::learned::{model, problems};
+use optimus_gpu::learned::cpu as lcpu;
+use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+use optimus_gpu::objective::ObjectiveStage;
+use optimus_gpu::optim::Kernels;
+use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
+use optimus_gpu::train::checkpoint::CHECKPOINT_FILE;
+use optimus_gpu::train::config::TrainConfig;
+use optimus_gpu::train::noise::perturbed_model;
+use optimus_gpu::train::pes::{PesEngine, PesKernels, PesSettings};
+use optimus_gpu::train::{self, cpu, TrainOptions};
+use optimus_gpu::Function;
+use std::sync::atomic::AtomicBool;
+
+fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
+    PesSettings {
+        truncation: k,
+        horizon,
+        sigma,
+        seed: 1234,
+        loss_clip: 3.0,
+        use_sign: false,
+        beta1: 0.9,
+        beta2: 0.999,
+        adam_eps: 1e-8,
+        clip_norm: 1e9,
+    }
+}
+
+/// Each task twice (the two particles of a pair).
+fn paired(tasks: &[ProblemSpec]) -> Vec<ProblemSpec> {
+    tasks.iter().flat_map(|t| [t.clone(), t.clone()]).collect()
+}
+
+struct Fixture {
+    kernels: Kernels,
+    pes: PesKernels,
+    stage: ObjectiveStage,
+}
+
+fn fixture() -> Fixture {
+    Fixture {
+        kernels: Kernels::new(ctx()).unwrap(),
+        pes: PesKernels::new(ctx()).unwrap(),
+        stage: ObjectiveStage::new(ctx(), None).unwrap(),
+    }
+}
+
+fn engine<'a>(fx: &'a Fixture, m: &Model, specs: &[ProblemSpec], s: PesSettings) -> PesEngine<'a> {
+    PesEngine::new(ctx(), &fx.kernels, &fx.pes, &fx.stage, m, specs, s).unwrap()
+}
+
+#[test]
+fn noise_kernel_matches_its_twin() {
+    let fx = fixture();
+    let m = model(ModelKind::Optimus, 1);
+    let e = engine(
+        &fx,
+        &m,
+        &paired(&problems(&[3, 1, 5])),
+        settings(4, 40, 0.1),
+    );
+    e.begin_truncation(ctx(), 6);
+    let stride = e.noise_layout.stride;
+    let gpu: Vec<f32> = ctx().read(&e.noise, 3 * stride).unwrap();
+    for pair in 0..3u32 {
+        let cpu = e.noise_layout.draw(1234, 6, pair);
+        for (j, &c) in cpu.iter().enumerate() {
+            assert_close(
+                gpu[pair as usize * stride + j] as f64,
+                c as f64,
+                1e-4,
+                1.0,
+                "noise",
+            );
+        }
+    }
+    let nonzero = gpu.iter().filter(|v| **v != 0.0).count();
+    let real = e.noise_layout.mask.iter().filter(|&&m| m != 0).count();
+    assert_eq!(
+        nonzero,
+        3 * real,
+        "noise only (and everywhere) on real factors"
+    );
+    let mean = gpu.iter().map(|&v| v as f64).sum::<f64>() / nonzero as f64;
+    let var = gpu.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / nonzero as f64;
+    assert!(
+        mean.abs() < 0.05 && (var - 1.0).abs() < 0.1,
+        "N(0,1): mean {mean}, var {var}"
+    );
+}
+
+/// One perturbed step of every particle against the CPU twin run with the dense
+/// weights θ ± σ a bᵀ: the rank-one kernels must equal per-particle weight copies.
+#[test]
+fn perturbed_step_matches_dense_perturbed_twin() {
+    let fx = fixture();
+    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+        let m = model(kind, 5);
+        let tasks = problems(&[1, 3, 9, 33, 2]);
+        let specs = paired(&tasks);
+        let sigma = 0.2;
+        let e = engine(&fx, &m, &specs, settings(3, 30, sigma));
+        e.begin_truncation(ctx(), 2);
+        e.steps(ctx(), 1);
+        let x: Vec<f32> = ctx().read(&e.x, e.problems.n_total as usize).unwrap();
+        let xs = e.problems.split(&x);
+        let mut max_sep: f64 = 0.0;
+        for (p, spec) in specs.iter().enumerate() {
+            let noise = e.noise_layout.draw(1234, 2, (p / 2) as u32);
+            let sign = if p % 2 == 0 { sigma } else { -sigma };
+            let mp = perturbed_model(&m, &e.noise_layout, &noise, sign);
+            let mut st = lcpu::LearnedState::new(kind, &spec.x0);
+            let mut g = vec![0.0; spec.dim];
+            spec.cpu_gap_grad(&spec.x0, &mut g).unwrap();
+            lcpu::step(&mp, &mut st, &g);
+            let mut plain = lcpu::LearnedState::new(kind, &spec.x0);
+            lcpu::step(&m, &mut plain, &g);
+            let moved =
+                st.x.iter()
+                    .zip(&spec.x0)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+            for i in 0..spec.dim {
+                max_sep = max_sep.max((st.x[i] - plain.x[i]).abs() / moved.max(1e-12));
+                let (dg, dc) = (xs[p][i] as f64 - spec.x0[i], st.x[i] - spec.x0[i]);
+                assert!(
+                    (dg - dc).abs() <= 2e-3 * moved + 1e-5,
+                    "{kind} particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
+                    spec.dim
+                );
+            }
+        }
+        assert!(
+            max_sep > 0.05,
+            "{kind}: the perturbation barely changes the step ({max_sep}); the test would be vacuous"
+        );
+    }
+}
+
+/// The gradient reduction, statistics and Adam step against their twins, from random
+/// meta-losses and accumulation starts.
+#[test]
+fn pes_reduction_and_adam_match_their_twins() {
+    let fx = fixture();
+    let m = model(ModelKind::Optimus, 2);
+    let specs = paired(&problems(&[2, 4, 3, 1, 6, 2, 5]));
+    let s = settings(5, 12, 0.05);
+    let e = engine(&fx, &m, &specs, s.clone());
+    let n = 5u32;
+    let pairs = specs.len() / 2;
+    let since: Vec<u32> = (0..pairs).map(|i| [5, 4, 3, 2, 5, 0, 4][i]).collect();
+    let loss: Vec<f32> = (0..2 * specs.len())
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+        .collect();
+    e.begin_truncation(ctx(), n);
+    ctx()
+        .queue
+        .write_buffer(&e.loss, 0, bytemuck::cast_slice(&loss));
+    let theta0: Vec<f32> = ctx().read(&e.theta, e.packed.len).unwrap();
+    e.finish_truncation(ctx(), n, &since, 0.01, 1);
+    let grad: Vec<f32> = ctx().read(&e.grad, e.packed.len).unwrap();
+    let first = (n + 1).saturating_sub(s.window());
+    let slots = n - first + 1;
+    let inv_k = 1.0 / s.truncation as f32;
+    let scale = 1.0 / (pairs as f32 * 2.0 * s.sigma);
+    let coef = cpu::coefficients(&loss, &since, first, slots, inv_k, scale, false);
+    let want = cpu::accumulate_gradient(&e.noise_layout, &e.packed, 1234, first, &coef, pairs);
+    let gmax = want.iter().fold(0f32, |a, b| a.max(b.abs())) as f64;
+    assert!(gmax > 0.1, "vacuous gradient {gmax}");
+    for q in 0..want.len() {
+        assert_close(grad[q] as f64, want[q] as f64, 1e-4, gmax, "gradient");
+    }
+    let st = cpu::stats(&want, &loss, inv_k);
+    let gs = e.stats(ctx()).unwrap();
+    assert_close(gs.grad_norm, st[0].sqrt(), 1e-4, 0.0, "gradient norm");
+    assert_close(gs.train_loss, st[1], 1e-5, 1.0, "training loss");
+    let mut theta = theta0.clone();
+    let (mut mm, mut vv) = (vec![0f32; theta.len()], vec![0f32; theta.len()]);
+    let adam = cpu::AdamStep {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        clip_norm: 1e9,
+        t: 1,
+    };
+    cpu::adam_step(&mut theta, &mut mm, &mut vv, &grad, st[0], adam);
+    let got: Vec<f32> = ctx().read(&e.theta, e.packed.len).unwrap();
+    for q in 0..theta.len() {
+        assert_close(got[q] as f64, theta[q] as f64, 1e-5, 1e-2, "θ after Adam");
+    }
+    // Padding stays zero.
+    for t in &e.packed.tensors {
+        for r in 0..t.rows_p {
+            for c in 0..t.cols_p {
+                if r >= t.rows || c >= t.cols {
+                    assert_eq!(got[t.offset + r * t.cols_p + c], 0.0, "{} padding", t.name);
+                }
+            }
+        }
+    }
+}
+
+/// Total meta-loss of θ over a horizon of `t` steps (the quantity PES summed over the
+/// horizon's truncations estimates the gradient of), by the f64 twin: mean over tasks of
+/// (1/K) Σ_{s<t} l_s.
+fn total_meta_loss(m: &Model, tasks: &[ProblemSpec], t: u32, k: u32) -> f64 {
+    tasks
+        .iter()
+        .map(|p| {
+            let r = lcpu::run(m, p, t - 1).unwrap();
+            let l0 = cpu::log_gap(r.gaps[0]);
+            r.gaps
+                .iter()
+                .map(|&f| cpu::meta_loss_term(f, l0, 3.0, false))
+                .sum::<f64>()
+                / k as f64
+        })
+        .sum::<f64>()
+        / tasks.len() as f64
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// The known answer: on a tiny meta-problem (a small LOpt on shifted 2-d spheres, θ held
+/// fixed; smooth at the scale of σ, so the smoothed and the plain gradient agree),
+/// PES summed over the truncations of one horizon estimates the gradient of the
+/// horizon's meta-loss, which central finite differences of the f64 twin give
+/// precisely. Truncated ES, which credits each truncation to its own noise only, misses
+/// how earlier perturbations shape later losses, and agrees visibly less.
+#[test]
+fn pes_estimate_agrees_with_finite_differences() {
+    let fx = fixture();
+    let cfg = ModelConfig {
+        kind: ModelKind::Lopt,
+        mlp_hidden: 8,
+        lambda_mu: 0.1,
+        lambda_s: 0.05,
+        ..ModelConfig::for_kind(ModelKind::Lopt)
+    };
+    let m = Model::init(cfg, 11).unwrap();
+    let tasks: Vec<ProblemSpec> = (0..8)
+        .map(|k| {
+            let opts = SampleOptions {
+                shift: 0.3,
+                rotate: false,
+                log10_scale: (0.0, 0.0),
+            };
+            let mut p = ProblemSpec::sample(
+                Objective::Builtin(Function::Sphere),
+                2,
+                &opts,
+                70 + k as u64,
+            )
+            .unwrap();
+            for i in 0..2 {
+                p.x0[i] = p.center[i] + 0.5 * (p.x0[i] - p.center[i]).clamp(-1.0, 1.0);
+            }
+            p
+        })
+        .collect();
+    let (k, truncs, pairs) = (4u32, 3u32, 8192usize);
+    let specs: Vec<ProblemSpec> = (0..pairs)
+        .flat_map(|i| [tasks[i % 8].clone(), tasks[i % 8].clone()])
+        .collect();
+    let estimate = |truncated: bool| -> Vec<f64> {
+        let e = engine(&fx, &m, &specs, settings(k, 100, 0.01));
+        let mut sum = vec![0f64; e.packed.len];
+        for n in 0..truncs {
+            e.begin_truncation(ctx(), n);
+            e.steps(ctx(), k);
+            let since = vec![if truncated { n } else { 0 }; pairs];
+            e.finish_truncation(ctx(), n, &since, 0.0, n + 1);
+            let g: Vec<f32> = ctx().read(&e.grad, e.packed.len).unwrap();
+            for (s, v) in sum.iter_mut().zip(g) {
+                *s += v as f64;
+            }
+        }
+        let packed: Vec<f32> = sum.iter().map(|&v| v as f32).collect();
+        e.packed.unpack(&packed).iter().map(|&v| v as f64).collect()
+    };
+    let pes = estimate(false);
+    let tes = estimate(true);
+    let h = 1e-3;
+    let fd: Vec<f64> = (0..m.weights.len())
+        .map(|q| {
+            let mut mp = m.clone();
+            mp.weights[q] += h as f32;
+            let up = total_meta_loss(&mp, &tasks, k * truncs, k);
+            mp.weights[q] -= 2.0 * h as f32;
+            let down = total_meta_loss(&mp, &tasks, k * truncs, k);
+            (up - down) / (2.0 * h)
+        })
+        .collect();
+    let (c_pes, c_tes) = (cosine(&pes, &fd), cosine(&tes, &fd));
+    println!("cosine with finite differences: PES {c_pes:.3}, truncated ES {c_tes:.3}");
+    assert!(
+        c_pes > 0.9,
+        "PES estimate has cosine {c_pes} with the true gradient"
+    );
+    assert!(
+        c_tes < c_pes - 0.05,
+        "truncated ES ({c_tes}) should be visibly worse than PES ({c_pes})"
+    );
+}
+
+/// A tiny run: a small Optimus on low-dimensional tasks.
+fn tiny_config(iterations: u32) -> TrainConfig {
+    let text = format!(
+        r#"(
+            tasks: (functions: ["sphere", "rosenbrock", "zakharov", "styblinski-tang"], dims: (2, 6),
+                    held_out_functions: ["levy"], held_out_dims: [4]),
+            truncation: 4, horizon: 12, iterations: {iterations}, meta_lr: 0.01, warmup: 2,
+            log_every: 2, checkpoint_every: 3, sigma: 0.02,
+            validation: (problems: 12, steps: 12),
+            model: (kind: optimus, width: 16, heads: 2, mlp_hidden: 16, layers: 1),
+        )"#
+    );
+    TrainConfig::from_ron(&text, "tiny.ron").unwrap()
+}
+
+fn options(cfg: TrainConfig, out: &std::path::Path, resume: bool) -> TrainOptions {
+    TrainOptions {
+        config: Some(cfg),
+        iterations: None,
+        kind: ModelKind::Optimus,
+        batch: 24,
+        out: out.to_path_buf(),
+        resume,
+        progress: false,
+    }
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("optimus-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn short_training_lowers_the_validation_meta_loss() {
+    let out = tempdir("lowers");
+    let s = train::train(
+        ctx(),
+        &options(tiny_config(24), &out, false),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let (first, last) = (s.log[0].val_loss, s.log.last().unwrap().val_loss);
+    assert!(
+        last < first - 0.002,
+        "validation meta-loss went from {first} to {last}"
+    );
+    for f in [
+        "log.csv",
+        "meta_loss.svg",
+        CHECKPOINT_FILE,
+        "model/model.ron",
+    ] {
+        assert!(out.join(f).exists(), "{f} written");
+    }
+    let trained = Model::load(&out.join("model")).unwrap();
+    assert_eq!(trained.config.width, 16);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Stopping after 3 iterations and resuming to 6 gives θ bit for bit equal to an
+/// uninterrupted 6-iteration run with the same seed.
+#[test]
+fn resume_continues_to_the_same_result() {
+    let (a, b) = (tempdir("resume-a"), tempdir("resume-b"));
+    let stop = AtomicBool::new(false);
+    train::train(ctx(), &options(tiny_config(6), &a, false), &stop).unwrap();
+    train::train(ctx(), &options(tiny_config(3), &b, false), &stop).unwrap();
+    let mut again = options(tiny_config(3), &b, true);
+    again.config = None;
+    again.iterations = Some(6);
+    let s = train::train(ctx(), &again, &stop).unwrap();
+    assert_eq!(s.iterations, 6);
+    let (ma, mb) = (
+        Model::load(&a.join("model")).unwrap(),
+        Model::load(&b.join("model")).unwrap(),
+    );
+    let init = Model::init(ma.config.clone(), 0).unwrap();
+    assert_ne!(ma.weights, init.weights);
+    assert_eq!(
+        ma.weights, mb.weights,
+        "resumed run differs from the uninterrupted one"
+    );
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn bad_training_input_gets_clear_errors() {
+    let err = |text: &str| {
+        TrainConfig::from_ron(text, "t.ron")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(r#"(tasks: (functions: ["sphere", "banana"]))"#);
+    assert!(e.contains("banana") && e.contains("t.ron"), "{e}");
+    let e = err("(tasks: (dims: (9, 3)))");
+    assert!(e.contains("dims (9, 3)"), "{e}");
+    let e = err(r#"(tasks: (functions: ["sphere"], held_out_functions: ["sphere"]))"#);
+    assert!(e.contains("both a training function and held out"), "{e}");
+    let e = err(r#"(tasks: (functions: ["powell"], dims: (2, 3)))"#);
+    assert!(e.contains("powell"), "{e}");
+    let e = err("(truncation: 20, horizon: 10)");
+    assert!(e.contains("horizon"), "{e}");
+
+    // A checkpoint of another model size is refused, and a failed checkpoint write
+    // leaves the last good one intact.
+    let out = tempdir("bad");
+    let stop = AtomicBool::new(false);
+    train::train(ctx(), &options(tiny_config(3), &out, false), &stop).unwrap();
+    let mut wider = tiny_config(6);
+    wider.model.as_mut().unwrap().width = 32;
+    let e = train::train(ctx(), &options(wider, &out, true), &stop)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("width 16") && e.contains("width 32"), "{e}");
+    let mut odd = options(tiny_config(3), &out, false);
+    odd.batch = 7;
+    let e = train::train(ctx(), &odd, &stop).unwrap_err().to_string();
+    assert!(e.contains("even"), "{e}");
+    let ckpt = out.join(CHECKPOINT_FILE);
+    let before = std::fs::read(&ckpt).unwrap();
+    std::fs::create_dir_all(out.join("checkpoint.tmp")).unwrap();
+    let mut more = options(tiny_config(3), &out, true);
+    more.config = None;
+    more.iterations = Some(6);
+    let e = train::train(ctx(), &more, &stop).unwrap_err().to_string();
+    assert!(e.contains("previous file there is unchanged"), "{e}");
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        before,
+        "the last good checkpoint was damaged"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -1,0 +1,127 @@
+//! Checkpoints of a meta-training run: one safetensors file holding θ, Adam's moments
+//! and every particle's inner state as raw bytes, with the run's configs and log as
+//! JSON metadata. Written to a temporary file, synced and renamed over the previous one,
+//! so an interruption or a full disk never damages the last good checkpoint.
+
+use super::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::learned::model::ModelConfig;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const META_KEY: &str = "optimus_checkpoint";
+/// Bumped when the meaning of a stored buffer changes.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// One logged meta-iteration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    /// Meta-iterations done.
+    pub iteration: u32,
+    /// Training-side numbers; None in the row of iteration 0 (before any step).
+    pub train_loss: Option<f64>,
+    pub val_loss: f64,
+    pub grad_norm: Option<f64>,
+    pub lr: f64,
+    /// Mean seconds per meta-iteration since the previous row.
+    pub iter_seconds: Option<f64>,
+    pub particle_steps_per_second: Option<f64>,
+    pub elapsed_seconds: f64,
+}
+
+/// What a checkpoint says about its run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub version: u32,
+    /// Meta-iterations done.
+    pub iteration: u32,
+    pub batch: usize,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub elapsed_seconds: f64,
+    pub log: Vec<LogRow>,
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let attempt = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    attempt().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::Io(format!(
+            "could not write {} ({e}); the previous file there is unchanged. Free disk space \
+             or choose another --out",
+            path.display()
+        ))
+    })
+}
+
+/// Saves a checkpoint of `tensors` (raw bytes by name).
+pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[(&str, Vec<u8>)]) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, bytes)| {
+            TensorView::new(Dtype::U8, vec![bytes.len()], bytes)
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| Error::Io(format!("checkpoint tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let json =
+        serde_json::to_string(meta).map_err(|e| Error::Io(format!("checkpoint metadata: {e}")))?;
+    let bytes = safetensors::serialize(views, Some(HashMap::from([(META_KEY.to_string(), json)])))
+        .map_err(|e| Error::Io(format!("checkpoint: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Loads a checkpoint: its metadata and tensors.
+pub fn load(path: &Path) -> Result<(CheckpointMeta, HashMap<String, Vec<u8>>)> {
+    let bytes = fs::read(path).map_err(|e| {
+        Error::Io(format!(
+            "cannot read checkpoint {} ({e}); start without --resume or point --out at a \
+             training directory",
+            path.display()
+        ))
+    })?;
+    let bad = |m: String| {
+        Error::Io(format!(
+            "{} is not a valid optimus-gpu checkpoint ({m})",
+            path.display()
+        ))
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| bad("no run metadata".into()))?
+        .clone();
+    let meta: CheckpointMeta = serde_json::from_str(&json).map_err(|e| bad(e.to_string()))?;
+    if meta.version != CHECKPOINT_VERSION {
+        return Err(bad(format!(
+            "version {} where this build reads {CHECKPOINT_VERSION}",
+            meta.version
+        )));
+    }
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect();
+    Ok((meta, tensors))
+}

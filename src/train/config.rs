@@ -1,0 +1,348 @@
+//! What a meta-training run samples and how it steps, as read from `train.ron`
+//! (`assets/train.ron` is the documented default).
+
+use crate::error::{Error, Result};
+use crate::functions::{Function, MAX_DIM};
+use crate::learned::model::ModelConfig;
+use crate::problem::{Objective, ProblemSpec, SampleOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// The task distribution (OPTIMUS.md §2): benchmark functions at random dimensions,
+/// shifted, optionally rotated and scaled, from random start points. Held-out functions
+/// and dimensions are never sampled, so evaluation on them measures generalization.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Function names (as `optimus-gpu eval --functions` takes them).
+    pub functions: Vec<String>,
+    pub held_out_functions: Vec<String>,
+    /// Inclusive range of dimensions.
+    pub dims: (usize, usize),
+    pub held_out_dims: Vec<usize>,
+    /// Shift of the minimizer as a fraction of the start domain's half-width.
+    pub shift: f64,
+    /// Probability that a task is rotated (couples its coordinates).
+    pub rotate_prob: f64,
+    /// log10 of the objective scale is uniform in this range.
+    pub log10_scale: (f64, f64),
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        use Function::*;
+        Self {
+            functions: [
+                Sphere,
+                Rosenbrock,
+                Rastrigin,
+                Ackley,
+                Levy,
+                StyblinskiTang,
+                DixonPrice,
+                Powell,
+                Zakharov,
+                Trid,
+            ]
+            .map(|f| f.name().to_string())
+            .to_vec(),
+            held_out_functions: [Griewank, Perm, Schwefel]
+                .map(|f| f.name().to_string())
+                .to_vec(),
+            dims: (2, 24),
+            held_out_dims: vec![10],
+            shift: 0.5,
+            rotate_prob: 0.5,
+            log10_scale: (-1.0, 1.0),
+        }
+    }
+}
+
+/// Validation: a fixed set of problems from the task distribution, run with the
+/// unperturbed θ.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    pub problems: usize,
+    /// Steps per problem (default: the horizon).
+    pub steps: Option<u32>,
+    pub seed: u64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            problems: 64,
+            steps: None,
+            seed: 1_000_003,
+        }
+    }
+}
+
+/// A meta-training run (OPTIMUS.md §2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub tasks: TaskConfig,
+    /// Inner steps per truncation K.
+    pub truncation: u32,
+    /// Inner steps per horizon T, after which a pair restarts on a new task.
+    pub horizon: u32,
+    /// Standard deviation σ of the perturbations.
+    pub sigma: f64,
+    /// Meta-iterations (one truncation each).
+    pub iterations: u32,
+    /// Peak meta learning rate of Adam on θ.
+    pub meta_lr: f64,
+    /// Linear warm-up, in iterations; then cosine decay to `min_lr_fraction`·peak.
+    pub warmup: u32,
+    pub min_lr_fraction: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adam_eps: f64,
+    /// The gradient estimate is clipped to this global norm.
+    pub clip_norm: f64,
+    /// Bound on a step's meta-loss (and the penalty of a diverged particle).
+    pub loss_clip: f64,
+    /// Use sign(Δ) instead of Δ (VeLO's variance reduction).
+    pub use_sign: bool,
+    pub seed: u64,
+    /// Log (and validate) every this many iterations.
+    pub log_every: u32,
+    /// Checkpoint every this many iterations (and on Ctrl-C and at the end).
+    pub checkpoint_every: u32,
+    pub validation: ValidationConfig,
+    /// Architecture; None: the kind's defaults.
+    pub model: Option<ModelConfig>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            tasks: TaskConfig::default(),
+            truncation: 10,
+            horizon: 100,
+            sigma: 0.01,
+            iterations: 1000,
+            meta_lr: 3e-3,
+            warmup: 20,
+            min_lr_fraction: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            clip_norm: 10.0,
+            loss_clip: 3.0,
+            use_sign: false,
+            seed: 0,
+            log_every: 10,
+            checkpoint_every: 50,
+            validation: ValidationConfig::default(),
+            model: None,
+        }
+    }
+}
+
+fn positive(name: &str, v: f64) -> Result<()> {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{name} must be positive and finite, got {v}"
+        )))
+    }
+}
+
+impl TrainConfig {
+    /// Reads a RON config and validates it; `origin` names the file in errors.
+    pub fn from_ron(text: &str, origin: &str) -> Result<Self> {
+        // Implicit Some: `model: (width: 32)` and `steps: 100` read as set options.
+        let cfg: TrainConfig = ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+            .from_str(text)
+            .map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        cfg.validate().map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{origin}: {m}")),
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn to_ron(&self) -> Result<String> {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .map_err(|e| Error::Config(format!("cannot write the training config: {e}")))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        TaskSampler::new(&self.tasks)?;
+        let bad = |m: String| Err(Error::Config(m));
+        if self.truncation == 0 {
+            return bad("truncation (inner steps per meta-iteration) must be at least 1".into());
+        }
+        if self.horizon < self.truncation {
+            return bad(format!(
+                "horizon ({}) must be at least the truncation ({}), so a pair resets at most \
+                 once per truncation",
+                self.horizon, self.truncation
+            ));
+        }
+        if self.iterations == 0 || self.log_every == 0 || self.checkpoint_every == 0 {
+            return bad("iterations, log_every and checkpoint_every must be at least 1".into());
+        }
+        for (n, v) in [
+            ("sigma", self.sigma),
+            ("meta_lr", self.meta_lr),
+            ("adam_eps", self.adam_eps),
+            ("clip_norm", self.clip_norm),
+            ("loss_clip", self.loss_clip),
+        ] {
+            positive(n, v)?;
+        }
+        for (n, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(format!("{n} must be in [0, 1), got {v}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_fraction) {
+            return bad(format!(
+                "min_lr_fraction must be in [0, 1], got {}",
+                self.min_lr_fraction
+            ));
+        }
+        if self.validation.problems == 0 {
+            return bad("validation.problems must be at least 1".into());
+        }
+        if self.validation.steps == Some(0) {
+            return bad("validation.steps must be at least 1".into());
+        }
+        if let Some(m) = &self.model {
+            m.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Meta learning rate at iteration `n`: linear warm-up, then cosine decay.
+    pub fn lr_at(&self, n: u32) -> f64 {
+        let peak = self.meta_lr;
+        if n < self.warmup {
+            return peak * (n + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.iterations.saturating_sub(self.warmup)).max(1) as f64;
+        let progress = ((n - self.warmup) as f64 / span).min(1.0);
+        let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        peak * (self.min_lr_fraction + (1.0 - self.min_lr_fraction) * cos)
+    }
+
+    pub fn validation_steps(&self) -> u32 {
+        self.validation.steps.unwrap_or(self.horizon)
+    }
+}
+
+/// Mixes a seed with indices into an independent seed (splitmix64 on each word), so
+/// every draw of a run is a pure function of (seed, what, index) and a resumed run draws
+/// the same tasks as an uninterrupted one.
+pub fn mix_seed(seed: u64, words: &[u64]) -> u64 {
+    let mut z = seed;
+    for &w in words {
+        z = z.wrapping_add(w).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}
+
+/// Draws tasks from a [`TaskConfig`].
+pub struct TaskSampler {
+    cfg: TaskConfig,
+    functions: Vec<Function>,
+    /// Dimensions that may be sampled.
+    pub dims: Vec<usize>,
+}
+
+impl TaskSampler {
+    /// Checks the config: known, non-overlapping functions; a possible range of
+    /// dimensions with a function defined at each.
+    pub fn new(cfg: &TaskConfig) -> Result<Self> {
+        let bad = |m: String| Err(Error::Config(format!("tasks: {m}")));
+        if cfg.functions.is_empty() {
+            return bad("functions is empty; name at least one benchmark function".into());
+        }
+        let parse = |names: &[String]| -> Result<Vec<Function>> {
+            names
+                .iter()
+                .map(|n| Function::parse(n).map_err(|e| Error::Config(format!("tasks: {e}"))))
+                .collect()
+        };
+        let functions = parse(&cfg.functions)?;
+        let held_out = parse(&cfg.held_out_functions)?;
+        if let Some(f) = functions.iter().find(|f| held_out.contains(f)) {
+            return bad(format!(
+                "{} is both a training function and held out; remove it from one of the lists",
+                f.name()
+            ));
+        }
+        let (lo, hi) = cfg.dims;
+        if lo == 0 || lo > hi || hi > MAX_DIM {
+            return bad(format!(
+                "dims ({lo}, {hi}) is not a range of dimensions within 1..={MAX_DIM} (lo ≤ hi)"
+            ));
+        }
+        let dims: Vec<usize> = (lo..=hi)
+            .filter(|d| !cfg.held_out_dims.contains(d))
+            .filter(|&d| functions.iter().any(|f| f.check_dim(d).is_ok()))
+            .collect();
+        if dims.is_empty() {
+            return bad(format!(
+                "no dimension in ({lo}, {hi}) is both not held out and valid for one of the \
+                 functions (powell needs multiples of 4)"
+            ));
+        }
+        if !(cfg.shift >= 0.0 && cfg.shift.is_finite()) {
+            return bad(format!("shift must be ≥ 0, got {}", cfg.shift));
+        }
+        if !(0.0..=1.0).contains(&cfg.rotate_prob) {
+            return bad(format!(
+                "rotate_prob must be in [0, 1], got {}",
+                cfg.rotate_prob
+            ));
+        }
+        let (a, b) = cfg.log10_scale;
+        if !(a.is_finite() && b.is_finite() && a.abs() <= 10.0 && b.abs() <= 10.0) {
+            return bad(format!(
+                "log10_scale ({a}, {b}) must be finite and within ±10"
+            ));
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            functions,
+            dims,
+        })
+    }
+
+    /// The dimension of slot `slot` (fixed for the whole run: the batch's memory layout
+    /// does not change; the slots together cover the range).
+    pub fn slot_dim(&self, seed: u64, slot: usize) -> usize {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, &[1, slot as u64]));
+        self.dims[rng.random_range(0..self.dims.len())]
+    }
+
+    /// A task at dimension `d` from `seed`: a function defined at d, then shift,
+    /// rotation (with probability `rotate_prob`), scale and start point.
+    pub fn sample(&self, d: usize, seed: u64) -> Result<ProblemSpec> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let funcs: Vec<Function> = self
+            .functions
+            .iter()
+            .copied()
+            .filter(|f| f.check_dim(d).is_ok())
+            .collect();
+        let f = funcs[rng.random_range(0..funcs.len())];
+        let opts = SampleOptions {
+            shift: self.cfg.shift,
+            rotate: rng.random_bool(self.cfg.rotate_prob),
+            log10_scale: self.cfg.log10_scale,
+        };
+        ProblemSpec::sample(Objective::Builtin(f), d, &opts, rng.random())
+    }
+}

@@ -1,0 +1,457 @@
+//! Meta-training of the learned optimizers with Persistent Evolution Strategies
+//! (OPTIMUS.md §2): `optimus-gpu train`.
+//!
+//! The host schedules: it draws tasks (a pure function of seed, pair and reset count, so
+//! a resumed run draws the same ones), queues resets at each pair's staggered horizon,
+//! records the K inner steps of a truncation and the gradient passes, and reads back
+//! only the logged numbers. Everything else runs in [`pes::PesEngine`].
+
+pub mod checkpoint;
+pub mod config;
+pub mod cpu;
+pub mod noise;
+pub mod pes;
+pub mod report;
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::learned::model::{Model, ModelConfig, ModelKind};
+use crate::objective::ObjectiveStage;
+use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, Status};
+use checkpoint::{CheckpointMeta, LogRow, CHECKPOINT_FILE, CHECKPOINT_VERSION};
+use config::{mix_seed, TaskSampler, TrainConfig};
+use pes::{PesEngine, PesKernels, PesSettings};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Sub-seeds of a run (`mix_seed` domains).
+const SEED_OFFSET: u64 = 2;
+const SEED_TASK: u64 = 3;
+const SEED_MODEL: u64 = 4;
+
+/// A training run as the command line asks for it.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// The run's config; None: the defaults, or the checkpoint's when resuming.
+    pub config: Option<TrainConfig>,
+    /// Overrides the config's number of meta-iterations.
+    pub iterations: Option<u32>,
+    pub kind: ModelKind,
+    /// Particles (two per antithetic pair).
+    pub batch: usize,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub iterations: u32,
+    pub interrupted: bool,
+    pub log: Vec<LogRow>,
+    pub model_dir: PathBuf,
+    pub elapsed_seconds: f64,
+}
+
+/// The model architecture a run trains.
+pub fn model_config(cfg: &TrainConfig, kind: ModelKind) -> ModelConfig {
+    match &cfg.model {
+        Some(m) => ModelConfig { kind, ..m.clone() },
+        None => ModelConfig::for_kind(kind),
+    }
+}
+
+/// Staggered horizons: pair i first resets after T − o_i steps (o_i uniform in
+/// [0, T)), then every T steps. Inner steps are counted globally: step G is step
+/// G mod K of truncation G / K.
+struct Schedule {
+    first: Vec<u64>,
+    horizon: u64,
+    k: u64,
+}
+
+impl Schedule {
+    fn new(seed: u64, pairs: usize, horizon: u32, k: u32) -> Self {
+        let t = horizon as u64;
+        Self {
+            first: (0..pairs)
+                .map(|i| t - mix_seed(seed, &[SEED_OFFSET, i as u64]) % t)
+                .collect(),
+            horizon: t,
+            k: k as u64,
+        }
+    }
+
+    /// The reset count if pair i resets at global step g.
+    fn reset_at(&self, i: usize, g: u64) -> Option<u64> {
+        let f = self.first[i];
+        (g >= f && (g - f).is_multiple_of(self.horizon)).then(|| 1 + (g - f) / self.horizon)
+    }
+
+    /// Per pair, the truncation its accumulated perturbation starts at when truncation
+    /// n begins: that of its last reset before step nK (0 if none).
+    fn since(&self, n: u32) -> Vec<u32> {
+        let start = n as u64 * self.k;
+        self.first
+            .iter()
+            .map(|&f| {
+                if start <= f {
+                    0
+                } else {
+                    let last = f + (start - 1 - f) / self.horizon * self.horizon;
+                    (last / self.k) as u32
+                }
+            })
+            .collect()
+    }
+}
+
+/// Everything a run needs besides the engine.
+struct Run<'a> {
+    ctx: &'a GpuContext,
+    cfg: &'a TrainConfig,
+    model_cfg: ModelConfig,
+    sampler: TaskSampler,
+    dims: Vec<usize>,
+    schedule: Schedule,
+    kernels: &'a Kernels,
+    objective: &'a ObjectiveStage,
+    validation: Vec<crate::problem::ProblemSpec>,
+}
+
+impl Run<'_> {
+    fn task(&self, pair: usize, reset: u64) -> Result<crate::problem::ProblemSpec> {
+        self.sampler.sample(
+            self.dims[pair],
+            mix_seed(self.cfg.seed, &[SEED_TASK, pair as u64, reset]),
+        )
+    }
+
+    /// Mean meta-loss of θ on the validation problems (unperturbed, one batch).
+    fn validate(&self, model: &Model) -> Result<f64> {
+        let steps = self.cfg.validation_steps();
+        let oc = OptimizerConfig {
+            model: Some(Arc::new(model.clone())),
+            ..OptimizerConfig::new(Method::for_model(model.config.kind))
+        };
+        let run = GpuRun::new(
+            self.ctx,
+            self.kernels,
+            self.objective,
+            &self.validation,
+            &oc,
+            None,
+            steps,
+        )?;
+        let results = run.run(self.ctx)?;
+        let clip = self.cfg.loss_clip;
+        let total: f64 = results
+            .iter()
+            .map(|r| {
+                let div = (r.status == Status::Diverged).then_some(r.iters as usize);
+                cpu::run_meta_loss(&r.gaps, div, clip)
+            })
+            .sum();
+        Ok(total / results.len() as f64)
+    }
+}
+
+/// Reads a buffer's bytes.
+fn read_bytes(ctx: &GpuContext, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
+    let words: Vec<u32> = ctx.read(buf, (buf.size() / 4) as usize)?;
+    Ok(bytemuck::cast_slice(&words).to_vec())
+}
+
+/// Runs (or resumes) meta-training. `stop` set (Ctrl-C) ends the run after the current
+/// meta-iteration with a checkpoint.
+pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result<TrainSummary> {
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
+    let ckpt_path = opts.out.join(CHECKPOINT_FILE);
+    let mut cfg = opts.config.clone().unwrap_or_default();
+    let mut model_cfg = model_config(&cfg, opts.kind);
+    let resumed = if opts.resume {
+        let (meta, tensors) = checkpoint::load(&ckpt_path)?;
+        check_resume(&meta, opts, &model_cfg)?;
+        cfg = meta.train.clone();
+        model_cfg = meta.model.clone();
+        Some((meta, tensors))
+    } else {
+        None
+    };
+    if let Some(it) = opts.iterations {
+        cfg.iterations = it;
+    }
+    cfg.validate()?;
+    model_cfg.validate()?;
+    if opts.batch < 2 || !opts.batch.is_multiple_of(2) {
+        return Err(Error::Config(format!(
+            "--batch must be an even number of particles ≥ 2 (antithetic pairs), got {}",
+            opts.batch
+        )));
+    }
+    let pairs = opts.batch / 2;
+    let sampler = TaskSampler::new(&cfg.tasks)?;
+    let dims: Vec<usize> = (0..pairs).map(|i| sampler.slot_dim(cfg.seed, i)).collect();
+    let kernels = Kernels::new(ctx)?;
+    let objective = ObjectiveStage::new(ctx, None)?;
+    let pes_kernels = PesKernels::new(ctx)?;
+    let vseed = cfg.validation.seed;
+    let validation = (0..cfg.validation.problems)
+        .map(|p| {
+            let d = sampler.slot_dim(vseed, p);
+            sampler.sample(d, mix_seed(vseed, &[SEED_TASK, p as u64]))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let run = Run {
+        ctx,
+        cfg: &cfg,
+        model_cfg: model_cfg.clone(),
+        sampler,
+        dims,
+        schedule: Schedule::new(cfg.seed, pairs, cfg.horizon, cfg.truncation),
+        kernels: &kernels,
+        objective: &objective,
+        validation,
+    };
+    let init = Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL]))?;
+    let mut specs = Vec::with_capacity(opts.batch);
+    for i in 0..pairs {
+        let t = run.task(i, 0)?;
+        specs.push(t.clone());
+        specs.push(t);
+    }
+    let settings = PesSettings {
+        truncation: cfg.truncation,
+        horizon: cfg.horizon,
+        sigma: cfg.sigma as f32,
+        seed: mix_seed(cfg.seed, &[5]) as u32,
+        loss_clip: cfg.loss_clip as f32,
+        use_sign: cfg.use_sign,
+        beta1: cfg.beta1 as f32,
+        beta2: cfg.beta2 as f32,
+        adam_eps: cfg.adam_eps as f32,
+        clip_norm: cfg.clip_norm as f32,
+    };
+    let engine = PesEngine::new(
+        ctx,
+        &kernels,
+        &pes_kernels,
+        &objective,
+        &init,
+        &specs,
+        settings,
+    )?;
+    let (mut n, mut log, elapsed0) = match resumed {
+        Some((meta, tensors)) => {
+            for (name, buf) in engine.state_buffers() {
+                let bytes = tensors.get(name).ok_or_else(|| {
+                    Error::Io(format!(
+                        "checkpoint lacks {name}; it is damaged or from another version"
+                    ))
+                })?;
+                if bytes.len() as u64 != buf.size() {
+                    return Err(Error::Config(format!(
+                        "checkpoint buffer {name} has {} bytes, this run needs {}; the \
+                         checkpoint is from a different model size or batch",
+                        bytes.len(),
+                        buf.size()
+                    )));
+                }
+                ctx.queue.write_buffer(buf, 0, bytes);
+            }
+            (meta.iteration, meta.log, meta.elapsed_seconds)
+        }
+        None => (0, Vec::new(), 0.0),
+    };
+    let model_dir = opts.out.join("model");
+    let bar = progress_bar(opts.progress, cfg.iterations as u64, n as u64);
+    let started = Instant::now();
+    let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
+    if log.is_empty() {
+        let val = run.validate(&init)?;
+        log.push(LogRow {
+            iteration: 0,
+            train_loss: None,
+            val_loss: val,
+            grad_norm: None,
+            lr: 0.0,
+            iter_seconds: None,
+            particle_steps_per_second: None,
+            elapsed_seconds: elapsed(&started),
+        });
+        say(&bar, format!("iteration 0: validation meta-loss {val:.4}"));
+    }
+    let mut interrupted = false;
+    let mut window_start = (Instant::now(), n);
+    while n < cfg.iterations {
+        one_iteration(&run, &engine, n)?;
+        n += 1;
+        bar.set_position(n as u64);
+        let last = n == cfg.iterations;
+        interrupted = stop.load(Ordering::SeqCst);
+        if n.is_multiple_of(cfg.log_every) || last || interrupted {
+            let st = engine.stats(ctx)?;
+            let model = engine.model(ctx, &run.model_cfg)?;
+            let secs = window_start.0.elapsed().as_secs_f64() / (n - window_start.1).max(1) as f64;
+            let val = run.validate(&model)?;
+            let row = LogRow {
+                iteration: n,
+                train_loss: Some(st.train_loss),
+                val_loss: val,
+                grad_norm: Some(st.grad_norm),
+                lr: cfg.lr_at(n - 1),
+                iter_seconds: Some(secs),
+                particle_steps_per_second: Some(opts.batch as f64 * cfg.truncation as f64 / secs),
+                elapsed_seconds: elapsed(&started),
+            };
+            say(&bar, report::log_line(&row));
+            if st.nonfinite > 0 {
+                say(
+                    &bar,
+                    format!(
+                        "  warning: {} non-finite gradient entries were set to 0",
+                        st.nonfinite
+                    ),
+                );
+            }
+            bar.set_message(format!("val {val:.3}"));
+            log.push(row);
+            report::write_csv(&log, &opts.out.join("log.csv"))?;
+            report::plot(&log, &opts.out.join("meta_loss.svg"), &model_cfg)?;
+            window_start = (Instant::now(), n);
+        }
+        if n.is_multiple_of(cfg.checkpoint_every) || last || interrupted {
+            let meta = CheckpointMeta {
+                version: CHECKPOINT_VERSION,
+                iteration: n,
+                batch: opts.batch,
+                model: model_cfg.clone(),
+                train: cfg.clone(),
+                elapsed_seconds: elapsed(&started),
+                log: log.clone(),
+            };
+            let mut tensors = Vec::new();
+            for (name, buf) in engine.state_buffers() {
+                tensors.push((name, read_bytes(ctx, buf)?));
+            }
+            checkpoint::save(&ckpt_path, &meta, &tensors)?;
+            engine.model(ctx, &model_cfg)?.save(&model_dir)?;
+        }
+        if interrupted {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(TrainSummary {
+        iterations: n,
+        interrupted,
+        log,
+        model_dir,
+        elapsed_seconds: elapsed(&started),
+    })
+}
+
+/// One meta-iteration: truncation n's K steps with the resets that fall in it, then the
+/// gradient estimate and the Adam step.
+fn one_iteration(run: &Run<'_>, engine: &PesEngine<'_>, n: u32) -> Result<()> {
+    let ctx = run.ctx;
+    let k = run.cfg.truncation;
+    let since = run.schedule.since(n);
+    engine.begin_truncation(ctx, n);
+    let mut pending = 0;
+    for j in 0..k {
+        let g = n as u64 * k as u64 + j as u64;
+        let mut any = false;
+        for i in 0..since.len() {
+            if let Some(r) = run.schedule.reset_at(i, g) {
+                if !any && pending > 0 {
+                    engine.steps(ctx, pending);
+                    pending = 0;
+                }
+                any = true;
+                engine.reset_pair(ctx, i, &run.task(i, r)?)?;
+            }
+        }
+        pending += 1;
+    }
+    engine.steps(ctx, pending);
+    engine.finish_truncation(ctx, n, &since, run.cfg.lr_at(n), n + 1);
+    Ok(())
+}
+
+/// A resumed run must be the same run: same model, batch and settings (only the number
+/// of iterations may grow).
+fn check_resume(meta: &CheckpointMeta, opts: &TrainOptions, model_cfg: &ModelConfig) -> Result<()> {
+    if meta.model.kind != opts.kind {
+        return Err(Error::Config(format!(
+            "the checkpoint in {} trains a {} model, not {}; pass --model {}",
+            opts.out.display(),
+            meta.model.kind,
+            opts.kind,
+            meta.model.kind
+        )));
+    }
+    if opts.config.as_ref().is_some_and(|c| c.model.is_some()) && meta.model != *model_cfg {
+        return Err(Error::Config(format!(
+            "the checkpoint holds a model of width {}, {} heads, mlp_hidden {}, {} layers; \
+             the config asks for width {}, {} heads, mlp_hidden {}, {} layers. Resume with \
+             the checkpoint's config or train into a new --out",
+            meta.model.width,
+            meta.model.heads,
+            meta.model.mlp_hidden,
+            meta.model.layers,
+            model_cfg.width,
+            model_cfg.heads,
+            model_cfg.mlp_hidden,
+            model_cfg.layers
+        )));
+    }
+    if meta.batch != opts.batch {
+        return Err(Error::Config(format!(
+            "the checkpoint was trained with --batch {}; resume with the same batch",
+            meta.batch
+        )));
+    }
+    if let Some(c) = &opts.config {
+        let same = TrainConfig {
+            iterations: meta.train.iterations,
+            ..c.clone()
+        };
+        if same != meta.train {
+            return Err(Error::Config(format!(
+                "the config differs from the one the checkpoint in {} was trained with; resume                  without --config (the checkpoint's is used; --iterations may extend it)",
+                opts.out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Prints a line above the progress bar (or plainly without one).
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn progress_bar(show: bool, len: u64, pos: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} meta-iterations [{elapsed_precise} < {eta_precise}] {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(pos);
+    bar
+}

@@ -1,0 +1,605 @@
+//! The GPU side of PES meta-training (OPTIMUS.md §2): a batch of particles in antithetic
+//! pairs, each running the learned optimizer with its own perturbed weights on its own
+//! persistent inner problem; the meta-loss summed per particle on the GPU; the gradient
+//! estimate reduced on the GPU from regenerated noise; Adam on θ on the GPU. The host
+//! only records passes, queues resets and reads back what it logs.
+
+use super::noise::NoiseLayout;
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::kernel::{Bind, Kernel};
+use crate::learned::gpu::{LearnedNet, PackedLayout, Perturbation, StepBuffers};
+use crate::learned::model::Model;
+use crate::objective::{ObjectiveBinding, ObjectiveStage};
+use crate::optim::{Kernels, OptParams, OptState};
+use crate::problem::{GpuProblems, ProblemSpec};
+
+/// The PES kernels, built once.
+pub struct PesKernels {
+    noise: Kernel,
+    loss: Kernel,
+    coef: Kernel,
+    grad: Kernel,
+    stats: Kernel,
+    adam: Kernel,
+}
+
+impl PesKernels {
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        use Bind::*;
+        Ok(Self {
+            noise: Kernel::from_shader(ctx, "pes/noise.wgsl", &[Uniform, ReadOnly, ReadWrite])?,
+            loss: Kernel::from_shader(
+                ctx,
+                "pes/loss.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
+            )?,
+            coef: Kernel::from_shader(
+                ctx,
+                "pes/coef.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadWrite],
+            )?,
+            grad: Kernel::from_shader(
+                ctx,
+                "pes/grad.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite],
+            )?,
+            stats: Kernel::from_shader(
+                ctx,
+                "pes/stats.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadWrite],
+            )?,
+            adam: Kernel::from_shader(
+                ctx,
+                "pes/adam.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite],
+            )?,
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct NoiseParams {
+    n_pairs: u32,
+    stride: u32,
+    seed: u32,
+    iteration: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CoefParams {
+    n_pairs: u32,
+    n_slots: u32,
+    first: u32,
+    use_sign: u32,
+    inv_k: f32,
+    scale: f32,
+    pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GradParams {
+    n_elems: u32,
+    n_pairs: u32,
+    stride: u32,
+    slot: u32,
+    n_tensors: u32,
+    pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TensorNoise {
+    offset: u32,
+    len: u32,
+    cols: u32,
+    matrix: u32,
+    a_off: u32,
+    b_off: u32,
+    pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AdamParams {
+    n_elems: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    clip_norm: f32,
+    c1: f32,
+    c2: f32,
+}
+
+/// Settings of a [`PesEngine`] that stay fixed for a run.
+#[derive(Clone, Debug)]
+pub struct PesSettings {
+    pub truncation: u32,
+    pub horizon: u32,
+    pub sigma: f32,
+    pub seed: u32,
+    pub loss_clip: f32,
+    pub use_sign: bool,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub adam_eps: f32,
+    pub clip_norm: f32,
+}
+
+impl PesSettings {
+    /// Truncations whose noise can still be part of a pair's accumulated perturbation:
+    /// a pair resets at least every `horizon` steps.
+    pub fn window(&self) -> u32 {
+        self.horizon.div_ceil(self.truncation) + 2
+    }
+}
+
+/// What one meta-iteration reports, read back only when logging.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IterStats {
+    /// ‖ĝ‖ before clipping.
+    pub grad_norm: f64,
+    /// Mean over particles of their truncation's mean meta-loss.
+    pub train_loss: f64,
+    /// Non-finite gradient entries (set to 0).
+    pub nonfinite: u32,
+}
+
+fn grid(n: u32) -> [u32; 3] {
+    let g = n.div_ceil(64).max(1);
+    [g.min(65535), g.div_ceil(65535), 1]
+}
+
+/// Every GPU buffer of a PES run. Particles 2i and 2i + 1 are pair i (+ and −).
+pub struct PesEngine<'a> {
+    kernels: &'a Kernels,
+    pes: &'a PesKernels,
+    objective: &'a ObjectiveStage,
+    pub problems: GpuProblems,
+    pub settings: PesSettings,
+    pub packed: PackedLayout,
+    pub noise_layout: NoiseLayout,
+    pub n_pairs: u32,
+    /// Packed θ and Adam's moments.
+    pub theta: wgpu::Buffer,
+    pub adam_m: wgpu::Buffer,
+    pub adam_v: wgpu::Buffer,
+    pub grad: wgpu::Buffer,
+    pub noise: wgpu::Buffer,
+    /// Per particle: meta-loss sums before / after its pair's reset this truncation.
+    pub loss: wgpu::Buffer,
+    /// Per particle: ln(f₀ + 1e-10) of its current horizon.
+    pub logf0: wgpu::Buffer,
+    phase: wgpu::Buffer,
+    since: wgpu::Buffer,
+    stats: wgpu::Buffer,
+    /// Inner state: iterate, optimizer state, learned accumulators and B (in `net`).
+    pub x: wgpu::Buffer,
+    pub state: wgpu::Buffer,
+    pub net: LearnedNet,
+    initial_state: Vec<OptState>,
+    obj_binding: ObjectiveBinding,
+    noise_params: Vec<wgpu::Buffer>,
+    noise_groups: Vec<wgpu::BindGroup>,
+    grad_groups: Vec<wgpu::BindGroup>,
+    coef_params: wgpu::Buffer,
+    coef_group: wgpu::BindGroup,
+    loss_group: wgpu::BindGroup,
+    stats_group: wgpu::BindGroup,
+    adam_params: wgpu::Buffer,
+    adam_group: wgpu::BindGroup,
+    _keep: Vec<wgpu::Buffer>,
+}
+
+impl<'a> PesEngine<'a> {
+    /// A run of `model` (its weights are θ's start) on `specs`: particles in pairs, so
+    /// `specs` holds each pair's task twice, back to back.
+    pub fn new(
+        ctx: &GpuContext,
+        kernels: &'a Kernels,
+        pes: &'a PesKernels,
+        objective: &'a ObjectiveStage,
+        model: &Model,
+        specs: &[ProblemSpec],
+        settings: PesSettings,
+    ) -> Result<Self> {
+        if specs.is_empty() || !specs.len().is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "PES needs an even number of particles (antithetic pairs), got {}",
+                specs.len()
+            )));
+        }
+        let n_pairs = (specs.len() / 2) as u32;
+        let np = specs.len();
+        let problems = GpuProblems::with_slots(ctx, specs)?;
+        let n = problems.n_total as usize;
+        let packed = PackedLayout::new(&model.config);
+        let noise_layout = NoiseLayout::new(&packed);
+        let stride = noise_layout.stride as u32;
+        if n_pairs > 65535 {
+            return Err(Error::TooLarge(format!(
+                "{} particles; at most {} per run (65535 pairs)",
+                np,
+                2 * 65535
+            )));
+        }
+        if let Some(limit) = ctx.loop_limit() {
+            // `pes/grad.wgsl` loops over every pair in one invocation.
+            if (n_pairs as u64 + packed.tensors.len() as u64) > limit {
+                return Err(Error::TooLarge(format!(
+                    "{np} particles need {n_pairs} loop iterations per invocation in the \
+                     gradient reduction; this driver (llvmpipe) stops an invocation after \
+                     {limit}. Use a smaller --batch or a GPU"
+                )));
+            }
+        }
+        let s = &settings;
+        let theta = ctx.storage("theta", &packed.pack(model))?;
+        let plen = packed.len;
+        let adam_m = ctx.storage_zeroed("adam m", plen)?;
+        let adam_v = ctx.storage_zeroed("adam v", plen)?;
+        let grad = ctx.storage_zeroed("meta-gradient", plen)?;
+        let noise = ctx.storage_zeroed("noise", n_pairs as usize * stride as usize)?;
+        let loss = ctx.storage_zeroed("meta-loss", 2 * np)?;
+        let logf0 = ctx.storage_zeroed("log f0", np)?;
+        let phase = ctx.storage_zeroed("reset phase", n_pairs as usize)?;
+        let since = ctx.storage_zeroed("accumulation start", n_pairs as usize)?;
+        let window = s.window() as usize;
+        let coef = ctx.storage_zeroed("pes coefficients", window * n_pairs as usize)?;
+        let stats = ctx.storage_zeroed("meta stats", 4)?;
+        let mask = ctx.storage("noise mask", &noise_layout.mask)?;
+
+        let x = ctx.storage_zeroed("x", n)?;
+        let f = ctx.storage_zeroed("f", np)?;
+        let g = ctx.storage_zeroed("gradient", n)?;
+        let (moffs, _) = problems.square_offsets();
+        let initial_state: Vec<OptState> = moffs
+            .iter()
+            .map(|&moff| OptState {
+                moff,
+                ..Default::default()
+            })
+            .collect();
+        let state = ctx.storage("optimizer state", &initial_state)?;
+        let history = ctx.storage_zeroed("history", 2 * np * (s.horizon as usize + 2))?;
+        let opt_params = ctx.uniform(
+            "optimizer params",
+            &OptParams::learned(np as u32, n as u32, s.horizon + 1),
+        );
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&problems.x0, 0, &x, 0, (n * 4) as u64);
+        ctx.queue.submit([enc.finish()]);
+        let obj_binding = objective.bind(ctx, &problems, &x, &f, &g)?;
+        let bufs = StepBuffers {
+            opt_params: &opt_params,
+            x: &x,
+            f: &f,
+            g: &g,
+            state: &state,
+            history: &history,
+        };
+        let pert = Perturbation {
+            theta: &theta,
+            noise: &noise,
+            layout: &noise_layout,
+            sigma: s.sigma,
+        };
+        let net = LearnedNet::new(ctx, &kernels.learned, model, &problems, &bufs, Some(&pert))?;
+
+        let noise_params: Vec<wgpu::Buffer> = (0..window)
+            .map(|_| {
+                ctx.uniform(
+                    "noise params",
+                    &NoiseParams {
+                        n_pairs,
+                        stride,
+                        seed: s.seed,
+                        iteration: 0,
+                    },
+                )
+            })
+            .collect();
+        let noise_groups = noise_params
+            .iter()
+            .map(|p| pes.noise.bind(ctx, &[p, &mask, &noise]))
+            .collect();
+        let table: Vec<TensorNoise> = packed
+            .tensors
+            .iter()
+            .zip(&noise_layout.slots)
+            .map(|(t, sl)| TensorNoise {
+                offset: t.offset as u32,
+                len: t.len() as u32,
+                cols: t.cols_p as u32,
+                matrix: sl.matrix as u32,
+                a_off: sl.a_off as u32,
+                b_off: sl.b_off as u32,
+                pad: [0; 2],
+            })
+            .collect();
+        let table_buf = ctx.storage("noise table", &table)?;
+        let mut keep = vec![mask, table_buf, coef, f, g, history, opt_params];
+        let grad_groups = (0..window)
+            .map(|slot| {
+                let p = ctx.uniform(
+                    "grad params",
+                    &GradParams {
+                        n_elems: plen as u32,
+                        n_pairs,
+                        stride,
+                        slot: slot as u32,
+                        n_tensors: table.len() as u32,
+                        pad: [0; 3],
+                    },
+                );
+                let group = pes.grad.bind(ctx, &[&p, &keep[1], &noise, &keep[2], &grad]);
+                keep.push(p);
+                group
+            })
+            .collect();
+        let coef_params = ctx.uniform(
+            "coef params",
+            &CoefParams {
+                n_pairs,
+                n_slots: 1,
+                first: 0,
+                use_sign: s.use_sign as u32,
+                inv_k: 1.0 / s.truncation as f32,
+                scale: 1.0 / (n_pairs as f32 * 2.0 * s.sigma),
+                pad: [0; 2],
+            },
+        );
+        let coef_group = pes.coef.bind(ctx, &[&coef_params, &loss, &since, &keep[2]]);
+        let loss_params = ctx.uniform("loss params", &[np as u32, s.loss_clip.to_bits(), 0, 0]);
+        let loss_group = pes.loss.bind(
+            ctx,
+            &[&loss_params, &keep[3], &state, &phase, &logf0, &loss],
+        );
+        let stats_params = ctx.uniform(
+            "stats params",
+            &[
+                plen as u32,
+                np as u32,
+                (1.0 / s.truncation as f32).to_bits(),
+                0,
+            ],
+        );
+        let stats_group = pes.stats.bind(ctx, &[&stats_params, &grad, &loss, &stats]);
+        let adam_params = ctx.uniform(
+            "adam params",
+            &AdamParams {
+                n_elems: plen as u32,
+                lr: 0.0,
+                beta1: s.beta1,
+                beta2: s.beta2,
+                eps: s.adam_eps,
+                clip_norm: s.clip_norm,
+                c1: 1.0,
+                c2: 1.0,
+            },
+        );
+        let adam_group = pes.adam.bind(
+            ctx,
+            &[&adam_params, &stats, &grad, &adam_m, &adam_v, &theta],
+        );
+        keep.extend([loss_params, stats_params]);
+        Ok(Self {
+            kernels,
+            pes,
+            objective,
+            problems,
+            settings,
+            packed,
+            noise_layout,
+            n_pairs,
+            theta,
+            adam_m,
+            adam_v,
+            grad,
+            noise,
+            loss,
+            logf0,
+            phase,
+            since,
+            stats,
+            x,
+            state,
+            net,
+            initial_state,
+            obj_binding,
+            noise_params,
+            noise_groups,
+            grad_groups,
+            coef_params,
+            coef_group,
+            loss_group,
+            stats_group,
+            adam_params,
+            adam_group,
+            _keep: keep,
+        })
+    }
+
+    /// Truncations credited at iteration `n`: k = first ..= n.
+    fn credited(&self, n: u32) -> (u32, u32) {
+        let first = (n + 1).saturating_sub(self.settings.window());
+        (first, n - first + 1)
+    }
+
+    /// Starts truncation `n`: draws its noise, clears the loss sums and reset phases.
+    /// Resets queued after this land before the first step.
+    pub fn begin_truncation(&self, ctx: &GpuContext, n: u32) {
+        let (first, slots) = self.credited(n);
+        for s in 0..slots {
+            self.write_noise_iteration(ctx, s as usize, first + s);
+        }
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(&self.loss, 0, None);
+        enc.clear_buffer(&self.phase, 0, None);
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            self.record_noise(&mut pass, (slots - 1) as usize);
+        }
+        ctx.queue.submit([enc.finish()]);
+    }
+
+    fn write_noise_iteration(&self, ctx: &GpuContext, slot: usize, iteration: u32) {
+        let p = NoiseParams {
+            n_pairs: self.n_pairs,
+            stride: self.noise_layout.stride as u32,
+            seed: self.settings.seed,
+            iteration,
+        };
+        ctx.queue
+            .write_buffer(&self.noise_params[slot], 0, bytemuck::bytes_of(&p));
+    }
+
+    fn record_noise(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
+        let stride = self.noise_layout.stride as u32;
+        pass.set_pipeline(&self.pes.noise.pipeline);
+        pass.set_bind_group(0, &self.noise_groups[slot], &[]);
+        pass.dispatch_workgroups(stride.div_ceil(64), self.n_pairs, 1);
+    }
+
+    /// Puts pair `i` on `spec` (both particles) from a fresh start: new problem, x₀,
+    /// optimizer state, accumulators and B = I; its later steps of this truncation count
+    /// as after the reset. Queued writes, applied before the next submit.
+    pub fn reset_pair(&self, ctx: &GpuContext, i: usize, spec: &ProblemSpec) -> Result<()> {
+        let q = &ctx.queue;
+        for p in [2 * i, 2 * i + 1] {
+            self.problems.write_problem(ctx, p, spec)?;
+            let x0: Vec<f32> = spec.x0.iter().map(|&v| v as f32).collect();
+            q.write_buffer(
+                &self.x,
+                self.problems.offsets[p] as u64 * 4,
+                bytemuck::cast_slice(&x0),
+            );
+            q.write_buffer(
+                &self.state,
+                (p * std::mem::size_of::<OptState>()) as u64,
+                bytemuck::bytes_of(&self.initial_state[p]),
+            );
+            self.net.reset_problem(ctx, &self.problems, p);
+        }
+        q.write_buffer(&self.phase, i as u64 * 4, bytemuck::bytes_of(&1u32));
+        Ok(())
+    }
+
+    /// Submits `k` inner steps of every particle: objective, meta-loss, learned step.
+    pub fn steps(&self, ctx: &GpuContext, k: u32) {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let np = self.problems.n_problems;
+            for _ in 0..k {
+                self.objective.record(&mut pass, &self.obj_binding);
+                pass.set_pipeline(&self.pes.loss.pipeline);
+                pass.set_bind_group(0, &self.loss_group, &[]);
+                let gr = grid(np);
+                pass.dispatch_workgroups(gr[0], gr[1], 1);
+                self.net.record(&self.kernels.learned, &mut pass, np);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+    }
+
+    /// Ends truncation `n`: the PES estimate from the particles' meta-losses, `since`
+    /// (per pair, the truncation its accumulated perturbation starts at), and the noise
+    /// of every credited truncation drawn again; then its norm and the training loss,
+    /// and one Adam step with learning rate `lr` (the `t`-th, from 1).
+    pub fn finish_truncation(&self, ctx: &GpuContext, n: u32, since: &[u32], lr: f64, t: u32) {
+        let (first, slots) = self.credited(n);
+        ctx.queue
+            .write_buffer(&self.since, 0, bytemuck::cast_slice(since));
+        let s = &self.settings;
+        let cp = CoefParams {
+            n_pairs: self.n_pairs,
+            n_slots: slots,
+            first,
+            use_sign: s.use_sign as u32,
+            inv_k: 1.0 / s.truncation as f32,
+            scale: 1.0 / (self.n_pairs as f32 * 2.0 * s.sigma),
+            pad: [0; 2],
+        };
+        ctx.queue
+            .write_buffer(&self.coef_params, 0, bytemuck::bytes_of(&cp));
+        let ap = AdamParams {
+            n_elems: self.packed.len as u32,
+            lr: lr as f32,
+            beta1: s.beta1,
+            beta2: s.beta2,
+            eps: s.adam_eps,
+            clip_norm: s.clip_norm,
+            c1: (1.0 - (s.beta1 as f64).powi(t as i32)) as f32,
+            c2: (1.0 - (s.beta2 as f64).powi(t as i32)) as f32,
+        };
+        ctx.queue
+            .write_buffer(&self.adam_params, 0, bytemuck::bytes_of(&ap));
+        let plen = self.packed.len as u32;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(&self.grad, 0, None);
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pes.coef.pipeline);
+            pass.set_bind_group(0, &self.coef_group, &[]);
+            pass.dispatch_workgroups(self.n_pairs.div_ceil(64), 1, 1);
+            let gr = grid(plen);
+            for slot in 0..slots as usize {
+                self.record_noise(&mut pass, slot);
+                pass.set_pipeline(&self.pes.grad.pipeline);
+                pass.set_bind_group(0, &self.grad_groups[slot], &[]);
+                pass.dispatch_workgroups(gr[0], gr[1], 1);
+            }
+            pass.set_pipeline(&self.pes.stats.pipeline);
+            pass.set_bind_group(0, &self.stats_group, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+            pass.set_pipeline(&self.pes.adam.pipeline);
+            pass.set_bind_group(0, &self.adam_group, &[]);
+            pass.dispatch_workgroups(gr[0], gr[1], 1);
+        }
+        ctx.queue.submit([enc.finish()]);
+    }
+
+    /// The last meta-iteration's gradient norm, training loss and non-finite count.
+    pub fn stats(&self, ctx: &GpuContext) -> Result<IterStats> {
+        let v: Vec<f32> = ctx.read(&self.stats, 3)?;
+        Ok(IterStats {
+            grad_norm: (v[0] as f64).sqrt(),
+            train_loss: v[1] as f64,
+            nonfinite: v[2] as u32,
+        })
+    }
+
+    /// θ as a model (canonical layout).
+    pub fn model(
+        &self,
+        ctx: &GpuContext,
+        config: &crate::learned::model::ModelConfig,
+    ) -> Result<Model> {
+        let packed: Vec<f32> = ctx.read(&self.theta, self.packed.len)?;
+        Model::from_weights(config.clone(), self.packed.unpack(&packed))
+    }
+
+    /// Buffers that make up the run's state, by name, for checkpoints: θ, Adam, and
+    /// every particle's inner problem and optimizer state.
+    pub fn state_buffers(&self) -> Vec<(&'static str, &wgpu::Buffer)> {
+        vec![
+            ("theta", &self.theta),
+            ("adam_m", &self.adam_m),
+            ("adam_v", &self.adam_v),
+            ("x", &self.x),
+            ("state", &self.state),
+            ("logf0", &self.logf0),
+            ("accumulators", &self.net.acc),
+            ("preconditioner", &self.net.mat),
+            ("problems", &self.problems.desc),
+            ("center", &self.problems.center),
+            ("rotations", &self.problems.rot),
+            ("x0", &self.problems.x0),
+        ]
+    }
+}
