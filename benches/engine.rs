@@ -1,7 +1,8 @@
 //! Throughput of the objective stage and of a full Adam step (objective + update) over
 //! P = 4096 problems at d = 32, and of one Optimus step over P = 128 problems at d = 32,
 //! in problem-steps per second, with the f64 CPU twin measured in the same run as the
-//! reference.
+//! reference; and one perturbed PES inner step by the engine's rank-one route against
+//! per-particle weight copies (and shared, unperturbed weights as the floor).
 //!
 //! `cargo bench --bench engine` (set WGPU_BACKEND=vulkan on lavapipe).
 
@@ -24,6 +25,7 @@ fn problems() -> Vec<ProblemSpec> {
         shift: 0.1,
         rotate: true,
         log10_scale: (0.0, 0.0),
+        start_fraction: 1.0,
     };
     (0..P)
         .map(|i| {
@@ -66,6 +68,7 @@ fn bench(c: &mut Criterion) {
                 shift: 0.1,
                 rotate: true,
                 log10_scale: (0.0, 0.0),
+                start_fraction: 1.0,
             };
             ProblemSpec::sample(Objective::Builtin(Function::Rosenbrock), D, &opts, i as u64)
                 .unwrap()
@@ -222,5 +225,163 @@ fn bench_optimus(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_optimus);
+/// One perturbed inner step of PES meta-training (all particles, objective included)
+/// with the model size of `assets/train.ron`, P = 64 particles at d = 8, by three routes:
+/// shared θ without perturbation (the floor), the engine's rank-one perturbations, and
+/// the straightforward route: a materialized copy θ ± σε per particle, each particle's
+/// step run with its own weights.
+fn bench_pes(c: &mut Criterion) {
+    use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+    use optimus_gpu::train::config::TrainConfig;
+    use optimus_gpu::train::noise::perturbed_model;
+    use optimus_gpu::train::pes::{PesEngine, PesKernels, PesSettings};
+    use std::sync::Arc;
+    const NP: usize = 64;
+    const PD: usize = 8;
+    const BUDGET: u32 = 200;
+    let ctx = GpuContext::new().expect("a GPU adapter (or lavapipe) is needed");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/train.ron")).unwrap();
+    let tc = TrainConfig::from_ron(&text, "assets/train.ron").unwrap();
+    let cfg = ModelConfig {
+        kind: ModelKind::Optimus,
+        ..tc.model.clone().unwrap()
+    };
+    let model = Model::init(cfg, 0).unwrap();
+    let tasks: Vec<ProblemSpec> = (0..NP / 2)
+        .map(|i| {
+            let f = [Function::Sphere, Function::Rosenbrock, Function::Levy][i % 3];
+            ProblemSpec::sample(
+                Objective::Builtin(f),
+                PD,
+                &SampleOptions::default(),
+                i as u64,
+            )
+            .unwrap()
+        })
+        .collect();
+    let specs: Vec<ProblemSpec> = tasks.iter().flat_map(|t| [t.clone(), t.clone()]).collect();
+    let kernels = Kernels::new(&ctx).unwrap();
+    let stage = ObjectiveStage::new(&ctx, None).unwrap();
+    let pes = PesKernels::new(&ctx).unwrap();
+    let sigma = 0.01f32;
+    let settings = PesSettings {
+        truncation: 10,
+        horizon: 20_000,
+        sigma,
+        seed: 1,
+        loss_clip: 3.0,
+        use_sign: false,
+        beta1: 0.9,
+        beta2: 0.999,
+        adam_eps: 1e-8,
+        clip_norm: 10.0,
+    };
+    let mut g = c.benchmark_group("pes_inner_step_p64_d8");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    g.throughput(Throughput::Elements(NP as u64));
+    let shared = GpuRun::new(
+        &ctx,
+        &kernels,
+        &stage,
+        &specs,
+        &OptimizerConfig {
+            model: Some(Arc::new(model.clone())),
+            ..OptimizerConfig::new(Method::Optimus)
+        },
+        None,
+        BUDGET,
+    )
+    .unwrap();
+    let mut done = 0;
+    g.bench_function("shared_weights", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if done + 1 > BUDGET {
+                    shared.reset(&ctx);
+                    ctx.wait().unwrap();
+                    done = 0;
+                }
+                let t0 = Instant::now();
+                shared.submit_passes(&ctx, 1);
+                ctx.wait().unwrap();
+                total += t0.elapsed();
+                done += 1;
+            }
+            total
+        })
+    });
+    let engine = PesEngine::new(
+        &ctx,
+        &kernels,
+        &pes,
+        &stage,
+        &model,
+        &specs,
+        settings.clone(),
+    )
+    .unwrap();
+    engine.begin_truncation(&ctx, 0);
+    g.bench_function("rank_one_perturbations", |b| {
+        b.iter(|| {
+            engine.steps(&ctx, 1);
+            ctx.wait().unwrap();
+        })
+    });
+    // Per-particle copies: θ ± σ a bᵀ materialized for each particle (the same noise the
+    // engine draws), one run per particle.
+    let copies: Vec<GpuRun> = specs
+        .iter()
+        .enumerate()
+        .map(|(p, spec)| {
+            let noise = engine.noise_layout.draw(1, 0, (p / 2) as u32);
+            let sign = if p % 2 == 0 { sigma } else { -sigma };
+            let m = perturbed_model(&model, &engine.noise_layout, &noise, sign);
+            let oc = OptimizerConfig {
+                model: Some(Arc::new(m)),
+                ..OptimizerConfig::new(Method::Optimus)
+            };
+            GpuRun::new(
+                &ctx,
+                &kernels,
+                &stage,
+                std::slice::from_ref(spec),
+                &oc,
+                None,
+                BUDGET,
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut done = 0;
+    g.bench_function("weight_copies", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if done + 1 > BUDGET {
+                    copies.iter().for_each(|r| r.reset(&ctx));
+                    ctx.wait().unwrap();
+                    done = 0;
+                }
+                let t0 = Instant::now();
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    for r in &copies {
+                        r.record_pass(&mut pass);
+                    }
+                }
+                ctx.queue.submit([enc.finish()]);
+                ctx.wait().unwrap();
+                total += t0.elapsed();
+                done += 1;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_optimus, bench_pes);
 criterion_main!(benches);

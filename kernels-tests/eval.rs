@@ -106,16 +106,20 @@ fn learned_optimizers_join_an_evaluation_through_model_files() {
         .iter()
         .filter(|c| c.optimizer == "optimus")
         .all(|c| c.curve.len() == 31));
-    let missing = EvalConfig {
+    // A learned optimizer without a model on the command line uses the committed one.
+    let fallback = EvalConfig {
         optimizers: vec!["lopt".into()],
         models: vec![dir.clone()],
         ..tiny()
     };
-    let e = run(ctx(), &missing, true).unwrap_err().to_string();
-    assert!(
-        e.contains("needs a lopt model") && e.contains("init-model"),
-        "{e}"
+    let committed = optimus_gpu::eval::default_model_dir(ModelKind::Lopt)
+        .expect("assets/models/lopt is committed");
+    assert_eq!(
+        Model::load(&committed).unwrap().config.kind,
+        ModelKind::Lopt
     );
+    let res = run(ctx(), &fallback, true).unwrap();
+    assert!(res.cells.iter().any(|c| c.optimizer == "lopt"));
     std::fs::remove_dir_all(&dir).ok();
 }
 

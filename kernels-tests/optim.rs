@@ -118,6 +118,7 @@ fn mixed_batch() -> Vec<ProblemSpec> {
                 shift: 0.2,
                 rotate: k % 2 == 1,
                 log10_scale: (0.0, 0.0),
+                start_fraction: 1.0,
             };
             let mut p =
                 ProblemSpec::sample(Objective::Builtin(f), d, &opts, 100 + k as u64).unwrap();
@@ -282,6 +283,7 @@ fn near_the_drivers_loop_limit_results_stay_right_and_past_it_runs_are_refused()
         shift: 0.1,
         rotate: false,
         log10_scale: (0.0, 0.0),
+        start_fraction: 1.0,
     };
     let mut p =
         ProblemSpec::sample(Objective::Builtin(Function::DixonPrice), 700, &opts, 1).unwrap();

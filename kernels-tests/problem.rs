@@ -33,6 +33,7 @@ fn sampling_is_seeded_and_rotations_are_orthogonal() {
         shift: 0.5,
         rotate: true,
         log10_scale: (-2.0, 2.0),
+        start_fraction: 1.0,
     };
     let a = ProblemSpec::sample(Objective::Builtin(Function::Levy), 9, &opts, 42).unwrap();
     let b = ProblemSpec::sample(Objective::Builtin(Function::Levy), 9, &opts, 42).unwrap();

@@ -256,6 +256,7 @@ fn pes_estimate_agrees_with_finite_differences() {
                 shift: 0.3,
                 rotate: false,
                 log10_scale: (0.0, 0.0),
+                start_fraction: 1.0,
             };
             let mut p = ProblemSpec::sample(
                 Objective::Builtin(Function::Sphere),
@@ -448,5 +449,26 @@ fn bad_training_input_gets_clear_errors() {
         before,
         "the last good checkpoint was damaged"
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Ctrl-C sets the stop flag: the run ends after the current meta-iteration with a
+/// checkpoint to resume from.
+#[test]
+fn interruption_ends_with_a_checkpoint() {
+    let out = tempdir("interrupt");
+    let s = train::train(
+        ctx(),
+        &options(tiny_config(50), &out, false),
+        &AtomicBool::new(true),
+    )
+    .unwrap();
+    assert!(s.interrupted);
+    assert_eq!(s.iterations, 1);
+    let mut again = options(tiny_config(50), &out, true);
+    again.config = None;
+    again.iterations = Some(2);
+    let s = train::train(ctx(), &again, &AtomicBool::new(false)).unwrap();
+    assert_eq!((s.iterations, s.interrupted), (2, false));
     let _ = std::fs::remove_dir_all(&out);
 }

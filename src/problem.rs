@@ -72,6 +72,9 @@ pub struct SampleOptions {
     pub rotate: bool,
     /// log10 of the objective scale is drawn uniformly from this range.
     pub log10_scale: (f64, f64),
+    /// Start points are drawn from this fraction (0, 1] of the function's start domain,
+    /// around its centre.
+    pub start_fraction: f64,
 }
 
 impl Default for SampleOptions {
@@ -80,6 +83,7 @@ impl Default for SampleOptions {
             shift: 0.0,
             rotate: false,
             log10_scale: (0.0, 0.0),
+            start_fraction: 1.0,
         }
     }
 }
@@ -110,8 +114,15 @@ impl ProblemSpec {
             )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (lo, hi) = objective.start_domain(d);
-        let half = 0.5 * (hi - lo);
+        let domain = objective.start_domain(d);
+        let half = 0.5 * (domain.1 - domain.0);
+        let (lo, hi) = match domain {
+            (lo, hi) if opts.start_fraction < 1.0 => {
+                let (mid, h) = (0.5 * (lo + hi), half * opts.start_fraction);
+                (mid - h, mid + h)
+            }
+            domain => domain,
+        };
         let z0: Vec<f64> = (0..d).map(|_| rng.random_range(lo..=hi)).collect();
         let user = matches!(objective, Objective::User(_));
         let center: Vec<f64> = (0..d)

@@ -8,7 +8,7 @@ pub mod results;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::functions::Function;
-use crate::learned::model::Model;
+use crate::learned::model::{Model, ModelKind};
 use crate::objective::{ObjectiveStage, UserObjective};
 use crate::optim::{
     check_loop_budget, GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status,
@@ -50,7 +50,8 @@ pub struct EvalConfig {
     pub objective: Option<PathBuf>,
     /// Folder for results.json, results.csv and the SVG plots.
     pub out: PathBuf,
-    /// Model directories of the learned optimizers named in `optimizers`.
+    /// Model directories of the learned optimizers named in `optimizers`; a kind with
+    /// none here uses the committed trained model (`assets/models/<kind>`).
     pub models: Vec<PathBuf>,
 }
 
@@ -61,10 +62,19 @@ impl Default for EvalConfig {
             dims: vec![2, 10, 30, 100],
             starts: 8,
             steps: 200,
-            optimizers: ["gd", "momentum", "adam", "bfgs", "lbfgs"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            optimizers: [
+                "gd",
+                "momentum",
+                "adam",
+                "bfgs",
+                "lbfgs",
+                "lopt",
+                "optimus-0",
+                "optimus",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             seed: 0,
             sample: SampleOptions::default(),
             lr_grid: (0..=12)
@@ -208,9 +218,20 @@ fn model_for(m: Method, models: &[Arc<Model>]) -> Option<Arc<Model>> {
         .and_then(|k| models.iter().find(|x| x.config.kind == k).cloned())
 }
 
-/// Loads the model of every learned method in `methods` from `cfg.models`.
+/// The committed trained model of `kind`: `assets/models/<kind>` under the current
+/// directory, else under the crate's source directory.
+pub fn default_model_dir(kind: ModelKind) -> Option<PathBuf> {
+    let rel = PathBuf::from("assets/models").join(kind.name());
+    [PathBuf::new(), PathBuf::from(env!("CARGO_MANIFEST_DIR"))]
+        .into_iter()
+        .map(|base| base.join(&rel))
+        .find(|p| p.join(crate::learned::model::CONFIG_FILE).exists())
+}
+
+/// Loads the model of every learned method in `methods` from `cfg.models`, falling
+/// back to the committed trained models.
 fn load_models(cfg: &EvalConfig, methods: &[Method]) -> Result<Vec<Arc<Model>>> {
-    let models = cfg
+    let mut models = cfg
         .models
         .iter()
         .map(|dir| Model::load(dir).map(Arc::new))
@@ -218,9 +239,12 @@ fn load_models(cfg: &EvalConfig, methods: &[Method]) -> Result<Vec<Arc<Model>>> 
     for m in methods {
         if let Some(kind) = m.model_kind() {
             if !models.iter().any(|x| x.config.kind == kind) {
-                return Err(Error::Config(format!(
-                    "optimizer {m} needs a {kind} model: pass --model DIR (make one with `optimus-gpu init-model --kind {kind} --out DIR`)"
-                )));
+                let dir = default_model_dir(kind).ok_or_else(|| {
+                    Error::Config(format!(
+                        "optimizer {m} needs a {kind} model and assets/models/{kind} is not                          here: pass --model DIR (train one with `optimus-gpu train --model                          {kind}`), or leave {m} out of --optimizers"
+                    ))
+                })?;
+                models.push(Arc::new(Model::load(&dir)?));
             }
         }
     }

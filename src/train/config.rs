@@ -27,6 +27,9 @@ pub struct TaskConfig {
     pub rotate_prob: f64,
     /// log10 of the objective scale is uniform in this range.
     pub log10_scale: (f64, f64),
+    /// Start points are uniform in this fraction (0, 1] of each function's start
+    /// domain, around its centre.
+    pub start_fraction: f64,
 }
 
 impl Default for TaskConfig {
@@ -55,6 +58,7 @@ impl Default for TaskConfig {
             shift: 0.5,
             rotate_prob: 0.5,
             log10_scale: (-1.0, 1.0),
+            start_fraction: 1.0,
         }
     }
 }
@@ -307,6 +311,12 @@ impl TaskSampler {
                 cfg.rotate_prob
             ));
         }
+        if !(cfg.start_fraction > 0.0 && cfg.start_fraction <= 1.0) {
+            return bad(format!(
+                "start_fraction must be in (0, 1], got {}",
+                cfg.start_fraction
+            ));
+        }
         let (a, b) = cfg.log10_scale;
         if !(a.is_finite() && b.is_finite() && a.abs() <= 10.0 && b.abs() <= 10.0) {
             return bad(format!(
@@ -342,6 +352,7 @@ impl TaskSampler {
             shift: self.cfg.shift,
             rotate: rng.random_bool(self.cfg.rotate_prob),
             log10_scale: self.cfg.log10_scale,
+            start_fraction: self.cfg.start_fraction,
         };
         ProblemSpec::sample(Objective::Builtin(f), d, &opts, rng.random())
     }
