@@ -143,6 +143,48 @@ fn perturbed_step_matches_dense_perturbed_twin() {
     }
 }
 
+/// The meta-loss kernel against its twin: three perturbed steps of every particle, then
+/// each particle's sum of l_t = ln(f_t + 1e-10) − ln(f_0 + 1e-10) over the evaluations,
+/// against the dense-perturbed CPU run's gaps.
+#[test]
+fn meta_loss_sums_match_the_twin() {
+    let fx = fixture();
+    let kind = ModelKind::Lopt;
+    let m = model(kind, 9);
+    let specs = paired(&problems(&[1, 4, 7, 2]));
+    let (sigma, steps) = (0.2, 3u32);
+    let e = engine(&fx, &m, &specs, settings(steps, 30, sigma));
+    e.begin_truncation(ctx(), 0);
+    e.steps(ctx(), steps);
+    let loss: Vec<f32> = ctx().read(&e.loss, 2 * specs.len()).unwrap();
+    let mut spread: f64 = 0.0;
+    for (p, spec) in specs.iter().enumerate() {
+        let noise = e.noise_layout.draw(1234, 0, (p / 2) as u32);
+        let sign = if p % 2 == 0 { sigma } else { -sigma };
+        let mp = perturbed_model(&m, &e.noise_layout, &noise, sign);
+        let r = lcpu::run(&mp, spec, steps - 1).unwrap();
+        let l0 = cpu::log_gap(r.gaps[0]);
+        let want: f64 = r
+            .gaps
+            .iter()
+            .map(|&f| cpu::meta_loss_term(f, l0, 3.0, false))
+            .sum();
+        spread = spread.max(want.abs());
+        assert_close(
+            loss[2 * p] as f64,
+            want,
+            1e-3,
+            1e-3,
+            "meta-loss before the reset",
+        );
+        assert_eq!(loss[2 * p + 1], 0.0, "no reset, nothing after it");
+    }
+    assert!(
+        spread > 1e-3,
+        "the runs barely moved ({spread}); the test would be vacuous"
+    );
+}
+
 /// The gradient reduction, statistics and Adam step against their twins, from random
 /// meta-losses and accumulation starts.
 #[test]
