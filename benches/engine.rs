@@ -35,6 +35,34 @@ fn problems() -> Vec<ProblemSpec> {
         .collect()
 }
 
+/// Times `iters` iterations of `passes` passes each (`submit`), calling `reset` untimed
+/// before any problem would use up its step `budget`; `done` carries the passes run
+/// since the last reset across criterion's calls.
+fn time_passes(
+    ctx: &GpuContext,
+    iters: u64,
+    passes: u32,
+    budget: u32,
+    done: &mut u32,
+    reset: &dyn Fn(),
+    submit: &dyn Fn(),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        if *done + passes > budget {
+            reset();
+            ctx.wait().unwrap();
+            *done = 0;
+        }
+        let t0 = Instant::now();
+        submit();
+        ctx.wait().unwrap();
+        total += t0.elapsed();
+        *done += passes;
+    }
+    total
+}
+
 fn bench(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter (or lavapipe) is needed");
     let problems = problems();
@@ -124,21 +152,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("gpu", |b| {
         let mut done = 0;
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                // Start over (untimed) before any problem would use up its budget.
-                if done + PASSES > BUDGET {
-                    run.reset(&ctx);
-                    ctx.wait().unwrap();
-                    done = 0;
-                }
-                let t0 = Instant::now();
-                run.submit_passes(&ctx, PASSES);
-                ctx.wait().unwrap();
-                total += t0.elapsed();
-                done += PASSES;
-            }
-            total
+            time_passes(
+                &ctx,
+                iters,
+                PASSES,
+                BUDGET,
+                &mut done,
+                &|| run.reset(&ctx),
+                &|| run.submit_passes(&ctx, PASSES),
+            )
         })
     });
     g.throughput(Throughput::Elements(P as u64));
@@ -193,20 +215,15 @@ fn bench_optimus(c: &mut Criterion) {
     g.bench_function("gpu", |b| {
         let mut done = 0;
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                if done + 1 > BUDGET {
-                    run.reset(&ctx);
-                    ctx.wait().unwrap();
-                    done = 0;
-                }
-                let t0 = Instant::now();
-                run.submit_passes(&ctx, 1);
-                ctx.wait().unwrap();
-                total += t0.elapsed();
-                done += 1;
-            }
-            total
+            time_passes(
+                &ctx,
+                iters,
+                1,
+                BUDGET,
+                &mut done,
+                &|| run.reset(&ctx),
+                &|| run.submit_passes(&ctx, 1),
+            )
         })
     });
     g.bench_function("cpu_twin", |b| {
@@ -296,20 +313,15 @@ fn bench_pes(c: &mut Criterion) {
     let mut done = 0;
     g.bench_function("shared_weights", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                if done + 1 > BUDGET {
-                    shared.reset(&ctx);
-                    ctx.wait().unwrap();
-                    done = 0;
-                }
-                let t0 = Instant::now();
-                shared.submit_passes(&ctx, 1);
-                ctx.wait().unwrap();
-                total += t0.elapsed();
-                done += 1;
-            }
-            total
+            time_passes(
+                &ctx,
+                iters,
+                1,
+                BUDGET,
+                &mut done,
+                &|| shared.reset(&ctx),
+                &|| shared.submit_passes(&ctx, 1),
+            )
         })
     });
     let engine = PesEngine::new(
@@ -357,14 +369,7 @@ fn bench_pes(c: &mut Criterion) {
     let mut done = 0;
     g.bench_function("weight_copies", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                if done + 1 > BUDGET {
-                    copies.iter().for_each(|r| r.reset(&ctx));
-                    ctx.wait().unwrap();
-                    done = 0;
-                }
-                let t0 = Instant::now();
+            let submit = || {
                 let mut enc = ctx.device.create_command_encoder(&Default::default());
                 {
                     let mut pass = enc.begin_compute_pass(&Default::default());
@@ -373,11 +378,16 @@ fn bench_pes(c: &mut Criterion) {
                     }
                 }
                 ctx.queue.submit([enc.finish()]);
-                ctx.wait().unwrap();
-                total += t0.elapsed();
-                done += 1;
-            }
-            total
+            };
+            time_passes(
+                &ctx,
+                iters,
+                1,
+                BUDGET,
+                &mut done,
+                &|| copies.iter().for_each(|r| r.reset(&ctx)),
+                &submit,
+            )
         })
     });
     g.finish();

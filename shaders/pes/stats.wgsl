@@ -1,7 +1,7 @@
 // One workgroup sums what a meta-iteration reports and Adam needs: the squared norm of
 // the finite gradient entries, the number of non-finite ones, and the training
 // meta-loss (mean over particles of their truncation's mean l_t). Deterministic tree
-// reduction. CPU twin: `train::cpu::stats`.
+// reduction (`shared/reduce.wgsl`). CPU twin: `train::cpu::stats`.
 
 struct StatsParams {
     n_elems: u32,
@@ -15,13 +15,12 @@ struct StatsParams {
 @group(0) @binding(2) var<storage, read> loss: array<f32>;
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>;
 
-const SWG: u32 = 256u;
-var<workgroup> red: array<vec4<f32>, SWG>;
+#include "shared/reduce.wgsl"
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
     var acc = vec4<f32>(0.0);
-    for (var q = lid; q < params.n_elems; q += SWG) {
+    for (var q = lid; q < params.n_elems; q += WG) {
         let g = grad[q];
         if g == g && abs(g) <= 3.4e38 {
             acc.x += g * g;
@@ -29,20 +28,13 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             acc.z += 1.0;
         }
     }
-    for (var p = lid; p < params.n_particles; p += SWG) {
+    for (var p = lid; p < params.n_particles; p += WG) {
         acc.y += (loss[2u * p] + loss[2u * p + 1u]) * params.inv_k;
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = SWG / 2u; s > 0u; s = s >> 1u) {
-        if lid < s {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let total = wg_sum4(lid, acc);
     if lid == 0u {
-        stats[0] = red[0].x;
-        stats[1] = red[0].y / f32(params.n_particles);
-        stats[2] = red[0].z;
+        stats[0] = total.x;
+        stats[1] = total.y / f32(params.n_particles);
+        stats[2] = total.z;
     }
 }
