@@ -377,7 +377,7 @@ fn options(cfg: TrainConfig, out: &std::path::Path, resume: bool) -> TrainOption
     TrainOptions {
         config: Some(cfg),
         iterations: None,
-        kind: ModelKind::Optimus,
+        kind: Some(ModelKind::Optimus),
         batch: 24,
         out: out.to_path_buf(),
         resume,

@@ -56,9 +56,10 @@ struct TrainArgs {
     /// checkpoint's config with --resume.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Model kind: optimus, optimus-0 or lopt.
-    #[arg(long, default_value = "optimus")]
-    model: String,
+    /// Model kind: optimus, optimus-0 or lopt [default: optimus, or the checkpoint's
+    /// kind with --resume].
+    #[arg(long)]
+    model: Option<String>,
     /// Output directory: checkpoint.safetensors, log.csv, meta_loss.svg, model/.
     #[arg(long, default_value = "results/train")]
     out: PathBuf,
@@ -284,7 +285,12 @@ fn run(cli: Cli) -> Result<()> {
             let opts = TrainOptions {
                 config,
                 iterations: a.iterations,
-                kind: ModelKind::parse(&a.model).map_err(anyhow::Error::msg)?,
+                kind: a
+                    .model
+                    .as_deref()
+                    .map(ModelKind::parse)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
                 batch: a.batch,
                 out: a.out.clone(),
                 resume: a.resume,
@@ -315,9 +321,8 @@ fn run(cli: Cli) -> Result<()> {
             );
             if s.interrupted {
                 println!(
-                    "resume with: optimus-gpu train --resume --out {} --model {}",
-                    a.out.display(),
-                    a.model
+                    "resume with: optimus-gpu train --resume --out {}",
+                    a.out.display()
                 );
             }
         }

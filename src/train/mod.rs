@@ -38,7 +38,8 @@ pub struct TrainOptions {
     pub config: Option<TrainConfig>,
     /// Overrides the config's number of meta-iterations.
     pub iterations: Option<u32>,
-    pub kind: ModelKind,
+    /// The model kind; None: optimus, or the checkpoint's kind when resuming.
+    pub kind: Option<ModelKind>,
     /// Particles (two per antithetic pair).
     pub batch: usize,
     pub out: PathBuf,
@@ -173,7 +174,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
     let ckpt_path = opts.out.join(CHECKPOINT_FILE);
     let mut cfg = opts.config.clone().unwrap_or_default();
-    let mut model_cfg = model_config(&cfg, opts.kind);
+    let mut model_cfg = model_config(&cfg, opts.kind.unwrap_or_default());
     let resumed = if opts.resume {
         let (meta, tensors) = checkpoint::load(&ckpt_path)?;
         check_resume(&meta, opts, &model_cfg)?;
@@ -387,12 +388,12 @@ fn one_iteration(run: &Run<'_>, engine: &PesEngine<'_>, n: u32) -> Result<()> {
 /// A resumed run must be the same run: same model, batch and settings (only the number
 /// of iterations may grow).
 fn check_resume(meta: &CheckpointMeta, opts: &TrainOptions, model_cfg: &ModelConfig) -> Result<()> {
-    if meta.model.kind != opts.kind {
+    if let Some(kind) = opts.kind.filter(|&k| k != meta.model.kind) {
         return Err(Error::Config(format!(
-            "the checkpoint in {} trains a {} model, not {}; pass --model {}",
+            "the checkpoint in {} trains a {} model, not {kind}; pass --model {} or leave \
+             --model out",
             opts.out.display(),
             meta.model.kind,
-            opts.kind,
             meta.model.kind
         )));
     }
