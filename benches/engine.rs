@@ -63,6 +63,26 @@ fn time_passes(
     total
 }
 
+/// [`time_passes`] for one run: `passes` passes per iteration, reset at its budget.
+fn time_run(
+    ctx: &GpuContext,
+    run: &GpuRun,
+    iters: u64,
+    passes: u32,
+    budget: u32,
+    done: &mut u32,
+) -> Duration {
+    time_passes(
+        ctx,
+        iters,
+        passes,
+        budget,
+        done,
+        &|| run.reset(ctx),
+        &|| run.submit_passes(ctx, passes),
+    )
+}
+
 fn bench(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter (or lavapipe) is needed");
     let problems = problems();
@@ -151,17 +171,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements((P as u64) * PASSES as u64));
     g.bench_function("gpu", |b| {
         let mut done = 0;
-        b.iter_custom(|iters| {
-            time_passes(
-                &ctx,
-                iters,
-                PASSES,
-                BUDGET,
-                &mut done,
-                &|| run.reset(&ctx),
-                &|| run.submit_passes(&ctx, PASSES),
-            )
-        })
+        b.iter_custom(|iters| time_run(&ctx, &run, iters, PASSES, BUDGET, &mut done))
     });
     g.throughput(Throughput::Elements(P as u64));
     g.bench_function("cpu_twin", |b| {
@@ -214,17 +224,7 @@ fn bench_optimus(c: &mut Criterion) {
     g.throughput(Throughput::Elements(LP as u64));
     g.bench_function("gpu", |b| {
         let mut done = 0;
-        b.iter_custom(|iters| {
-            time_passes(
-                &ctx,
-                iters,
-                1,
-                BUDGET,
-                &mut done,
-                &|| run.reset(&ctx),
-                &|| run.submit_passes(&ctx, 1),
-            )
-        })
+        b.iter_custom(|iters| time_run(&ctx, &run, iters, 1, BUDGET, &mut done))
     });
     g.bench_function("cpu_twin", |b| {
         let mut states: Vec<lcpu::LearnedState> = problems
@@ -312,17 +312,7 @@ fn bench_pes(c: &mut Criterion) {
     .unwrap();
     let mut done = 0;
     g.bench_function("shared_weights", |b| {
-        b.iter_custom(|iters| {
-            time_passes(
-                &ctx,
-                iters,
-                1,
-                BUDGET,
-                &mut done,
-                &|| shared.reset(&ctx),
-                &|| shared.submit_passes(&ctx, 1),
-            )
-        })
+        b.iter_custom(|iters| time_run(&ctx, &shared, iters, 1, BUDGET, &mut done))
     });
     let engine = PesEngine::new(
         &ctx,

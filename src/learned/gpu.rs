@@ -350,6 +350,8 @@ pub struct LearnedNet {
     pub(crate) acc: wgpu::Buffer,
     pub(crate) mat: wgpu::Buffer,
     mat_init: Vec<f32>,
+    /// The packed weights when the net holds its own (not under a perturbation).
+    own_theta: Option<wgpu::Buffer>,
     _buffers: Vec<wgpu::Buffer>,
 }
 
@@ -419,11 +421,14 @@ impl LearnedNet {
             Some(_) => None,
             None => Some(ctx.storage("theta", &layout.pack(model))?),
         };
-        let theta = match (perturb, &own_theta) {
-            (Some(p), _) => p.theta,
-            (None, Some(t)) => t,
-            (None, None) => unreachable!("θ is either the trainer's or the model's"),
-        };
+        let theta = perturb.map_or_else(
+            || {
+                own_theta
+                    .as_ref()
+                    .expect("made above when there is no perturbation")
+            },
+            |p| p.theta,
+        );
         let nu = n as usize;
         let ru = rows as usize;
         let out_stride = round8(o as usize);
@@ -591,7 +596,6 @@ impl LearnedNet {
         let ops = b.ops;
         let mut buffers = b.keep;
         buffers.extend([feat, hid, a, qkv, att, mlp, out, blocks_buf, dummy]);
-        buffers.extend(own_theta);
         if let Some(p) = pert {
             buffers.extend([p.tok, p.proj]);
         }
@@ -601,13 +605,15 @@ impl LearnedNet {
             acc,
             mat,
             mat_init: mat_host,
+            own_theta,
             _buffers: buffers,
         })
     }
 
     /// Fresh accumulators and B = I for problem `p` alone (a meta-training reset), as
     /// writes queued before the next submit.
-    pub fn reset_problem(&self, ctx: &GpuContext, problems: &GpuProblems, p: usize) {
+    /// `moff` is the start of its B block (its `OptState::moff`).
+    pub fn reset_problem(&self, ctx: &GpuContext, problems: &GpuProblems, p: usize, moff: u32) {
         let (off, d) = (problems.offsets[p] as u64, problems.dims[p] as usize);
         let n = problems.n_total as u64;
         let zeros = vec![0f32; d];
@@ -617,14 +623,19 @@ impl LearnedNet {
         }
         // `mat_init` is every B (Optimus only), then the s | u scratch of 2n floats.
         if self.mat_init.len() > 2 * n as usize {
-            let (moffs, _) = problems.square_offsets();
-            let moff = moffs[p] as usize;
+            let moff = moff as usize;
             ctx.queue.write_buffer(
                 &self.mat,
                 moff as u64 * 4,
                 bytemuck::cast_slice(&self.mat_init[moff..moff + d * d]),
             );
         }
+    }
+
+    /// The packed weights the net owns (None under a perturbation, whose θ is the
+    /// trainer's), so a trainer can copy new weights in on the GPU.
+    pub fn own_theta(&self) -> Option<&wgpu::Buffer> {
+        self.own_theta.as_ref()
     }
 
     /// Zeroes the accumulators and puts B back to the identity.

@@ -620,6 +620,12 @@ impl<'a> GpuRun<'a> {
         })
     }
 
+    /// A learned run's packed weights (`learned::gpu::PackedLayout`), e.g. for a
+    /// meta-trainer to copy its current θ in on the GPU; None for classic methods.
+    pub fn learned_weights(&self) -> Option<&wgpu::Buffer> {
+        self.learned.as_ref().and_then(|net| net.own_theta())
+    }
+
     /// Puts every problem back at its start point with fresh optimizer state.
     pub fn reset(&self, ctx: &GpuContext) {
         if let Some(net) = &self.learned {

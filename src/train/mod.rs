@@ -115,13 +115,12 @@ impl Schedule {
 struct Run<'a> {
     ctx: &'a GpuContext,
     cfg: &'a TrainConfig,
-    model_cfg: ModelConfig,
     sampler: TaskSampler,
     dims: Vec<usize>,
     schedule: Schedule,
-    kernels: &'a Kernels,
-    objective: &'a ObjectiveStage,
-    validation: Vec<crate::problem::ProblemSpec>,
+    /// The validation problems under the unperturbed θ, bound once; each validation
+    /// copies the engine's θ in on the GPU.
+    validation: GpuRun<'a>,
 }
 
 impl Run<'_> {
@@ -132,23 +131,18 @@ impl Run<'_> {
         )
     }
 
-    /// Mean meta-loss of θ on the validation problems (unperturbed, one batch).
-    fn validate(&self, model: &Model) -> Result<f64> {
-        let steps = self.cfg.validation_steps();
-        let oc = OptimizerConfig {
-            model: Some(Arc::new(model.clone())),
-            ..OptimizerConfig::new(Method::for_model(model.config.kind))
-        };
-        let run = GpuRun::new(
-            self.ctx,
-            self.kernels,
-            self.objective,
-            &self.validation,
-            &oc,
-            None,
-            steps,
-        )?;
-        let results = run.run(self.ctx)?;
+    /// Mean meta-loss of the engine's current θ on the validation problems.
+    fn validate(&self, engine: &PesEngine<'_>) -> Result<f64> {
+        let ctx = self.ctx;
+        let weights = self
+            .validation
+            .learned_weights()
+            .expect("the validation run is a learned optimizer");
+        self.validation.reset(ctx);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&engine.theta, 0, weights, 0, engine.theta.size());
+        ctx.queue.submit([enc.finish()]);
+        let results = self.validation.run(ctx)?;
         let clip = self.cfg.loss_clip;
         let total: f64 = results
             .iter()
@@ -201,6 +195,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     let kernels = Kernels::new(ctx)?;
     let objective = ObjectiveStage::new(ctx, None)?;
     let pes_kernels = PesKernels::new(ctx)?;
+    let init = Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL]))?;
     let vseed = cfg.validation.seed;
     let validation = (0..cfg.validation.problems)
         .map(|p| {
@@ -208,18 +203,27 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
             sampler.sample(d, mix_seed(vseed, &[SEED_TASK, p as u64]))
         })
         .collect::<Result<Vec<_>>>()?;
+    let oc = OptimizerConfig {
+        model: Some(Arc::new(init.clone())),
+        ..OptimizerConfig::new(Method::for_model(model_cfg.kind))
+    };
+    let validation = GpuRun::new(
+        ctx,
+        &kernels,
+        &objective,
+        &validation,
+        &oc,
+        None,
+        cfg.validation_steps(),
+    )?;
     let run = Run {
         ctx,
         cfg: &cfg,
-        model_cfg: model_cfg.clone(),
         sampler,
         dims,
         schedule: Schedule::new(cfg.seed, pairs, cfg.horizon, cfg.truncation),
-        kernels: &kernels,
-        objective: &objective,
         validation,
     };
-    let init = Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL]))?;
     let mut specs = Vec::with_capacity(opts.batch);
     for i in 0..pairs {
         let t = run.task(i, 0)?;
@@ -274,7 +278,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     let started = Instant::now();
     let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
     if log.is_empty() {
-        let val = run.validate(&init)?;
+        let val = run.validate(&engine)?;
         log.push(LogRow {
             iteration: 0,
             train_loss: None,
@@ -297,9 +301,8 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         interrupted = stop.load(Ordering::SeqCst);
         if n.is_multiple_of(cfg.log_every) || last || interrupted {
             let st = engine.stats(ctx)?;
-            let model = engine.model(ctx, &run.model_cfg)?;
             let secs = window_start.0.elapsed().as_secs_f64() / (n - window_start.1).max(1) as f64;
-            let val = run.validate(&model)?;
+            let val = run.validate(&engine)?;
             let row = LogRow {
                 iteration: n,
                 train_loss: Some(st.train_loss),
@@ -341,7 +344,13 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
                 tensors.push((name, read_bytes(ctx, buf)?));
             }
             checkpoint::save(&ckpt_path, &meta, &tensors)?;
-            engine.model(ctx, &model_cfg)?.save(&model_dir)?;
+            let theta = tensors
+                .iter()
+                .find(|(name, _)| *name == "theta")
+                .map(|(_, bytes)| bytemuck::pod_collect_to_vec::<u8, f32>(bytes))
+                .expect("θ is one of the state buffers");
+            Model::from_weights(model_cfg.clone(), engine.packed.unpack(&theta))?
+                .save(&model_dir)?;
         }
         if interrupted {
             break;

@@ -322,7 +322,7 @@ impl<'a> PesEngine<'a> {
             })
             .collect();
         let table_buf = ctx.storage("noise table", &table)?;
-        let mut keep = vec![mask, table_buf, coef, f, g, history, opt_params];
+        let mut keep = Vec::new();
         let grad_groups = (0..window)
             .map(|slot| {
                 let p = ctx.uniform(
@@ -336,7 +336,7 @@ impl<'a> PesEngine<'a> {
                         pad: [0; 3],
                     },
                 );
-                let group = pes.grad.bind(ctx, &[&p, &keep[1], &noise, &keep[2], &grad]);
+                let group = pes.grad.bind(ctx, &[&p, &table_buf, &noise, &coef, &grad]);
                 keep.push(p);
                 group
             })
@@ -353,12 +353,11 @@ impl<'a> PesEngine<'a> {
                 pad: [0; 2],
             },
         );
-        let coef_group = pes.coef.bind(ctx, &[&coef_params, &loss, &since, &keep[2]]);
+        let coef_group = pes.coef.bind(ctx, &[&coef_params, &loss, &since, &coef]);
         let loss_params = ctx.uniform("loss params", &[np as u32, s.loss_clip.to_bits(), 0, 0]);
-        let loss_group = pes.loss.bind(
-            ctx,
-            &[&loss_params, &keep[3], &state, &phase, &logf0, &loss],
-        );
+        let loss_group = pes
+            .loss
+            .bind(ctx, &[&loss_params, &f, &state, &phase, &logf0, &loss]);
         let stats_params = ctx.uniform(
             "stats params",
             &[
@@ -386,7 +385,17 @@ impl<'a> PesEngine<'a> {
             ctx,
             &[&adam_params, &stats, &grad, &adam_m, &adam_v, &theta],
         );
-        keep.extend([loss_params, stats_params]);
+        keep.extend([
+            loss_params,
+            stats_params,
+            mask,
+            table_buf,
+            coef,
+            f,
+            g,
+            history,
+            opt_params,
+        ]);
         Ok(Self {
             kernels,
             pes,
@@ -483,7 +492,8 @@ impl<'a> PesEngine<'a> {
                 (p * std::mem::size_of::<OptState>()) as u64,
                 bytemuck::bytes_of(&self.initial_state[p]),
             );
-            self.net.reset_problem(ctx, &self.problems, p);
+            self.net
+                .reset_problem(ctx, &self.problems, p, self.initial_state[p].moff);
         }
         q.write_buffer(&self.phase, i as u64 * 4, bytemuck::bytes_of(&1u32));
         Ok(())
@@ -572,16 +582,6 @@ impl<'a> PesEngine<'a> {
             train_loss: v[1] as f64,
             nonfinite: v[2] as u32,
         })
-    }
-
-    /// θ as a model (canonical layout).
-    pub fn model(
-        &self,
-        ctx: &GpuContext,
-        config: &crate::learned::model::ModelConfig,
-    ) -> Result<Model> {
-        let packed: Vec<f32> = ctx.read(&self.theta, self.packed.len)?;
-        Model::from_weights(config.clone(), self.packed.unpack(&packed))
     }
 
     /// Buffers that make up the run's state, by name, for checkpoints: θ, Adam, and
