@@ -17,6 +17,7 @@ pub mod eval;
 pub mod functions;
 pub mod kernel;
 pub mod learned;
+pub mod motion;
 pub mod objective;
 pub mod optim;
 pub mod problem;
