@@ -8,6 +8,7 @@
 mod common;
 mod eval;
 mod learned;
+mod motion;
 mod objective;
 mod optim;
 mod problem;

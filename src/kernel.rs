@@ -94,6 +94,18 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("pes/grad.wgsl", include_str!("../shaders/pes/grad.wgsl")),
     ("pes/stats.wgsl", include_str!("../shaders/pes/stats.wgsl")),
     ("pes/adam.wgsl", include_str!("../shaders/pes/adam.wgsl")),
+    (
+        "motion/body.wgsl",
+        include_str!("../shaders/motion/body.wgsl"),
+    ),
+    (
+        "motion/forward.wgsl",
+        include_str!("../shaders/motion/forward.wgsl"),
+    ),
+    (
+        "motion/adjoint.wgsl",
+        include_str!("../shaders/motion/adjoint.wgsl"),
+    ),
 ];
 
 /// Top-level kernels (files with an entry point `main`), except `objective.wgsl`, which
@@ -115,6 +127,8 @@ pub const ENTRY_SHADERS: &[&str] = &[
     "pes/grad.wgsl",
     "pes/stats.wgsl",
     "pes/adam.wgsl",
+    "motion/forward.wgsl",
+    "motion/adjoint.wgsl",
 ];
 
 fn source_of(path: &str) -> Result<&'static str> {

@@ -364,6 +364,23 @@ impl Pose {
         }
     }
 
+    /// This pose with every joint turned by a random rotation of up to `angle` rad about
+    /// a random axis (test poses, noisy kinematic estimates).
+    pub fn perturbed(&self, rng: &mut impl rand::Rng, angle: f64) -> Self {
+        let mut pose = *self;
+        for q in pose.joints.iter_mut() {
+            let axis = DVec3::new(
+                rng.random_range(-1.0..1.0),
+                rng.random_range(-1.0..1.0),
+                rng.random_range(-1.0..1.0),
+            );
+            let turn =
+                DQuat::from_axis_angle(axis.normalize_or(DVec3::X), rng.random_range(0.0..angle));
+            *q = turn * *q;
+        }
+        pose
+    }
+
     /// Forward kinematics: the 19 body points (segment offsets of the DeepMimic
     /// humanoid; head, toes and heels are the project's end effectors).
     pub fn points(&self) -> [DVec3; N_POINTS] {

@@ -4,6 +4,7 @@
 //! its kinematic skeleton, `measure` and `sim` are the f64 CPU twin.
 
 pub mod body;
+pub mod gpu;
 pub mod measure;
 pub mod sim;
 

@@ -24,13 +24,9 @@ fn rand_vec(rng: &mut ChaCha8Rng, scale: f64) -> DVec3 {
     ) * scale
 }
 
-/// A bent pose: every joint rotated by a random amount.
+/// A bent pose, turned about the vertical.
 fn random_pose(rng: &mut ChaCha8Rng, angle: f64) -> Pose {
-    let mut pose = Pose::neutral();
-    for q in pose.joints.iter_mut() {
-        let axis = rand_vec(rng, 1.0).normalize();
-        *q = DQuat::from_axis_angle(axis, rng.random_range(0.0..angle));
-    }
+    let mut pose = Pose::neutral().perturbed(rng, angle);
     pose.root_rot = DQuat::from_rotation_y(rng.random_range(-3.0..3.0));
     pose
 }
