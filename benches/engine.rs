@@ -7,7 +7,7 @@
 //! `cargo bench --bench engine` (set WGPU_BACKEND=vulkan on lavapipe).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use optimus_gpu::objective::ObjectiveStage;
+use optimus_gpu::objective::{Evaluation, ObjectiveStage};
 use optimus_gpu::optim::{cpu, GpuRun, Kernels, Method, OptimizerConfig};
 use optimus_gpu::problem::{GpuProblems, Objective, ProblemSpec, SampleOptions};
 use optimus_gpu::{Function, GpuContext};
@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 for _ in 0..PASSES {
-                    stage.record(&mut pass, &binding);
+                    binding.record(&mut pass);
                 }
             }
             ctx.queue.submit([enc.finish()]);
@@ -130,7 +130,7 @@ fn bench(c: &mut Criterion) {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 for _ in 0..PASSES {
-                    stage.record(&mut pass, &binding1);
+                    binding1.record(&mut pass);
                 }
             }
             ctx.queue.submit([enc.finish()]);

@@ -98,8 +98,8 @@ fn forward_and_adjoint_match_twin() {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
-        sim.record_forward(&kernels, &mut pass);
-        sim.record_adjoint(&kernels, &mut pass);
+        sim.record_forward(&mut pass);
+        sim.record_adjoint(&mut pass);
     }
     ctx.queue.submit([enc.finish()]);
     let gpu = sim.read_trajectories(ctx).unwrap();
@@ -147,7 +147,7 @@ fn diverging_window_is_flagged_and_the_batch_goes_on() {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
-        sim.record_forward(&kernels, &mut pass);
+        sim.record_forward(&mut pass);
     }
     ctx.queue.submit([enc.finish()]);
     let status: Vec<u32> = ctx.read(&sim.status, 3).unwrap();
@@ -175,4 +175,107 @@ fn unstable_time_step_is_refused() {
         err.contains("unstable") && err.contains("lower dt"),
         "{err}"
     );
+}
+
+fn task_windows(
+    n_per: usize,
+) -> (
+    optimus_gpu::motion::task::TaskConfig,
+    Vec<optimus_gpu::motion::task::Window>,
+) {
+    use optimus_gpu::motion::clip::Family;
+    use optimus_gpu::motion::task::{TaskConfig, Window};
+    let cfg = TaskConfig {
+        sim: SimConfig {
+            keyframes: 3,
+            steps_per_key: 20,
+            ..Default::default()
+        },
+        obs_every: 10,
+        ..Default::default()
+    };
+    let body = Body::new(&cfg.gains);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut windows = Vec::new();
+    for family in [Family::Walk, Family::Dance, Family::Jump] {
+        for _ in 0..n_per {
+            let clip = family.clip(&mut rng, 1.0);
+            let start = rng.random_range(0.1..0.8);
+            windows.push(Window::new(&body, &cfg, &clip, start, rng.random()).unwrap());
+        }
+    }
+    (cfg, windows)
+}
+
+#[test]
+fn motion_objective_matches_twin() {
+    use optimus_gpu::motion::gpu::MotionEvaluator;
+    use optimus_gpu::motion::task::objective;
+    use optimus_gpu::objective::Evaluation;
+    let ctx = ctx();
+    let (cfg, windows) = task_windows(1);
+    let body = Body::new(&cfg.gains);
+    let eval = MotionEvaluator::new(ctx, &cfg, &windows).unwrap();
+    // Evaluate away from the start so the limit penalty takes part in one window.
+    let mut params: Vec<Vec<f64>> = windows.iter().map(|w| w.x0.clone()).collect();
+    params[1][5] = -1.05;
+    let flat: Vec<f32> = params.iter().flatten().map(|v| *v as f32).collect();
+    let x = ctx.storage("x", &flat).unwrap();
+    let f = ctx.storage_zeroed("f", windows.len()).unwrap();
+    let g = ctx.storage_zeroed("g", flat.len()).unwrap();
+    let bound = eval.bind_windows(ctx, &x, &f, &g).unwrap();
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        bound.record(&mut pass);
+    }
+    ctx.queue.submit([enc.finish()]);
+    let fs: Vec<f32> = ctx.read(&f, windows.len()).unwrap();
+    let gs: Vec<f32> = ctx.read(&g, flat.len()).unwrap();
+    let d = params[0].len();
+    for (k, w) in windows.iter().enumerate() {
+        let (fc, gc) = objective(&body, &cfg, w, &params[k]);
+        assert!(
+            (fs[k] as f64 - fc).abs() < 1e-4 * fc,
+            "window {k}: f {} vs {fc}",
+            fs[k]
+        );
+        let scale = gc.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let err = gc
+            .iter()
+            .zip(&gs[k * d..(k + 1) * d])
+            .map(|(c, a)| (*a as f64 - c).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            err < 1e-3 * scale,
+            "window {k}: gradient error {err} of norm {scale}"
+        );
+    }
+}
+
+#[test]
+fn optimizers_reduce_the_motion_objective() {
+    use optimus_gpu::motion::gpu::MotionEvaluator;
+    use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig};
+    let ctx = ctx();
+    let (cfg, windows) = task_windows(1);
+    let eval = MotionEvaluator::new(ctx, &cfg, &windows).unwrap();
+    let problems = eval.problems(&windows);
+    let kernels = Kernels::new(ctx).unwrap();
+    for (method, lr) in [(Method::Adam, 0.01), (Method::Lbfgs, 1.0)] {
+        let ocfg = OptimizerConfig {
+            lr,
+            ..OptimizerConfig::new(method)
+        };
+        let run = GpuRun::new(ctx, &kernels, &eval, &problems, &ocfg, None, 30).unwrap();
+        for (k, r) in run.run(ctx).unwrap().iter().enumerate() {
+            let first = r.gaps[0];
+            let last = r.final_gap();
+            assert!(
+                last < 0.7 * first,
+                "{method:?} window {k}: {first} → {last}"
+            );
+        }
+    }
 }

@@ -106,6 +106,14 @@ pub const SHADERS: &[(&str, &str)] = &[
         "motion/adjoint.wgsl",
         include_str!("../shaders/motion/adjoint.wgsl"),
     ),
+    (
+        "motion/loss.wgsl",
+        include_str!("../shaders/motion/loss.wgsl"),
+    ),
+    (
+        "motion/finish.wgsl",
+        include_str!("../shaders/motion/finish.wgsl"),
+    ),
 ];
 
 /// Top-level kernels (files with an entry point `main`), except `objective.wgsl`, which
@@ -129,6 +137,8 @@ pub const ENTRY_SHADERS: &[&str] = &[
     "pes/adam.wgsl",
     "motion/forward.wgsl",
     "motion/adjoint.wgsl",
+    "motion/loss.wgsl",
+    "motion/finish.wgsl",
 ];
 
 fn source_of(path: &str) -> Result<&'static str> {
@@ -316,9 +326,15 @@ impl Kernel {
         n_problems: u32,
     ) {
         pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, group, &[]);
-        let x = n_problems.clamp(1, MAX_GROUPS_X);
-        let y = n_problems.div_ceil(MAX_GROUPS_X).max(1);
-        pass.dispatch_workgroups(x, y, 1);
+        dispatch_group(pass, group, n_problems);
     }
+}
+
+/// Binds `group` and dispatches one workgroup per problem (a 2-d grid past 65535) with
+/// the pipeline already set.
+pub fn dispatch_group(pass: &mut wgpu::ComputePass<'_>, group: &wgpu::BindGroup, n_problems: u32) {
+    pass.set_bind_group(0, group, &[]);
+    let x = n_problems.clamp(1, MAX_GROUPS_X);
+    let y = n_problems.div_ceil(MAX_GROUPS_X).max(1);
+    pass.dispatch_workgroups(x, y, 1);
 }

@@ -152,14 +152,42 @@ pub struct ObjectiveStage {
     source: String,
 }
 
+/// What computes f − f* and ∇f of every problem of a batch on the GPU: the objective
+/// kernel here, or a multi-pass pipeline (the motion task's simulation, loss and
+/// adjoint). Runs bind it once and record it before every optimizer step.
+pub trait Evaluator {
+    /// Binds to `problems`: reads points from `x`, writes one value per problem to `f`
+    /// and gradients (ragged, like x) to `grad`.
+    fn bind(
+        &self,
+        ctx: &GpuContext,
+        problems: &GpuProblems,
+        x: &wgpu::Buffer,
+        f: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+    ) -> Result<Box<dyn Evaluation>>;
+}
+
+/// An [`Evaluator`] bound to one batch and one set of buffers.
+pub trait Evaluation {
+    /// Records one evaluation of every problem.
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>);
+}
+
 /// The objective bound to one batch and one set of x / f / ∇f buffers.
 pub struct ObjectiveBinding {
+    pipeline: wgpu::ComputePipeline,
     group: wgpu::BindGroup,
     n_problems: u32,
-    /// Function the batch is specialized to.
-    func: Option<u32>,
     _scratch: wgpu::Buffer,
     _params: wgpu::Buffer,
+}
+
+impl Evaluation for ObjectiveBinding {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        crate::kernel::dispatch_group(pass, &self.group, self.n_problems);
+    }
 }
 
 impl ObjectiveStage {
@@ -219,7 +247,8 @@ impl ObjectiveStage {
         if let Some(id) = func {
             self.special(ctx, id)?;
         }
-        let group = self.kernel(func).bind(
+        let kernel = self.kernel(func);
+        let group = kernel.bind(
             ctx,
             &[
                 &params,
@@ -233,18 +262,27 @@ impl ObjectiveStage {
             ],
         );
         Ok(ObjectiveBinding {
+            pipeline: kernel.pipeline.clone(),
             group,
             n_problems: problems.n_problems,
-            func,
             _scratch: scratch,
             _params: params,
         })
     }
+}
 
-    /// Records one evaluation of every problem.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, binding: &ObjectiveBinding) {
-        self.kernel(binding.func)
-            .dispatch_problems(pass, &binding.group, binding.n_problems);
+impl Evaluator for ObjectiveStage {
+    fn bind(
+        &self,
+        ctx: &GpuContext,
+        problems: &GpuProblems,
+        x: &wgpu::Buffer,
+        f: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+    ) -> Result<Box<dyn Evaluation>> {
+        Ok(Box::new(ObjectiveStage::bind(
+            self, ctx, problems, x, f, grad,
+        )?))
     }
 }
 
@@ -262,7 +300,7 @@ pub fn evaluate(
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
-        stage.record(&mut pass, &binding);
+        binding.record(&mut pass);
     }
     ctx.queue.submit([enc.finish()]);
     let fs: Vec<f32> = ctx.read(&f, gp.n_problems as usize)?;

@@ -21,6 +21,9 @@ pub enum Objective {
     Builtin(Function),
     /// A user WGSL objective (see `assets/objectives/`); one per batch.
     User(Arc<UserObjective>),
+    /// f and ∇f come from another [`crate::objective::Evaluator`] (the motion task),
+    /// with f* = 0; the name is for results.
+    Pipeline(String),
 }
 
 impl Objective {
@@ -28,6 +31,7 @@ impl Objective {
         match self {
             Objective::Builtin(f) => f.name().to_string(),
             Objective::User(u) => u.name.clone(),
+            Objective::Pipeline(n) => n.clone(),
         }
     }
 
@@ -36,6 +40,7 @@ impl Objective {
         match self {
             Objective::Builtin(f) => f.id(),
             Objective::User(_) => 13,
+            Objective::Pipeline(_) => 14,
         }
     }
 
@@ -44,13 +49,14 @@ impl Objective {
         match self {
             Objective::Builtin(f) => f.f_star(d),
             Objective::User(u) => u.f_star,
+            Objective::Pipeline(_) => 0.0,
         }
     }
 
     fn minimizer(&self, i: usize, d: usize) -> f64 {
         match self {
             Objective::Builtin(f) => f.minimizer(i, d),
-            Objective::User(_) => 0.0,
+            Objective::User(_) | Objective::Pipeline(_) => 0.0,
         }
     }
 
@@ -58,6 +64,7 @@ impl Objective {
         match self {
             Objective::Builtin(f) => f.start_domain(d),
             Objective::User(u) => u.domain,
+            Objective::Pipeline(_) => (-1.0, 1.0),
         }
     }
 }

@@ -185,7 +185,7 @@ impl Suite {
     fn valid(&self, o: &Objective, d: usize) -> bool {
         match o {
             Objective::Builtin(f) => f.check_dim(d).is_ok(),
-            Objective::User(_) => true,
+            Objective::User(_) | Objective::Pipeline(_) => true,
         }
     }
 

@@ -243,7 +243,7 @@ enum Group {
 }
 
 /// Bones and bracing springs: each foot and each half of the torso is a rigid truss.
-const SPRINGS: [(usize, usize); 24] = [
+pub const SPRINGS: [(usize, usize); 24] = [
     (R_HIP, L_HIP),
     (R_HIP, CHEST),
     (L_HIP, CHEST),

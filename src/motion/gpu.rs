@@ -6,6 +6,7 @@
 
 use super::body::{Body, Measure, Target, Vector};
 use super::sim::{Initial, SimConfig, Trajectory};
+use super::task::{TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Kernel};
@@ -15,6 +16,8 @@ use glam::DVec3;
 pub struct MotionKernels {
     forward: Kernel,
     adjoint: Kernel,
+    loss: Kernel,
+    finish: Kernel,
 }
 
 impl MotionKernels {
@@ -33,6 +36,18 @@ impl MotionKernels {
                 "motion/adjoint.wgsl",
                 &[
                     Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite,
+                ],
+            )?,
+            loss: Kernel::from_shader(
+                ctx,
+                "motion/loss.wgsl",
+                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
+            )?,
+            finish: Kernel::from_shader(
+                ctx,
+                "motion/finish.wgsl",
+                &[
+                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite,
                 ],
             )?,
         })
@@ -130,6 +145,12 @@ fn encode(body: &Body) -> Vec<GpuTerm> {
         .collect()
 }
 
+/// One invocation per window, with the pipeline already set.
+fn per_window(pass: &mut wgpu::ComputePass<'_>, group: &wgpu::BindGroup, n_windows: usize) {
+    pass.set_bind_group(0, group, &[]);
+    pass.dispatch_workgroups((n_windows as u32).div_ceil(WORKGROUP), 1, 1);
+}
+
 /// Loop iterations per step of each pass (an upper bound: every term loops over at most
 /// three vectors a few times), for splitting passes under the driver's limit.
 fn iterations_per_step(body: &Body, adjoint: bool) -> u64 {
@@ -178,6 +199,7 @@ pub struct GpuSim {
     pub status: wgpu::Buffer,
     forward: Vec<wgpu::BindGroup>,
     adjoint: Vec<wgpu::BindGroup>,
+    pipelines: [wgpu::ComputePipeline; 2],
     _owned: Vec<wgpu::Buffer>,
 }
 
@@ -288,31 +310,29 @@ impl GpuSim {
             status,
             forward,
             adjoint,
+            pipelines: [
+                kernels.forward.pipeline.clone(),
+                kernels.adjoint.pipeline.clone(),
+            ],
             _owned: owned,
         })
     }
 
-    fn record(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        kernel: &Kernel,
-        groups: &[wgpu::BindGroup],
-    ) {
-        pass.set_pipeline(&kernel.pipeline);
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, which: usize, groups: &[wgpu::BindGroup]) {
+        pass.set_pipeline(&self.pipelines[which]);
         for g in groups {
-            pass.set_bind_group(0, g, &[]);
-            pass.dispatch_workgroups((self.n_windows as u32).div_ceil(WORKGROUP), 1, 1);
+            per_window(pass, g, self.n_windows);
         }
     }
 
     /// Records the forward pass: every state of every window from θ.
-    pub fn record_forward(&self, kernels: &MotionKernels, pass: &mut wgpu::ComputePass<'_>) {
-        self.record(pass, &kernels.forward, &self.forward);
+    pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record(pass, 0, &self.forward);
     }
 
     /// Records the adjoint pass: ∂L/∂θ into the gradient buffer from the seeds.
-    pub fn record_adjoint(&self, kernels: &MotionKernels, pass: &mut wgpu::ComputePass<'_>) {
-        self.record(pass, &kernels.adjoint, &self.adjoint);
+    pub fn record_adjoint(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record(pass, 1, &self.adjoint);
     }
 
     /// Reads every window's trajectory back (tests, ground truth, pictures).
@@ -336,5 +356,195 @@ impl GpuSim {
                 t
             })
             .collect())
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LossParams {
+    n_windows: u32,
+    n_points: u32,
+    n_obs: u32,
+    obs_every: u32,
+    n_steps: u32,
+    pad: [u32; 2],
+    s2: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FinishParams {
+    n_windows: u32,
+    n_params: u32,
+    keyframes: u32,
+    n_channels: u32,
+    smooth: f32,
+    limit: f32,
+    pad: [u32; 2],
+}
+
+/// The motion reconstruction objective of a set of windows as an
+/// [`Evaluator`](crate::objective::Evaluator): simulate, reproject, adjoint,
+/// regularize. Any optimizer run binds it like the benchmark objective kernel.
+pub struct MotionEvaluator {
+    kernels: MotionKernels,
+    body: Body,
+    cfg: TaskConfig,
+    init: Vec<Initial>,
+    obs: Vec<f32>,
+    cameras: Vec<f32>,
+}
+
+impl MotionEvaluator {
+    pub fn new(ctx: &GpuContext, cfg: &TaskConfig, windows: &[Window]) -> Result<Self> {
+        let body = Body::new(&cfg.gains);
+        cfg.validate(&body)?;
+        let mut obs = Vec::new();
+        let mut cameras = Vec::new();
+        for w in windows {
+            obs.extend(w.obs.iter().flat_map(|o| o.map(|v| v as f32)));
+            let mut cam = w.camera.to_gpu();
+            let seen: f64 = w.obs.iter().map(|o| o[2]).sum();
+            cam[3] = (1.0 / seen.max(1.0)) as f32;
+            cameras.extend(cam);
+        }
+        Ok(Self {
+            kernels: MotionKernels::new(ctx)?,
+            init: windows.iter().map(|w| w.init.clone()).collect(),
+            body,
+            cfg: cfg.clone(),
+            obs,
+            cameras,
+        })
+    }
+}
+
+/// A [`MotionEvaluator`] bound to one parameter, value and gradient buffer.
+pub struct MotionEvaluation {
+    pub sim: GpuSim,
+    pipelines: [wgpu::ComputePipeline; 2],
+    loss: wgpu::BindGroup,
+    finish: wgpu::BindGroup,
+    _owned: Vec<wgpu::Buffer>,
+}
+
+impl crate::objective::Evaluation for MotionEvaluation {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        let n = self.sim.n_windows;
+        self.sim.record_forward(pass);
+        pass.set_pipeline(&self.pipelines[0]);
+        per_window(pass, &self.loss, n);
+        self.sim.record_adjoint(pass);
+        pass.set_pipeline(&self.pipelines[1]);
+        per_window(pass, &self.finish, n);
+    }
+}
+
+impl MotionEvaluator {
+    /// Binds to parameter buffer `x` (windows back to back), writing f and ∇f.
+    pub fn bind_windows(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        f: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+    ) -> Result<MotionEvaluation> {
+        let sim = GpuSim::new(
+            ctx,
+            &self.kernels,
+            &self.body,
+            &self.cfg.sim,
+            &self.init,
+            x,
+            grad,
+        )?;
+        let n = self.init.len();
+        let obs = ctx.storage("motion observations", &self.obs)?;
+        let cameras = ctx.storage("motion cameras", &self.cameras)?;
+        let data = ctx.storage_zeroed("motion data term", n)?;
+        let bounded: Vec<u32> = crate::motion::task::bounded_channels(&self.body)
+            .into_iter()
+            .map(u32::from)
+            .collect();
+        let bounded = ctx.storage("motion bounded channels", &bounded)?;
+        let lp = ctx.uniform(
+            "motion loss params",
+            &LossParams {
+                n_windows: n as u32,
+                n_points: self.body.masses.len() as u32,
+                n_obs: self.cfg.n_obs() as u32,
+                obs_every: self.cfg.obs_every as u32,
+                n_steps: self.cfg.sim.n_steps() as u32,
+                pad: [0; 2],
+                s2: (self.cfg.robust_scale * self.cfg.robust_scale) as f32,
+            },
+        );
+        let fp = ctx.uniform(
+            "motion finish params",
+            &FinishParams {
+                n_windows: n as u32,
+                n_params: self.cfg.sim.n_params(&self.body) as u32,
+                keyframes: self.cfg.sim.keyframes as u32,
+                n_channels: self.body.n_channels() as u32,
+                smooth: self.cfg.smooth_weight as f32,
+                limit: self.cfg.limit_weight as f32,
+                pad: [0; 2],
+            },
+        );
+        let loss = self
+            .kernels
+            .loss
+            .bind(ctx, &[&lp, &sim.traj, &obs, &cameras, &sim.seeds, &data]);
+        let finish = self
+            .kernels
+            .finish
+            .bind(ctx, &[&fp, x, &bounded, &data, &sim.status, f, grad]);
+        Ok(MotionEvaluation {
+            sim,
+            pipelines: [
+                self.kernels.loss.pipeline.clone(),
+                self.kernels.finish.pipeline.clone(),
+            ],
+            loss,
+            finish,
+            _owned: vec![obs, cameras, data, bounded, lp, fp],
+        })
+    }
+
+    /// One optimizer problem per window, starting from its kinematic estimate.
+    pub fn problems(&self, windows: &[Window]) -> Vec<crate::problem::ProblemSpec> {
+        windows
+            .iter()
+            .map(|w| crate::problem::ProblemSpec {
+                objective: crate::problem::Objective::Pipeline(format!("motion:{}", w.source)),
+                dim: w.x0.len(),
+                scale: 1.0,
+                center: vec![0.0; w.x0.len()],
+                rotation: None,
+                x0: w.x0.clone(),
+            })
+            .collect()
+    }
+}
+
+impl crate::objective::Evaluator for MotionEvaluator {
+    fn bind(
+        &self,
+        ctx: &GpuContext,
+        problems: &crate::problem::GpuProblems,
+        x: &wgpu::Buffer,
+        f: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+    ) -> Result<Box<dyn crate::objective::Evaluation>> {
+        let d = self.cfg.sim.n_params(&self.body) as u32;
+        if problems.n_problems as usize != self.init.len() || problems.dims.iter().any(|&p| p != d)
+        {
+            return Err(Error::Problem(format!(
+                "the motion objective holds {} windows of {d} parameters; the batch has {} problems",
+                self.init.len(),
+                problems.n_problems
+            )));
+        }
+        Ok(Box::new(self.bind_windows(ctx, x, f, grad)?))
     }
 }

@@ -4,9 +4,12 @@
 //! its kinematic skeleton, `measure` and `sim` are the f64 CPU twin.
 
 pub mod body;
+pub mod clip;
 pub mod gpu;
 pub mod measure;
+pub mod render;
 pub mod sim;
+pub mod task;
 
 #[cfg(test)]
 mod tests;

@@ -228,3 +228,129 @@ fn pd_control_holds_a_target_pose() {
         );
     }
 }
+
+/// A short task for tests: 3 keyframes, 40 steps, 5 observed frames.
+fn small_task() -> super::task::TaskConfig {
+    super::task::TaskConfig {
+        sim: SimConfig {
+            keyframes: 3,
+            steps_per_key: 20,
+            ..Default::default()
+        },
+        obs_every: 10,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn deepmimic_clips_round_trip_and_bad_files_are_named() {
+    use super::clip::{Clip, Family};
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let clip = Family::Dance.clip(&mut rng, 0.3);
+    let dir = std::env::temp_dir().join(format!("optimus-clip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dance.txt");
+    std::fs::write(&path, clip.to_deepmimic()).unwrap();
+    let back = Clip::load(&path).unwrap();
+    assert_eq!(back.name, "dance");
+    assert_eq!(back.poses.len(), clip.poses.len());
+    for (a, b) in clip.poses.iter().zip(&back.poses) {
+        for (p, q) in a.points().iter().zip(b.points().iter()) {
+            assert!((*p - *q).length() < 1e-9, "{p} vs {q}");
+        }
+    }
+    let good: serde_json::Value = serde_json::from_str(&clip.to_deepmimic()).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v.to_string()
+    };
+    let cases = [
+        (
+            edit(&|v| {
+                v["Frames"][1].as_array_mut().unwrap().pop();
+            }),
+            "frame 1 has 43 numbers",
+        ),
+        (
+            edit(&|v| {
+                v.as_object_mut().unwrap().remove("Frames");
+            }),
+            "missing field \"Frames\"",
+        ),
+        (
+            edit(&|v| {
+                v.as_object_mut().unwrap().remove("Loop");
+            }),
+            "missing field \"Loop\"",
+        ),
+        (
+            edit(&|v| v["Frames"][1][2] = serde_json::json!("x")),
+            "frame 1, value 2 is not a finite number",
+        ),
+    ];
+    for (text, want) in cases {
+        let bad = dir.join("bad.txt");
+        std::fs::write(&bad, text).unwrap();
+        let err = Clip::load(&bad).unwrap_err().to_string();
+        assert!(err.contains(want) && err.contains("bad.txt"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn procrustes_alignment_removes_a_similarity_transform() {
+    let cfg = small_task();
+    let body = Body::new(&cfg.gains);
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let clip = super::clip::Family::Walk.clip(&mut rng, 1.0);
+    let w = super::task::Window::new(&body, &cfg, &clip, 0.1, 7).unwrap();
+    let rot = DQuat::from_axis_angle(DVec3::new(0.3, 1.0, -0.2).normalize(), 0.7);
+    let mut moved = w.truth.clone();
+    for p in moved.x.iter_mut() {
+        *p = 1.3 * (rot * *p) + DVec3::new(0.5, -0.2, 2.0);
+    }
+    let (raw, aligned) = super::task::mpjpe(&cfg, &w.truth, &moved);
+    assert!(raw > 0.5, "the moved copy should be far: {raw}");
+    assert!(aligned < 1e-9, "aligned error {aligned}");
+}
+
+#[test]
+fn motion_objective_gradient_matches_finite_differences() {
+    use super::task::{objective, Window};
+    let cfg = small_task();
+    let body = Body::new(&cfg.gains);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let clip = super::clip::Family::Jump.clip(&mut rng, 1.0);
+    let w = Window::new(&body, &cfg, &clip, 0.2, 9).unwrap();
+    // From the true initial state only pixel noise is left (2 px: about 8 px² per
+    // joint); the optimizer starts from the estimate's state.
+    let mut exact = w.clone();
+    exact.init = w.true_init.clone();
+    let (f_true, _) = objective(&body, &cfg, &exact, &w.true_params);
+    let (f0, grad) = objective(&body, &cfg, &w, &w.x0);
+    assert!(f_true < 12.0, "objective at the truth {f_true}");
+    assert!(
+        f0 > 2.0 * f_true,
+        "the kinematic estimate should be worse: {f0} vs {f_true}"
+    );
+    let mut p = w.x0.clone();
+    // Push one angle channel over its limit so the limit term takes part.
+    p[3] = 1.02;
+    let (_, grad_p) = objective(&body, &cfg, &w, &p);
+    let eps = 1e-6;
+    let n = p.len();
+    for &i in &[0, 3, 17, 40, 77, n - 8, n - 6, n - 1] {
+        let mut q = p.clone();
+        q[i] += eps;
+        let up = objective(&body, &cfg, &w, &q).0;
+        q[i] -= 2.0 * eps;
+        let fd = (up - objective(&body, &cfg, &w, &q).0) / (2.0 * eps);
+        assert!(
+            (fd - grad_p[i]).abs() < 1e-4 * (1.0 + fd.abs()),
+            "parameter {i}: gradient {} vs finite differences {fd}",
+            grad_p[i]
+        );
+    }
+    assert!(grad.iter().all(|g| g.is_finite()));
+}

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::kernel::{Bind, Kernel};
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
 use crate::learned::model::{Model, ModelKind};
-use crate::objective::{ObjectiveBinding, ObjectiveStage};
+use crate::objective::{Evaluation, Evaluator};
 use crate::problem::{GpuProblems, ProblemSpec};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -466,11 +466,10 @@ impl Kernels {
 /// passes only record dispatches.
 pub struct GpuRun<'a> {
     kernels: &'a Kernels,
-    objective: &'a ObjectiveStage,
     config: OptimizerConfig,
     problems: GpuProblems,
     steps: u32,
-    obj_binding: ObjectiveBinding,
+    obj_binding: Box<dyn Evaluation>,
     /// The classic method's kernel bindings, or the learned optimizer's stages.
     opt_group: Option<wgpu::BindGroup>,
     learned: Option<LearnedNet>,
@@ -495,7 +494,7 @@ impl<'a> GpuRun<'a> {
     pub fn new(
         ctx: &GpuContext,
         kernels: &'a Kernels,
-        objective: &'a ObjectiveStage,
+        objective: &dyn Evaluator,
         problems: &[ProblemSpec],
         config: &OptimizerConfig,
         lrs: Option<&[f64]>,
@@ -604,7 +603,6 @@ impl<'a> GpuRun<'a> {
         ctx.queue.submit([enc.finish()]);
         Ok(Self {
             kernels,
-            objective,
             config: config.clone(),
             problems: gp,
             steps,
@@ -645,7 +643,7 @@ impl<'a> GpuRun<'a> {
     /// Records one pass (objective at the evaluation point, then the optimizer kernel)
     /// into `pass`. No readback: this is the unit an embedding application records.
     pub fn record_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.objective.record(pass, &self.obj_binding);
+        self.obj_binding.record(pass);
         let n = self.problems.n_problems;
         match (&self.learned, &self.opt_group) {
             (Some(net), _) => net.record(&self.kernels.learned, pass, n),
@@ -692,7 +690,7 @@ impl<'a> GpuRun<'a> {
                 }),
             });
             match (k, &self.learned, &self.opt_group) {
-                (0, _, _) => self.objective.record(&mut pass, &self.obj_binding),
+                (0, _, _) => self.obj_binding.record(&mut pass),
                 (k, Some(net), _) => net.record_stage(k - 1, &self.kernels.learned, &mut pass, n),
                 (_, None, Some(group)) => self
                     .kernels

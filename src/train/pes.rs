@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::kernel::{Bind, Kernel};
 use crate::learned::gpu::{LearnedNet, PackedLayout, Perturbation, StepBuffers};
 use crate::learned::model::Model;
-use crate::objective::{ObjectiveBinding, ObjectiveStage};
+use crate::objective::{Evaluation, Evaluator};
 use crate::optim::{Kernels, OptParams, OptState};
 use crate::problem::{GpuProblems, ProblemSpec};
 
@@ -158,7 +158,6 @@ fn grid(n: u32) -> [u32; 3] {
 pub struct PesEngine<'a> {
     kernels: &'a Kernels,
     pes: &'a PesKernels,
-    objective: &'a ObjectiveStage,
     pub problems: GpuProblems,
     pub settings: PesSettings,
     pub packed: PackedLayout,
@@ -182,7 +181,7 @@ pub struct PesEngine<'a> {
     pub state: wgpu::Buffer,
     pub net: LearnedNet,
     initial_state: Vec<OptState>,
-    obj_binding: ObjectiveBinding,
+    obj_binding: Box<dyn Evaluation>,
     noise_params: Vec<wgpu::Buffer>,
     noise_groups: Vec<wgpu::BindGroup>,
     grad_groups: Vec<wgpu::BindGroup>,
@@ -202,7 +201,7 @@ impl<'a> PesEngine<'a> {
         ctx: &GpuContext,
         kernels: &'a Kernels,
         pes: &'a PesKernels,
-        objective: &'a ObjectiveStage,
+        objective: &dyn Evaluator,
         model: &Model,
         specs: &[ProblemSpec],
         settings: PesSettings,
@@ -399,7 +398,6 @@ impl<'a> PesEngine<'a> {
         Ok(Self {
             kernels,
             pes,
-            objective,
             problems,
             settings,
             packed,
@@ -506,7 +504,7 @@ impl<'a> PesEngine<'a> {
             let mut pass = enc.begin_compute_pass(&Default::default());
             let np = self.problems.n_problems;
             for _ in 0..k {
-                self.objective.record(&mut pass, &self.obj_binding);
+                self.obj_binding.record(&mut pass);
                 pass.set_pipeline(&self.pes.loss.pipeline);
                 pass.set_bind_group(0, &self.loss_group, &[]);
                 let gr = grid(np);
