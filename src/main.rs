@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use optimus_gpu::bench;
 use optimus_gpu::eval::{self, report, EvalConfig};
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+use optimus_gpu::motion::{self, eval::MotionEvalConfig};
 use optimus_gpu::train::{self, config::TrainConfig, TrainOptions};
 use optimus_gpu::GpuContext;
 use std::path::PathBuf;
@@ -117,9 +118,24 @@ struct BenchArgs {
 
 #[derive(clap::Args)]
 struct EvalArgs {
-    /// RON config file (see assets/eval.ron); flags override its fields.
+    /// What to evaluate on: benchmark functions, or physics-based motion
+    /// reconstruction windows (OPTIMUS.md §5).
+    #[arg(long, value_enum, default_value_t = Task::Functions)]
+    task: Task,
+    /// RON config file (see assets/eval.ron, or assets/motion.ron with --task motion);
+    /// flags override its fields.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Motion families to test on, comma-separated (--task motion; default: walk, turn,
+    /// dance, jump, squat, kick).
+    #[arg(long, value_delimiter = ',')]
+    families: Option<Vec<String>>,
+    /// DeepMimic motion clip files to test on as well (--task motion).
+    #[arg(long, value_delimiter = ',')]
+    clips: Option<Vec<PathBuf>>,
+    /// Windows per motion family or clip (--task motion; default 4).
+    #[arg(long)]
+    windows: Option<usize>,
     /// Functions, comma-separated (default: all 13).
     #[arg(long, value_delimiter = ',')]
     functions: Option<Vec<String>>,
@@ -164,14 +180,64 @@ struct EvalArgs {
     quiet: bool,
 }
 
+/// The problems `eval` runs on.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Task {
+    Functions,
+    Motion,
+}
+
+fn read_config<T>(
+    path: &PathBuf,
+    parse: impl Fn(&str, &str) -> optimus_gpu::Result<T>,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    Ok(parse(&text, &path.display().to_string())?)
+}
+
 impl EvalArgs {
-    fn config(&self) -> Result<EvalConfig> {
+    fn motion_config(&self) -> Result<MotionEvalConfig> {
+        let function_flags = [
+            ("--functions", self.functions.is_some()),
+            ("--dims", self.dims.is_some()),
+            ("--starts", self.starts.is_some()),
+            ("--rotate", self.rotate),
+            ("--shift", self.shift.is_some()),
+            ("--objective", self.objective.is_some()),
+        ];
+        if let Some((flag, _)) = function_flags.iter().find(|(_, set)| *set) {
+            anyhow::bail!("{flag} applies to benchmark functions, not to --task motion");
+        }
         let mut cfg = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read config {}", p.display()))?;
-                EvalConfig::from_ron(&text, &p.display().to_string())?
+            Some(p) => read_config(p, MotionEvalConfig::from_ron)?,
+            None => MotionEvalConfig::default(),
+        };
+        macro_rules! take {
+            ($($f:ident),*) => { $(if let Some(v) = &self.$f { cfg.$f = v.clone(); })* };
+        }
+        take!(families, clips, windows, steps, optimizers, seed, out);
+        if let Some(m) = &self.model {
+            cfg.models = m.clone();
+        }
+        if self.lr.is_some() {
+            cfg.lr = self.lr;
+        }
+        Ok(cfg)
+    }
+
+    fn config(&self) -> Result<EvalConfig> {
+        for (flag, set) in [
+            ("--families", self.families.is_some()),
+            ("--clips", self.clips.is_some()),
+            ("--windows", self.windows.is_some()),
+        ] {
+            if set {
+                anyhow::bail!("{flag} applies to --task motion");
             }
+        }
+        let mut cfg = match &self.config {
+            Some(p) => read_config(p, EvalConfig::from_ron)?,
             None => EvalConfig::default(),
         };
         macro_rules! take {
@@ -210,6 +276,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info => {
             let ctx = GpuContext::new()?;
             print!("{}", ctx.describe());
+        }
+        Command::Eval(args) if args.task == Task::Motion => {
+            let cfg = args.motion_config()?;
+            let ctx = GpuContext::new()?;
+            let (res, windows) = motion::eval::run(&ctx, &cfg, args.quiet)?;
+            print!("{}", motion::eval::table(&res));
+            let files = motion::eval::write_all(&res, &windows, &cfg)?;
+            println!(
+                "wrote {} files to {} ({:.1} s on {})",
+                files.len(),
+                cfg.out.display(),
+                res.seconds,
+                res.adapter
+            );
         }
         Command::Eval(args) => {
             let cfg = args.config()?;

@@ -213,7 +213,7 @@ impl Suite {
     }
 }
 
-fn model_for(m: Method, models: &[Arc<Model>]) -> Option<Arc<Model>> {
+pub(crate) fn model_for(m: Method, models: &[Arc<Model>]) -> Option<Arc<Model>> {
     m.model_kind()
         .and_then(|k| models.iter().find(|x| x.config.kind == k).cloned())
 }
@@ -228,11 +228,10 @@ pub fn default_model_dir(kind: ModelKind) -> Option<PathBuf> {
         .find(|p| p.join(crate::learned::model::CONFIG_FILE).exists())
 }
 
-/// Loads the model of every learned method in `methods` from `cfg.models`, falling
-/// back to the committed trained models.
-fn load_models(cfg: &EvalConfig, methods: &[Method]) -> Result<Vec<Arc<Model>>> {
-    let mut models = cfg
-        .models
+/// Loads the model of every learned method in `methods` from `dirs`, falling back to
+/// the committed trained models.
+pub(crate) fn load_models(dirs: &[PathBuf], methods: &[Method]) -> Result<Vec<Arc<Model>>> {
+    let mut models = dirs
         .iter()
         .map(|dir| Model::load(dir).map(Arc::new))
         .collect::<Result<Vec<_>>>()?;
@@ -291,7 +290,7 @@ fn tuning_score(r: &ProblemResult) -> f64 {
     }
 }
 
-fn bar(len: u64, quiet: bool, msg: &'static str) -> ProgressBar {
+pub(crate) fn bar(len: u64, quiet: bool, msg: &'static str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
@@ -311,7 +310,7 @@ fn bar(len: u64, quiet: bool, msg: &'static str) -> ProgressBar {
 pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResults> {
     cfg.check()?;
     let methods = cfg.methods()?;
-    let models = load_models(cfg, &methods)?;
+    let models = load_models(&cfg.models, &methods)?;
     let suite = Suite::new(cfg)?;
     let kernels = Kernels::new(ctx)?;
     let stage = ObjectiveStage::new(ctx, suite.user.as_deref())?;

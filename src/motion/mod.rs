@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod clip;
+pub mod eval;
 pub mod gpu;
 pub mod measure;
 pub mod render;

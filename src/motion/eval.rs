@@ -1,0 +1,621 @@
+//! `optimus-gpu eval --task motion`: optimizers against each other on motion
+//! reconstruction windows (OPTIMUS.md §5): objective against iterations, iterations to
+//! reach the reference optimizer's final objective, MPJPE and Procrustes-aligned MPJPE
+//! in mm, time; a table, JSON, CSV, plots and stick-figure strips.
+
+use super::body::Body;
+use super::clip::{Clip, Family};
+use super::gpu::MotionEvaluator;
+use super::render::{stick_strip, Layer};
+use super::sim::simulate;
+use super::task::{mpjpe, TaskConfig, Window};
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::eval::{bar, load_models, model_for};
+use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
+use plotters::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a motion evaluation runs. Every field has a default; a RON file or flags
+/// override them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MotionEvalConfig {
+    pub task: TaskConfig,
+    /// Procedural motion families to cut test windows from.
+    pub families: Vec<String>,
+    /// DeepMimic clip files to cut test windows from (each a family of its own).
+    pub clips: Vec<PathBuf>,
+    /// Windows per family or clip.
+    pub windows: usize,
+    pub optimizers: Vec<String>,
+    pub steps: u32,
+    /// Adam's learning rate is tuned on walking windows (apart from the test ones).
+    pub lr_grid: Vec<f64>,
+    pub tune_windows: usize,
+    pub lr: Option<f64>,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub models: Vec<PathBuf>,
+}
+
+impl Default for MotionEvalConfig {
+    fn default() -> Self {
+        Self {
+            task: TaskConfig::default(),
+            families: Family::ALL.iter().map(|f| f.name().to_string()).collect(),
+            clips: Vec::new(),
+            windows: 4,
+            optimizers: ["adam", "bfgs", "lbfgs", "lopt", "optimus-0", "optimus"]
+                .map(String::from)
+                .to_vec(),
+            steps: 100,
+            lr_grid: vec![0.001, 0.003, 0.01, 0.03, 0.1],
+            tune_windows: 4,
+            lr: None,
+            seed: 0,
+            out: PathBuf::from("results/motion"),
+            models: Vec::new(),
+        }
+    }
+}
+
+impl MotionEvalConfig {
+    pub fn from_ron(text: &str, path: &str) -> Result<Self> {
+        ron::from_str(text).map_err(|e| Error::Config(format!("{path}: {e}")))
+    }
+}
+
+/// One optimizer on one window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WindowResult {
+    pub family: String,
+    pub window: usize,
+    pub optimizer: String,
+    /// Objective at iterations 0..=T (NaN after a divergence).
+    pub curve: Vec<f64>,
+    pub final_objective: f64,
+    pub evals: u32,
+    pub diverged: bool,
+    pub mpjpe_mm: f64,
+    pub pa_mpjpe_mm: f64,
+    /// First iteration whose objective is at most the reference optimizer's final one.
+    pub iters_to_reference: Option<u32>,
+    /// Final parameters (for pictures; not written to the results files).
+    #[serde(skip)]
+    pub params: Vec<f64>,
+}
+
+/// One optimizer on one family: means over its windows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub family: String,
+    pub optimizer: String,
+    pub lr: Option<f64>,
+    pub final_objective: f64,
+    pub mpjpe_mm: f64,
+    pub pa_mpjpe_mm: f64,
+    /// Mean iterations to the reference's final objective, over the windows that got
+    /// there, and how many did.
+    pub iters_to_reference: Option<f64>,
+    pub reached_reference: usize,
+    pub windows: usize,
+    pub diverged: usize,
+    /// This family's share of the optimizer's batch wall time.
+    pub seconds: f64,
+}
+
+/// Everything a motion evaluation measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MotionResults {
+    pub adapter: String,
+    pub steps: u32,
+    pub parameters_per_window: usize,
+    /// The optimizer whose final objective the others race to.
+    pub reference: Option<String>,
+    pub adam_lr: Option<f64>,
+    /// MPJPE of the kinematic initialization per family (mm).
+    pub initial_mpjpe_mm: Vec<(String, f64)>,
+    pub rows: Vec<Row>,
+    pub windows: Vec<WindowResult>,
+    pub seconds: f64,
+}
+
+/// Test windows per family or clip: (name, windows).
+pub type FamilyWindows = Vec<(String, Vec<Window>)>;
+
+/// Test windows per family: (family name, windows).
+fn test_windows(cfg: &MotionEvalConfig, body: &Body) -> Result<FamilyWindows> {
+    let span = cfg.task.window_seconds();
+    let mut out = Vec::new();
+    let mut sources: Vec<(String, Option<Family>, Option<Clip>)> = Vec::new();
+    for name in &cfg.families {
+        sources.push((name.clone(), Some(Family::parse(name)?), None));
+    }
+    for path in &cfg.clips {
+        let clip = Clip::load(path)?;
+        sources.push((clip.name.clone(), None, Some(clip)));
+    }
+    if sources.is_empty() {
+        return Err(Error::Config(
+            "name at least one motion family or clip".into(),
+        ));
+    }
+    for (k, (name, family, clip)) in sources.into_iter().enumerate() {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(k as u64));
+        let mut ws = Vec::new();
+        for _ in 0..cfg.windows {
+            let clip = match (&family, &clip) {
+                (Some(f), _) => f.clip(&mut rng, span + 1.2),
+                (None, Some(c)) => c.clone(),
+                _ => unreachable!("a source is a family or a clip"),
+            };
+            let room = clip.duration() - span - 0.1;
+            if room < 0.0 {
+                return Err(Error::Config(format!(
+                    "clip '{name}' lasts {:.2} s, shorter than a {span:.2} s window",
+                    clip.duration()
+                )));
+            }
+            let start = 0.1 + rng.random_range(0.0..=room);
+            ws.push(Window::new(body, &cfg.task, &clip, start, rng.random())?);
+        }
+        out.push((name, ws));
+    }
+    Ok(out)
+}
+
+/// Adam's learning rate: the best mean final objective on walking windows drawn apart
+/// from the test windows.
+fn tune_adam(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    cfg: &MotionEvalConfig,
+    body: &Body,
+) -> Result<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7475_6e65);
+    let span = cfg.task.window_seconds();
+    let mut base = Vec::new();
+    for _ in 0..cfg.tune_windows {
+        let clip = Family::Walk.clip(&mut rng, span + 1.2);
+        let start = 0.1 + rng.random_range(0.0..1.0);
+        base.push(Window::new(body, &cfg.task, &clip, start, rng.random())?);
+    }
+    let mut windows = Vec::new();
+    let mut lrs = Vec::new();
+    for &lr in &cfg.lr_grid {
+        windows.extend(base.iter().cloned());
+        lrs.extend(std::iter::repeat_n(lr, base.len()));
+    }
+    let eval = MotionEvaluator::new(ctx, &cfg.task, &windows)?;
+    let problems = eval.problems(&windows);
+    let run = GpuRun::new(
+        ctx,
+        kernels,
+        &eval,
+        &problems,
+        &OptimizerConfig::new(Method::Adam),
+        Some(&lrs),
+        cfg.steps,
+    )?;
+    let res = run.run(ctx)?;
+    let n = base.len();
+    let score = |k: usize| -> f64 {
+        res[k * n..(k + 1) * n]
+            .iter()
+            .map(|r| {
+                if r.status == Status::Diverged || !r.final_gap().is_finite() {
+                    1e6
+                } else {
+                    r.final_gap()
+                }
+            })
+            .sum()
+    };
+    let best = (0..cfg.lr_grid.len())
+        .min_by(|&a, &b| score(a).total_cmp(&score(b)))
+        .unwrap_or(0);
+    Ok(cfg.lr_grid[best])
+}
+
+/// Runs the motion evaluation described by `cfg`.
+pub fn run(
+    ctx: &GpuContext,
+    cfg: &MotionEvalConfig,
+    quiet: bool,
+) -> Result<(MotionResults, FamilyWindows)> {
+    if cfg.windows == 0 || cfg.steps == 0 || cfg.optimizers.is_empty() {
+        return Err(Error::Config(
+            "windows, steps and optimizers must be non-empty".into(),
+        ));
+    }
+    let body = Body::new(&cfg.task.gains);
+    cfg.task.validate(&body)?;
+    let methods: Vec<Method> = cfg
+        .optimizers
+        .iter()
+        .map(|s| Method::parse(s).map_err(Error::Config))
+        .collect::<Result<_>>()?;
+    let models = load_models(&cfg.models, &methods)?;
+    let start = Instant::now();
+    let families = test_windows(cfg, &body)?;
+    let kernels = Kernels::new(ctx)?;
+    let adam_lr = match (cfg.lr, methods.iter().any(|m| m.has_lr())) {
+        (Some(lr), _) => Some(lr),
+        (None, true) => Some(tune_adam(ctx, &kernels, cfg, &body)?),
+        (None, false) => None,
+    };
+    let all: Vec<Window> = families
+        .iter()
+        .flat_map(|(_, w)| w.iter().cloned())
+        .collect();
+    let eval = MotionEvaluator::new(ctx, &cfg.task, &all)?;
+    let problems = eval.problems(&all);
+    let mut per_method: Vec<(Method, Vec<ProblemResult>, f64)> = Vec::new();
+    let pb = bar(methods.len() as u64, quiet, "motion");
+    for &m in &methods {
+        let ocfg = OptimizerConfig {
+            lr: adam_lr
+                .filter(|_| m.has_lr())
+                .unwrap_or(OptimizerConfig::default().lr),
+            model: model_for(m, &models),
+            ..OptimizerConfig::new(m)
+        };
+        let t0 = Instant::now();
+        let res = GpuRun::new(ctx, &kernels, &eval, &problems, &ocfg, None, cfg.steps)?.run(ctx)?;
+        per_method.push((m, res, t0.elapsed().as_secs_f64()));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let reference = [Method::Bfgs, Method::Lbfgs]
+        .into_iter()
+        .find(|r| methods.contains(r));
+    let ref_final: Option<Vec<f64>> = reference.and_then(|r| {
+        per_method
+            .iter()
+            .find(|(m, _, _)| *m == r)
+            .map(|(_, res, _)| res.iter().map(|x| x.final_gap()).collect())
+    });
+    let mut windows = Vec::new();
+    let mut rows = Vec::new();
+    for (m, res, secs) in &per_method {
+        let mut k = 0;
+        for (family, ws) in &families {
+            let mut mine = Vec::new();
+            for (wi, w) in ws.iter().enumerate() {
+                let r = &res[k];
+                let diverged = r.status == Status::Diverged;
+                let est = simulate(&body, &cfg.task.sim, &r.x, &w.init);
+                let (e, pa) = if diverged || !est.is_finite() {
+                    (f64::NAN, f64::NAN)
+                } else {
+                    mpjpe(&cfg.task, &w.truth, &est)
+                };
+                let target = ref_final.as_ref().map(|f| f[k]);
+                mine.push(WindowResult {
+                    family: family.clone(),
+                    window: wi,
+                    optimizer: m.name().into(),
+                    curve: r.gaps.clone(),
+                    final_objective: if diverged { f64::NAN } else { r.final_gap() },
+                    evals: r.evals,
+                    diverged,
+                    mpjpe_mm: 1e3 * e,
+                    pa_mpjpe_mm: 1e3 * pa,
+                    iters_to_reference: target
+                        .filter(|t| t.is_finite() && !diverged)
+                        .and_then(|t| r.gaps.iter().position(|g| *g <= t).map(|i| i as u32)),
+                    params: r.x.clone(),
+                });
+                k += 1;
+            }
+            rows.push(row(
+                family,
+                *m,
+                adam_lr.filter(|_| m.has_lr()),
+                &mine,
+                secs * ws.len() as f64 / all.len() as f64,
+            ));
+            windows.extend(mine);
+        }
+    }
+    let initial_mpjpe_mm = families
+        .iter()
+        .map(|(name, ws)| {
+            let e: f64 = ws
+                .iter()
+                .map(|w| {
+                    mpjpe(
+                        &cfg.task,
+                        &w.truth,
+                        &simulate(&body, &cfg.task.sim, &w.x0, &w.init),
+                    )
+                    .0
+                })
+                .sum::<f64>()
+                / ws.len() as f64;
+            (name.clone(), 1e3 * e)
+        })
+        .collect();
+    Ok((
+        MotionResults {
+            adapter: ctx
+                .adapter_info
+                .as_ref()
+                .map_or("embedded device".into(), |i| {
+                    format!("{} ({:?})", i.name, i.backend)
+                }),
+            steps: cfg.steps,
+            parameters_per_window: cfg.task.sim.n_params(&body),
+            reference: reference.map(|r| r.name().to_string()),
+            adam_lr,
+            initial_mpjpe_mm,
+            rows,
+            windows,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+        families,
+    ))
+}
+
+fn finite_mean(v: impl Iterator<Item = f64>) -> f64 {
+    let ok: Vec<f64> = v.filter(|x| x.is_finite()).collect();
+    if ok.is_empty() {
+        f64::NAN
+    } else {
+        ok.iter().sum::<f64>() / ok.len() as f64
+    }
+}
+
+fn row(family: &str, m: Method, lr: Option<f64>, ws: &[WindowResult], seconds: f64) -> Row {
+    let reached: Vec<f64> = ws
+        .iter()
+        .filter_map(|w| w.iters_to_reference.map(f64::from))
+        .collect();
+    Row {
+        family: family.into(),
+        optimizer: m.name().into(),
+        lr,
+        final_objective: finite_mean(ws.iter().map(|w| w.final_objective)),
+        mpjpe_mm: finite_mean(ws.iter().map(|w| w.mpjpe_mm)),
+        pa_mpjpe_mm: finite_mean(ws.iter().map(|w| w.pa_mpjpe_mm)),
+        iters_to_reference: (!reached.is_empty())
+            .then(|| reached.iter().sum::<f64>() / reached.len() as f64),
+        reached_reference: reached.len(),
+        windows: ws.len(),
+        diverged: ws.iter().filter(|w| w.diverged).count(),
+        seconds,
+    }
+}
+
+/// The results as a text table, one block per family.
+pub fn table(res: &MotionResults) -> String {
+    let mut s = format!(
+        "motion reconstruction: {} parameters per window, {} iterations{}\n",
+        res.parameters_per_window,
+        res.steps,
+        res.adam_lr.map_or(String::new(), |l| format!(
+            ", Adam lr {l} (tuned on walking)"
+        ))
+    );
+    let reference = res.reference.clone().unwrap_or_else(|| "-".into());
+    s += &format!(
+        "{:<10} {:<10} {:>12} {:>10} {:>12} {:>16} {:>8}\n",
+        "motion",
+        "optimizer",
+        "objective",
+        "MPJPE mm",
+        "PA-MPJPE mm",
+        format!("iters to {reference}"),
+        "time s"
+    );
+    for r in &res.rows {
+        let iters = match r.iters_to_reference {
+            Some(i) => format!("{i:.0} ({}/{})", r.reached_reference, r.windows),
+            None => format!("- (0/{})", r.windows),
+        };
+        s += &format!(
+            "{:<10} {:<10} {:>12.3} {:>10.1} {:>12.1} {:>16} {:>8.1}{}\n",
+            r.family,
+            r.optimizer,
+            r.final_objective,
+            r.mpjpe_mm,
+            r.pa_mpjpe_mm,
+            iters,
+            r.seconds,
+            if r.diverged > 0 {
+                format!("  ({} diverged)", r.diverged)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let init: Vec<String> = res
+        .initial_mpjpe_mm
+        .iter()
+        .map(|(f, e)| format!("{f} {e:.1}"))
+        .collect();
+    s += &format!(
+        "MPJPE of the kinematic initialization (mm): {}\n",
+        init.join(", ")
+    );
+    s
+}
+
+/// Writes results.json, results.csv, one objective plot per family and one stick
+/// strip per family; returns the files.
+pub fn write_all(
+    res: &MotionResults,
+    families: &[(String, Vec<Window>)],
+    cfg: &MotionEvalConfig,
+) -> Result<Vec<PathBuf>> {
+    let dir = &cfg.out;
+    let io = |p: &Path, e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+    let mut files = Vec::new();
+    let json = dir.join("results.json");
+    let text = serde_json::to_string_pretty(res).map_err(|e| io(&json, &e))?;
+    std::fs::write(&json, text).map_err(|e| io(&json, &e))?;
+    files.push(json);
+    let csv_path = dir.join("results.csv");
+    let mut w = csv::Writer::from_path(&csv_path).map_err(|e| io(&csv_path, &e))?;
+    for r in &res.rows {
+        w.serialize(r).map_err(|e| io(&csv_path, &e))?;
+    }
+    w.flush().map_err(|e| io(&csv_path, &e))?;
+    files.push(csv_path);
+    let body = Body::new(&cfg.task.gains);
+    for (family, ws) in families {
+        let path = dir.join(format!("objective_{family}.svg"));
+        plot_curves(res, family, &path)?;
+        files.push(path);
+        let path = dir.join(format!("strip_{family}.svg"));
+        strip(res, cfg, &body, family, &ws[0], &path)?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Mean objective over a family's windows against iterations, one line per optimizer.
+fn plot_curves(res: &MotionResults, family: &str, path: &Path) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", path.display()));
+    let mut lines = Vec::new();
+    for opt in res
+        .rows
+        .iter()
+        .filter(|r| r.family == family)
+        .map(|r| &r.optimizer)
+    {
+        let ws: Vec<&WindowResult> = res
+            .windows
+            .iter()
+            .filter(|w| w.family == family && &w.optimizer == opt && !w.diverged)
+            .collect();
+        if ws.is_empty() {
+            continue;
+        }
+        let pts: Vec<(f64, f64)> = (0..=res.steps as usize)
+            .map(|t| (t as f64, finite_mean(ws.iter().map(|w| w.curve[t]))))
+            .filter(|p| p.1.is_finite() && p.1 > 0.0)
+            .collect();
+        lines.push((opt.clone(), pts));
+    }
+    let ys = lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
+    let (lo, hi) = ys.fold((f64::INFINITY, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
+    if !lo.is_finite() {
+        return Ok(());
+    }
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("motion reconstruction: {family}"),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..res.steps as f64, (lo * 0.8..hi * 1.2).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .y_desc("objective (mean over windows, px²)")
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, (name, pts)) in lines.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Ground truth against the reference and the learned Optimus (when run) over the
+/// window's observed frames.
+fn strip(
+    res: &MotionResults,
+    cfg: &MotionEvalConfig,
+    body: &Body,
+    family: &str,
+    w: &Window,
+    path: &Path,
+) -> Result<()> {
+    let every = cfg.task.obs_every;
+    let frames: Vec<usize> = (0..cfg.task.n_obs())
+        .step_by((cfg.task.n_obs() / 7).max(1))
+        .collect();
+    let times: Vec<f64> = frames
+        .iter()
+        .map(|&j| (j * every) as f64 * cfg.task.sim.dt)
+        .collect();
+    let points = |t: &super::sim::Trajectory| -> Vec<Vec<glam::DVec3>> {
+        frames.iter().map(|&j| t.x_at(j * every).to_vec()).collect()
+    };
+    let truth = points(&w.truth);
+    let mut layers_data = vec![("ground truth".to_string(), RGBColor(0, 0, 0), truth)];
+    let colors = [
+        RGBColor(30, 90, 220),
+        RGBColor(220, 40, 40),
+        RGBColor(40, 160, 60),
+    ];
+    let mut shown: Vec<String> = res.reference.iter().cloned().collect();
+    if res.rows.iter().any(|r| r.optimizer == "optimus") {
+        shown.push("optimus".into());
+    }
+    for (i, opt) in shown.iter().enumerate() {
+        let Some(r) = res
+            .windows
+            .iter()
+            .find(|x| x.family == family && x.window == 0 && &x.optimizer == opt)
+        else {
+            continue;
+        };
+        if r.diverged {
+            continue;
+        }
+        let traj = simulate(body, &cfg.task.sim, &r.params, &w.init);
+        layers_data.push((
+            format!("{opt} ({:.0} mm)", r.mpjpe_mm),
+            colors[i % 3],
+            points(&traj),
+        ));
+    }
+    let layers: Vec<Layer> = layers_data
+        .iter()
+        .map(|(label, color, frames)| Layer {
+            label,
+            color: *color,
+            frames,
+        })
+        .collect();
+    let first = &w.truth.x_at(0);
+    let lateral = first[14] - first[9];
+    let fwd = lateral.cross(glam::DVec3::Y).normalize_or(glam::DVec3::X);
+    stick_strip(
+        path,
+        &format!("{family}: ground truth and reconstructions"),
+        &times,
+        &layers,
+        (-fwd.z).atan2(fwd.x),
+    )
+}
