@@ -71,7 +71,18 @@ fn forward_and_adjoint_match_twin() {
     let flat: Vec<f32> = b.params.iter().flatten().map(|v| *v as f32).collect();
     let theta = ctx.storage("theta", &flat).unwrap();
     let grad = ctx.storage_zeroed("grad", flat.len()).unwrap();
-    let sim = GpuSim::new(ctx, &kernels, &b.body, &b.cfg, &b.init, &theta, &grad).unwrap();
+    let init = GpuSim::initial_buffer(ctx, &b.body, &b.init).unwrap();
+    let sim = GpuSim::new(
+        ctx,
+        &kernels,
+        &b.body,
+        &b.cfg,
+        b.init.len(),
+        &init,
+        &theta,
+        &grad,
+    )
+    .unwrap();
     let np = b.body.masses.len();
     let n = b.cfg.n_steps();
     let mut rng = ChaCha8Rng::seed_from_u64(12);
@@ -143,7 +154,18 @@ fn diverging_window_is_flagged_and_the_batch_goes_on() {
     let flat: Vec<f32> = b.params.iter().flatten().map(|v| *v as f32).collect();
     let theta = ctx.storage("theta", &flat).unwrap();
     let grad = ctx.storage_zeroed("grad", flat.len()).unwrap();
-    let sim = GpuSim::new(ctx, &kernels, &b.body, &b.cfg, &b.init, &theta, &grad).unwrap();
+    let init = GpuSim::initial_buffer(ctx, &b.body, &b.init).unwrap();
+    let sim = GpuSim::new(
+        ctx,
+        &kernels,
+        &b.body,
+        &b.cfg,
+        b.init.len(),
+        &init,
+        &theta,
+        &grad,
+    )
+    .unwrap();
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -167,7 +189,8 @@ fn unstable_time_step_is_refused() {
     let theta = ctx
         .storage_zeroed("theta", b.cfg.n_params(&b.body))
         .unwrap();
-    let err = GpuSim::new(ctx, &kernels, &b.body, &b.cfg, &b.init, &theta, &theta)
+    let init = GpuSim::initial_buffer(ctx, &b.body, &b.init).unwrap();
+    let err = GpuSim::new(ctx, &kernels, &b.body, &b.cfg, 1, &init, &theta, &theta)
         .err()
         .expect("dt = 10 ms must be refused")
         .to_string();
@@ -261,7 +284,7 @@ fn optimizers_reduce_the_motion_objective() {
     let ctx = ctx();
     let (cfg, windows) = task_windows(1);
     let eval = MotionEvaluator::new(ctx, &cfg, &windows).unwrap();
-    let problems = eval.problems(&windows);
+    let problems = MotionEvaluator::problems(&windows);
     let kernels = Kernels::new(ctx).unwrap();
     for (method, lr) in [(Method::Adam, 0.01), (Method::Lbfgs, 1.0)] {
         let ocfg = OptimizerConfig {

@@ -379,6 +379,7 @@ fn options(cfg: TrainConfig, out: &std::path::Path, resume: bool) -> TrainOption
         iterations: None,
         kind: Some(ModelKind::Optimus),
         batch: 24,
+        motion: false,
         out: out.to_path_buf(),
         resume,
         progress: false,
@@ -513,4 +514,53 @@ fn interruption_ends_with_a_checkpoint() {
     let s = train::train(ctx(), &again, &AtomicBool::new(false)).unwrap();
     assert_eq!((s.iterations, s.interrupted), (2, false));
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Meta-training on walking windows of the motion task: it runs, logs finite
+/// meta-losses, and resumes to the same θ (the windows are part of the checkpoint; the
+/// learning-rate schedule of iterations 0..3 does not depend on the total with a
+/// warm-up of 2).
+#[test]
+fn motion_training_runs_and_resumes() {
+    let config = |iterations: u32| {
+        let text = format!(
+            r#"(
+                motion: (sim: (keyframes: 3, steps_per_key: 20), obs_every: 10),
+                truncation: 2, horizon: 4, iterations: {iterations}, meta_lr: 0.01, warmup: 2,
+                log_every: 2, checkpoint_every: 2, sigma: 0.02,
+                validation: (problems: 2, steps: 4),
+                model: (kind: optimus, width: 16, heads: 2, mlp_hidden: 16, layers: 1),
+            )"#
+        );
+        TrainConfig::from_ron(&text, "motion.ron").unwrap()
+    };
+    let motion = |cfg, out: &std::path::Path, resume| TrainOptions {
+        batch: 4,
+        motion: true,
+        ..options(cfg, out, resume)
+    };
+    let (a, b) = (tempdir("motion-a"), tempdir("motion-b"));
+    let stop = AtomicBool::new(false);
+    let s = train::train(ctx(), &motion(config(5), &a, false), &stop).unwrap();
+    assert!(s.log.iter().all(|r| r.val_loss.is_finite()), "{:?}", s.log);
+    train::train(ctx(), &motion(config(3), &b, false), &stop).unwrap();
+    let mut again = motion(config(3), &b, true);
+    again.config = None;
+    again.iterations = Some(5);
+    train::train(ctx(), &again, &stop).unwrap();
+    let (ma, mb) = (
+        Model::load(&a.join("model")).unwrap(),
+        Model::load(&b.join("model")).unwrap(),
+    );
+    assert!(ma.weights == mb.weights, "resumed motion run differs");
+    // A functions checkpoint is not resumed as a motion run.
+    let c = tempdir("motion-c");
+    train::train(ctx(), &options(tiny_config(2), &c, false), &stop).unwrap();
+    let mut wrong = motion(tiny_config(2), &c, true);
+    wrong.config = None;
+    let e = train::train(ctx(), &wrong, &stop).unwrap_err().to_string();
+    assert!(e.contains("benchmark functions"), "{e}");
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -50,6 +50,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct TrainArgs {
+    /// What to meta-train on: benchmark functions (the config's `tasks`), or walking
+    /// windows of the motion reconstruction task (the config's `motion`, defaults if
+    /// absent; see assets/train_motion.ron).
+    #[arg(long, value_enum, default_value_t = Task::Functions)]
+    task: Task,
     /// Particles (two per antithetic pair).
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -354,14 +359,14 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", bench::table(&reports));
         }
         Command::Train(a) => {
-            let config = match &a.config {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("cannot read config {}", p.display()))?;
-                    Some(TrainConfig::from_ron(&text, &p.display().to_string())?)
-                }
+            let mut config = match &a.config {
+                Some(p) => Some(read_config(p, TrainConfig::from_ron)?),
                 None => None,
             };
+            if a.task == Task::Motion && !a.resume {
+                let cfg = config.get_or_insert_with(TrainConfig::default);
+                cfg.motion.get_or_insert_with(Default::default);
+            }
             let opts = TrainOptions {
                 config,
                 iterations: a.iterations,
@@ -372,6 +377,7 @@ fn run(cli: Cli) -> Result<()> {
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
                 batch: a.batch,
+                motion: a.task == Task::Motion,
                 out: a.out.clone(),
                 resume: a.resume,
                 progress: !a.quiet,

@@ -8,14 +8,13 @@ use super::clip::{Clip, Family};
 use super::gpu::MotionEvaluator;
 use super::render::{stick_strip, Layer};
 use super::sim::simulate;
-use super::task::{mpjpe, TaskConfig, Window};
+use super::task::{mpjpe, Source, TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::eval::{bar, load_models, model_for};
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
+use crate::train::config::mix_seed;
 use plotters::prelude::*;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -128,47 +127,42 @@ pub struct MotionResults {
 /// Test windows per family or clip: (name, windows).
 pub type FamilyWindows = Vec<(String, Vec<Window>)>;
 
-/// Test windows per family: (family name, windows).
+/// Test windows per family or clip, each window from its own seed.
 fn test_windows(cfg: &MotionEvalConfig, body: &Body) -> Result<FamilyWindows> {
-    let span = cfg.task.window_seconds();
-    let mut out = Vec::new();
-    let mut sources: Vec<(String, Option<Family>, Option<Clip>)> = Vec::new();
+    let mut sources: Vec<(String, Source)> = Vec::new();
     for name in &cfg.families {
-        sources.push((name.clone(), Some(Family::parse(name)?), None));
+        sources.push((name.clone(), Source::Family(Family::parse(name)?)));
     }
     for path in &cfg.clips {
         let clip = Clip::load(path)?;
-        sources.push((clip.name.clone(), None, Some(clip)));
+        sources.push((clip.name.clone(), Source::Clip(clip)));
     }
     if sources.is_empty() {
         return Err(Error::Config(
             "name at least one motion family or clip".into(),
         ));
     }
-    for (k, (name, family, clip)) in sources.into_iter().enumerate() {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(k as u64));
-        let mut ws = Vec::new();
-        for _ in 0..cfg.windows {
-            let clip = match (&family, &clip) {
-                (Some(f), _) => f.clip(&mut rng, span + 1.2),
-                (None, Some(c)) => c.clone(),
-                _ => unreachable!("a source is a family or a clip"),
-            };
-            let room = clip.duration() - span - 0.1;
-            if room < 0.0 {
-                return Err(Error::Config(format!(
-                    "clip '{name}' lasts {:.2} s, shorter than a {span:.2} s window",
-                    clip.duration()
-                )));
-            }
-            let start = 0.1 + rng.random_range(0.0..=room);
-            ws.push(Window::new(body, &cfg.task, &clip, start, rng.random())?);
-        }
-        out.push((name, ws));
-    }
-    Ok(out)
+    sources
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, source))| {
+            let ws = (0..cfg.windows)
+                .map(|j| {
+                    source.window(
+                        body,
+                        &cfg.task,
+                        mix_seed(cfg.seed, &[SEED_TEST, k as u64, j as u64]),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((name, ws))
+        })
+        .collect()
 }
+
+/// Seed domains of the evaluation's windows.
+const SEED_TEST: u64 = 1;
+const SEED_TUNE: u64 = 2;
 
 /// Adam's learning rate: the best mean final objective on walking windows drawn apart
 /// from the test windows.
@@ -178,14 +172,15 @@ fn tune_adam(
     cfg: &MotionEvalConfig,
     body: &Body,
 ) -> Result<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7475_6e65);
-    let span = cfg.task.window_seconds();
-    let mut base = Vec::new();
-    for _ in 0..cfg.tune_windows {
-        let clip = Family::Walk.clip(&mut rng, span + 1.2);
-        let start = 0.1 + rng.random_range(0.0..1.0);
-        base.push(Window::new(body, &cfg.task, &clip, start, rng.random())?);
-    }
+    let base = (0..cfg.tune_windows)
+        .map(|j| {
+            Source::Family(Family::Walk).window(
+                body,
+                &cfg.task,
+                mix_seed(cfg.seed, &[SEED_TUNE, j as u64]),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut windows = Vec::new();
     let mut lrs = Vec::new();
     for &lr in &cfg.lr_grid {
@@ -193,7 +188,7 @@ fn tune_adam(
         lrs.extend(std::iter::repeat_n(lr, base.len()));
     }
     let eval = MotionEvaluator::new(ctx, &cfg.task, &windows)?;
-    let problems = eval.problems(&windows);
+    let problems = MotionEvaluator::problems(&windows);
     let run = GpuRun::new(
         ctx,
         kernels,
@@ -255,7 +250,7 @@ pub fn run(
         .flat_map(|(_, w)| w.iter().cloned())
         .collect();
     let eval = MotionEvaluator::new(ctx, &cfg.task, &all)?;
-    let problems = eval.problems(&all);
+    let problems = MotionEvaluator::problems(&all);
     let mut per_method: Vec<(Method, Vec<ProblemResult>, f64)> = Vec::new();
     let pb = bar(methods.len() as u64, quiet, "motion");
     for &m in &methods {

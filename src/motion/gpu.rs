@@ -203,13 +203,37 @@ pub struct GpuSim {
     _owned: Vec<wgpu::Buffer>,
 }
 
+/// A window's initial state in the kernels' layout: positions, then velocities.
+fn flat_initial(init: &Initial) -> Vec<f32> {
+    init.x
+        .iter()
+        .chain(&init.v)
+        .flat_map(|v| v.to_array().map(|c| c as f32))
+        .collect()
+}
+
 impl GpuSim {
+    /// Initial states of `init` as a buffer for [`GpuSim::new`].
+    pub fn initial_buffer(ctx: &GpuContext, body: &Body, init: &[Initial]) -> Result<wgpu::Buffer> {
+        let np = body.masses.len();
+        if init.iter().any(|i| i.x.len() != np || i.v.len() != np) {
+            return Err(Error::Problem(format!(
+                "every window's initial state needs {np} positions and velocities"
+            )));
+        }
+        let flat: Vec<f32> = init.iter().flat_map(flat_initial).collect();
+        ctx.storage("motion initial states", &flat)
+    }
+
+    /// P = `n_windows` windows whose initial states are in `init_buf`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         kernels: &MotionKernels,
         body: &Body,
         cfg: &SimConfig,
-        init: &[Initial],
+        n_windows: usize,
+        init_buf: &wgpu::Buffer,
         theta: &wgpu::Buffer,
         grad: &wgpu::Buffer,
     ) -> Result<Self> {
@@ -220,10 +244,10 @@ impl GpuSim {
                 "the body has {np} points; the kernels hold at most {MAX_POINTS}"
             )));
         }
-        let p = init.len();
-        if init.iter().any(|i| i.x.len() != np || i.v.len() != np) {
+        let p = n_windows;
+        if init_buf.size() < (p * 6 * np * 4) as u64 {
             return Err(Error::Problem(format!(
-                "every window's initial state needs {np} positions and velocities"
+                "the initial-state buffer is too small for {p} windows"
             )));
         }
         let d = cfg.n_params(body);
@@ -234,16 +258,9 @@ impl GpuSim {
             )));
         }
         let n = cfg.n_steps();
-        let mut flat_init = Vec::with_capacity(p * 6 * np);
-        for w in init {
-            for v in w.x.iter().chain(&w.v) {
-                flat_init.extend(v.to_array().map(|c| c as f32));
-            }
-        }
         let terms = ctx.storage("motion terms", &encode(body))?;
         let inv_mass: Vec<f32> = body.masses.iter().map(|m| (1.0 / m) as f32).collect();
         let inv_mass = ctx.storage("motion inverse masses", &inv_mass)?;
-        let init_buf = ctx.storage("motion initial states", &flat_init)?;
         let traj = ctx.storage_zeroed("motion trajectories", p * (n + 1) * 6 * np)?;
         let seeds = ctx.storage_zeroed("motion seeds", p * (n + 1) * 3 * np)?;
         let status = ctx.storage_zeroed("motion status", p)?;
@@ -286,7 +303,7 @@ impl GpuSim {
                 let u = uniform(lo, hi);
                 kernels.forward.bind(
                     ctx,
-                    &[&u, &terms, &inv_mass, theta, &init_buf, &traj, &status],
+                    &[&u, &terms, &inv_mass, theta, init_buf, &traj, &status],
                 )
             })
             .collect();
@@ -386,13 +403,28 @@ struct FinishParams {
 /// The motion reconstruction objective of a set of windows as an
 /// [`Evaluator`](crate::objective::Evaluator): simulate, reproject, adjoint,
 /// regularize. Any optimizer run binds it like the benchmark objective kernel.
+///
+/// The windows' data (initial states, observations, cameras) live in buffers of the
+/// evaluator that every binding shares, so [`MotionEvaluator::write_window`] puts a
+/// new window in a slot for all of them (meta-training resets).
 pub struct MotionEvaluator {
     kernels: MotionKernels,
     body: Body,
     cfg: TaskConfig,
-    init: Vec<Initial>,
-    obs: Vec<f32>,
-    cameras: Vec<f32>,
+    n_windows: usize,
+    init: wgpu::Buffer,
+    obs: wgpu::Buffer,
+    cameras: wgpu::Buffer,
+}
+
+/// A window's observations and camera in the kernels' layout (camera slot 3 holds
+/// 1 / the number of seen joints).
+fn flat_view(w: &Window) -> (Vec<f32>, [f32; 16]) {
+    let obs = w.obs.iter().flat_map(|o| o.map(|v| v as f32)).collect();
+    let mut cam = w.camera.to_gpu();
+    let seen: f64 = w.obs.iter().map(|o| o[2]).sum();
+    cam[3] = (1.0 / seen.max(1.0)) as f32;
+    (obs, cam)
 }
 
 impl MotionEvaluator {
@@ -402,20 +434,60 @@ impl MotionEvaluator {
         let mut obs = Vec::new();
         let mut cameras = Vec::new();
         for w in windows {
-            obs.extend(w.obs.iter().flat_map(|o| o.map(|v| v as f32)));
-            let mut cam = w.camera.to_gpu();
-            let seen: f64 = w.obs.iter().map(|o| o[2]).sum();
-            cam[3] = (1.0 / seen.max(1.0)) as f32;
-            cameras.extend(cam);
+            let (o, c) = flat_view(w);
+            obs.extend(o);
+            cameras.extend(c);
         }
+        let init: Vec<Initial> = windows.iter().map(|w| w.init.clone()).collect();
         Ok(Self {
             kernels: MotionKernels::new(ctx)?,
-            init: windows.iter().map(|w| w.init.clone()).collect(),
+            init: GpuSim::initial_buffer(ctx, &body, &init)?,
+            obs: ctx.storage("motion observations", &obs)?,
+            cameras: ctx.storage("motion cameras", &cameras)?,
+            n_windows: windows.len(),
             body,
             cfg: cfg.clone(),
-            obs,
-            cameras,
         })
+    }
+
+    /// The buffers that hold the windows, by name (meta-training checkpoints them).
+    pub fn state_buffers(&self) -> Vec<(&'static str, &wgpu::Buffer)> {
+        vec![
+            ("motion_initial", &self.init),
+            ("motion_observations", &self.obs),
+            ("motion_cameras", &self.cameras),
+        ]
+    }
+
+    /// Puts `w` in slot `slot` (queued writes: they land before the next submit). The
+    /// optimizer's start point for the slot is the caller's to write.
+    pub fn write_window(&self, ctx: &GpuContext, slot: usize, w: &Window) -> Result<()> {
+        let np = self.body.masses.len();
+        if slot >= self.n_windows || w.obs.len() != self.cfg.n_obs() * np {
+            return Err(Error::Problem(format!(
+                "slot {slot} of {} cannot take a window with {} observations",
+                self.n_windows,
+                w.obs.len()
+            )));
+        }
+        let (obs, cam) = flat_view(w);
+        let q = &ctx.queue;
+        q.write_buffer(
+            &self.init,
+            (slot * 6 * np * 4) as u64,
+            bytemuck::cast_slice(&flat_initial(&w.init)),
+        );
+        q.write_buffer(
+            &self.obs,
+            (slot * obs.len() * 4) as u64,
+            bytemuck::cast_slice(&obs),
+        );
+        q.write_buffer(
+            &self.cameras,
+            (slot * 64) as u64,
+            bytemuck::cast_slice(&cam),
+        );
+        Ok(())
     }
 }
 
@@ -449,18 +521,17 @@ impl MotionEvaluator {
         f: &wgpu::Buffer,
         grad: &wgpu::Buffer,
     ) -> Result<MotionEvaluation> {
+        let n = self.n_windows;
         let sim = GpuSim::new(
             ctx,
             &self.kernels,
             &self.body,
             &self.cfg.sim,
+            n,
             &self.init,
             x,
             grad,
         )?;
-        let n = self.init.len();
-        let obs = ctx.storage("motion observations", &self.obs)?;
-        let cameras = ctx.storage("motion cameras", &self.cameras)?;
         let data = ctx.storage_zeroed("motion data term", n)?;
         let bounded: Vec<u32> = crate::motion::task::bounded_channels(&self.body)
             .into_iter()
@@ -491,10 +562,10 @@ impl MotionEvaluator {
                 pad: [0; 2],
             },
         );
-        let loss = self
-            .kernels
-            .loss
-            .bind(ctx, &[&lp, &sim.traj, &obs, &cameras, &sim.seeds, &data]);
+        let loss = self.kernels.loss.bind(
+            ctx,
+            &[&lp, &sim.traj, &self.obs, &self.cameras, &sim.seeds, &data],
+        );
         let finish = self
             .kernels
             .finish
@@ -507,12 +578,12 @@ impl MotionEvaluator {
             ],
             loss,
             finish,
-            _owned: vec![obs, cameras, data, bounded, lp, fp],
+            _owned: vec![data, bounded, lp, fp],
         })
     }
 
     /// One optimizer problem per window, starting from its kinematic estimate.
-    pub fn problems(&self, windows: &[Window]) -> Vec<crate::problem::ProblemSpec> {
+    pub fn problems(windows: &[Window]) -> Vec<crate::problem::ProblemSpec> {
         windows
             .iter()
             .map(|w| crate::problem::ProblemSpec {
@@ -537,11 +608,10 @@ impl crate::objective::Evaluator for MotionEvaluator {
         grad: &wgpu::Buffer,
     ) -> Result<Box<dyn crate::objective::Evaluation>> {
         let d = self.cfg.sim.n_params(&self.body) as u32;
-        if problems.n_problems as usize != self.init.len() || problems.dims.iter().any(|&p| p != d)
-        {
+        if problems.n_problems as usize != self.n_windows || problems.dims.iter().any(|&p| p != d) {
             return Err(Error::Problem(format!(
                 "the motion objective holds {} windows of {d} parameters; the batch has {} problems",
-                self.init.len(),
+                self.n_windows,
                 problems.n_problems
             )));
         }

@@ -275,6 +275,36 @@ impl Window {
     }
 }
 
+/// Where a window's motion comes from: a procedural family (a fresh clip per window)
+/// or a fixed clip.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Family(super::clip::Family),
+    Clip(Clip),
+}
+
+impl Source {
+    /// A window at a random start, every draw from `seed`.
+    pub fn window(&self, body: &Body, cfg: &TaskConfig, seed: u64) -> Result<Window> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let span = cfg.window_seconds();
+        let clip = match self {
+            Source::Family(f) => f.clip(&mut rng, span + 1.2),
+            Source::Clip(c) => c.clone(),
+        };
+        let room = clip.duration() - span - 0.1;
+        if room < 0.0 {
+            return Err(Error::Config(format!(
+                "clip '{}' lasts {:.2} s, shorter than a {span:.2} s window",
+                clip.name,
+                clip.duration()
+            )));
+        }
+        let start = 0.1 + rng.random_range(0.0..=room);
+        Window::new(body, cfg, &clip, start, rng.random())
+    }
+}
+
 /// Whether channel c of `body` is an angle measure in [−1, 1] (limits apply).
 pub fn bounded_channels(body: &Body) -> Vec<bool> {
     let mut out = vec![false; body.n_channels()];

@@ -89,6 +89,9 @@ impl Default for ValidationConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     pub tasks: TaskConfig,
+    /// Meta-train on walking windows of the motion task (OPTIMUS.md §5) instead of
+    /// `tasks`; `optimus-gpu train --task motion` sets the defaults.
+    pub motion: Option<crate::motion::task::TaskConfig>,
     /// Inner steps per truncation K.
     pub truncation: u32,
     /// Inner steps per horizon T, after which a pair restarts on a new task.
@@ -125,6 +128,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             tasks: TaskConfig::default(),
+            motion: None,
             truncation: 10,
             horizon: 100,
             sigma: 0.01,
@@ -179,6 +183,9 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         TaskSampler::new(&self.tasks)?;
+        if let Some(m) = &self.motion {
+            m.validate(&crate::motion::body::Body::new(&m.gains))?;
+        }
         let bad = |m: String| Err(Error::Config(m));
         if self.truncation == 0 {
             return bad("truncation (inner steps per meta-iteration) must be at least 1".into());

@@ -16,8 +16,13 @@ pub mod report;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::learned::model::{Model, ModelConfig, ModelKind};
-use crate::objective::ObjectiveStage;
+use crate::motion::body::Body;
+use crate::motion::clip::Family;
+use crate::motion::gpu::MotionEvaluator;
+use crate::motion::task::{Source, TaskConfig as MotionTask, Window};
+use crate::objective::{Evaluator, ObjectiveStage};
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, Status};
+use crate::problem::ProblemSpec;
 use checkpoint::{CheckpointMeta, LogRow, CHECKPOINT_FILE, CHECKPOINT_VERSION};
 use config::{mix_seed, TaskSampler, TrainConfig};
 use pes::{PesEngine, PesKernels, PesSettings};
@@ -42,6 +47,8 @@ pub struct TrainOptions {
     pub kind: Option<ModelKind>,
     /// Particles (two per antithetic pair).
     pub batch: usize,
+    /// The run must be on the motion task (checked against a resumed checkpoint).
+    pub motion: bool,
     pub out: PathBuf,
     pub resume: bool,
     /// Show a progress bar.
@@ -111,11 +118,56 @@ impl Schedule {
     }
 }
 
+/// Where a run's tasks come from.
+enum Tasks {
+    Functions(TaskSampler),
+    /// Walking windows of the motion task; the evaluator holds every particle's window
+    /// and is given new ones at resets.
+    Motion {
+        cfg: Box<MotionTask>,
+        body: Box<Body>,
+        eval: Option<Box<MotionEvaluator>>,
+    },
+}
+
+impl Tasks {
+    fn new(cfg: &TrainConfig) -> Result<Self> {
+        Ok(match &cfg.motion {
+            None => Tasks::Functions(TaskSampler::new(&cfg.tasks)?),
+            Some(m) => Tasks::Motion {
+                body: Box::new(Body::new(&m.gains)),
+                cfg: Box::new(m.clone()),
+                eval: None,
+            },
+        })
+    }
+
+    /// Dimension of slot i of a batch drawn with `seed`.
+    fn slot_dim(&self, seed: u64, i: usize) -> usize {
+        match self {
+            Tasks::Functions(s) => s.slot_dim(seed, i),
+            Tasks::Motion { cfg, body, .. } => cfg.sim.n_params(body),
+        }
+    }
+
+    /// A task of dimension `d` from `seed` (motion: also its window).
+    fn sample(&self, d: usize, seed: u64) -> Result<(ProblemSpec, Option<Window>)> {
+        match self {
+            Tasks::Functions(s) => Ok((s.sample(d, seed)?, None)),
+            Tasks::Motion { cfg, body, .. } => {
+                let w = Source::Family(Family::Walk).window(body, cfg, seed)?;
+                let spec = MotionEvaluator::problems(std::slice::from_ref(&w)).remove(0);
+                Ok((spec, Some(w)))
+            }
+        }
+    }
+}
+
 /// Everything a run needs besides the engine.
 struct Run<'a> {
     ctx: &'a GpuContext,
     cfg: &'a TrainConfig,
-    sampler: TaskSampler,
+    tasks: Tasks,
     dims: Vec<usize>,
     schedule: Schedule,
     /// The validation problems under the unperturbed θ, bound once; each validation
@@ -124,11 +176,34 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn task(&self, pair: usize, reset: u64) -> Result<crate::problem::ProblemSpec> {
-        self.sampler.sample(
+    fn task(&self, pair: usize, reset: u64) -> Result<(ProblemSpec, Option<Window>)> {
+        self.tasks.sample(
             self.dims[pair],
             mix_seed(self.cfg.seed, &[SEED_TASK, pair as u64, reset]),
         )
+    }
+
+    /// Every buffer a checkpoint holds: the engine's and the motion windows'.
+    fn state_buffers<'e>(
+        &'e self,
+        engine: &'e PesEngine<'_>,
+    ) -> Vec<(&'static str, &'e wgpu::Buffer)> {
+        let mut all = engine.state_buffers();
+        if let Tasks::Motion { eval: Some(e), .. } = &self.tasks {
+            all.extend(e.state_buffers());
+        }
+        all
+    }
+
+    /// Restarts pair i on its task of reset r.
+    fn reset(&self, engine: &PesEngine<'_>, i: usize, r: u64) -> Result<()> {
+        let (spec, window) = self.task(i, r)?;
+        engine.reset_pair(self.ctx, i, &spec)?;
+        if let (Some(w), Tasks::Motion { eval: Some(e), .. }) = (window, &self.tasks) {
+            e.write_window(self.ctx, 2 * i, &w)?;
+            e.write_window(self.ctx, 2 * i + 1, &w)?;
+        }
+        Ok(())
     }
 
     /// Mean meta-loss of the engine's current θ on the validation problems.
@@ -190,46 +265,59 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         )));
     }
     let pairs = opts.batch / 2;
-    let sampler = TaskSampler::new(&cfg.tasks)?;
-    let dims: Vec<usize> = (0..pairs).map(|i| sampler.slot_dim(cfg.seed, i)).collect();
+    let mut tasks = Tasks::new(&cfg)?;
+    let dims: Vec<usize> = (0..pairs).map(|i| tasks.slot_dim(cfg.seed, i)).collect();
     let kernels = Kernels::new(ctx)?;
-    let objective = ObjectiveStage::new(ctx, None)?;
+    let stage = ObjectiveStage::new(ctx, None)?;
     let pes_kernels = PesKernels::new(ctx)?;
     let init = Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL]))?;
     let vseed = cfg.validation.seed;
-    let validation = (0..cfg.validation.problems)
+    let (validation, vwindows): (Vec<_>, Vec<_>) = (0..cfg.validation.problems)
         .map(|p| {
-            let d = sampler.slot_dim(vseed, p);
-            sampler.sample(d, mix_seed(vseed, &[SEED_TASK, p as u64]))
+            let d = tasks.slot_dim(vseed, p);
+            tasks.sample(d, mix_seed(vseed, &[SEED_TASK, p as u64]))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
     let oc = OptimizerConfig {
         model: Some(Arc::new(init.clone())),
         ..OptimizerConfig::new(Method::for_model(model_cfg.kind))
     };
-    let validation = GpuRun::new(
-        ctx,
-        &kernels,
-        &objective,
-        &validation,
-        &oc,
-        None,
-        cfg.validation_steps(),
-    )?;
+    let vsteps = cfg.validation_steps();
+    let validation = match &tasks {
+        Tasks::Functions(_) => GpuRun::new(ctx, &kernels, &stage, &validation, &oc, None, vsteps)?,
+        Tasks::Motion { cfg: m, .. } => {
+            let ws: Vec<Window> = vwindows.into_iter().flatten().collect();
+            let eval = MotionEvaluator::new(ctx, m, &ws)?;
+            GpuRun::new(ctx, &kernels, &eval, &validation, &oc, None, vsteps)?
+        }
+    };
+    let mut specs = Vec::with_capacity(opts.batch);
+    let mut windows = Vec::new();
+    for i in 0..pairs {
+        let (t, w) = tasks.sample(dims[i], mix_seed(cfg.seed, &[SEED_TASK, i as u64, 0]))?;
+        specs.push(t.clone());
+        specs.push(t);
+        if let Some(w) = w {
+            windows.extend([w.clone(), w]);
+        }
+    }
+    if let Tasks::Motion { cfg: m, eval, .. } = &mut tasks {
+        *eval = Some(Box::new(MotionEvaluator::new(ctx, m, &windows)?));
+    }
     let run = Run {
         ctx,
         cfg: &cfg,
-        sampler,
+        tasks,
         dims,
         schedule: Schedule::new(cfg.seed, pairs, cfg.horizon, cfg.truncation),
         validation,
     };
-    let mut specs = Vec::with_capacity(opts.batch);
-    for i in 0..pairs {
-        let t = run.task(i, 0)?;
-        specs.push(t.clone());
-        specs.push(t);
-    }
+    let objective: &dyn Evaluator = match &run.tasks {
+        Tasks::Motion { eval: Some(e), .. } => e.as_ref(),
+        _ => &stage,
+    };
     let settings = PesSettings {
         truncation: cfg.truncation,
         horizon: cfg.horizon,
@@ -246,14 +334,14 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         ctx,
         &kernels,
         &pes_kernels,
-        &objective,
+        objective,
         &init,
         &specs,
         settings,
     )?;
     let (mut n, mut log, elapsed0) = match resumed {
         Some((meta, tensors)) => {
-            for (name, buf) in engine.state_buffers() {
+            for (name, buf) in run.state_buffers(&engine) {
                 let bytes = tensors.get(name).ok_or_else(|| {
                     Error::Io(format!(
                         "checkpoint lacks {name}; it is damaged or from another version"
@@ -340,7 +428,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
                 log: log.clone(),
             };
             let mut tensors = Vec::new();
-            for (name, buf) in engine.state_buffers() {
+            for (name, buf) in run.state_buffers(&engine) {
                 tensors.push((name, read_bytes(ctx, buf)?));
             }
             checkpoint::save(&ckpt_path, &meta, &tensors)?;
@@ -384,7 +472,7 @@ fn one_iteration(run: &Run<'_>, engine: &PesEngine<'_>, n: u32) -> Result<()> {
                     pending = 0;
                 }
                 any = true;
-                engine.reset_pair(ctx, i, &run.task(i, r)?)?;
+                run.reset(engine, i, r)?;
             }
         }
         pending += 1;
@@ -419,6 +507,13 @@ fn check_resume(meta: &CheckpointMeta, opts: &TrainOptions, model_cfg: &ModelCon
             model_cfg.heads,
             model_cfg.mlp_hidden,
             model_cfg.layers
+        )));
+    }
+    if opts.motion && meta.train.motion.is_none() {
+        return Err(Error::Config(format!(
+            "the checkpoint in {} meta-trains on benchmark functions, not on the motion task; \
+             leave --task motion out or train into a new --out",
+            opts.out.display()
         )));
     }
     if meta.batch != opts.batch {
