@@ -66,8 +66,8 @@ fn batch(p: usize, seed: u64) -> Batch {
 #[test]
 fn forward_and_adjoint_match_twin() {
     let ctx = ctx();
-    let kernels = MotionKernels::new(ctx).unwrap();
     let b = batch(3, 11);
+    let kernels = MotionKernels::new(ctx, &b.body, &b.cfg).unwrap();
     let flat: Vec<f32> = b.params.iter().flatten().map(|v| *v as f32).collect();
     let theta = ctx.storage("theta", &flat).unwrap();
     let grad = ctx.storage_zeroed("grad", flat.len()).unwrap();
@@ -99,13 +99,7 @@ fn forward_and_adjoint_match_twin() {
                 .collect()
         })
         .collect();
-    let flat_seeds: Vec<f32> = seeds
-        .iter()
-        .flatten()
-        .flat_map(|v| v.to_array().map(|c| c as f32))
-        .collect();
-    ctx.queue
-        .write_buffer(&sim.seeds, 0, bytemuck::cast_slice(&flat_seeds));
+    sim.write_seeds(ctx, &seeds).unwrap();
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -146,8 +140,8 @@ fn forward_and_adjoint_match_twin() {
 #[test]
 fn diverging_window_is_flagged_and_the_batch_goes_on() {
     let ctx = ctx();
-    let kernels = MotionKernels::new(ctx).unwrap();
     let mut b = batch(3, 13);
+    let kernels = MotionKernels::new(ctx, &b.body, &b.cfg).unwrap();
     let root = b.cfg.keyframes * b.body.n_channels();
     // Window 1 is thrown upwards at 1e5 m/s: it leaves the simulated range.
     b.params[1][root + 4] = 1.0e5;
@@ -183,8 +177,8 @@ fn diverging_window_is_flagged_and_the_batch_goes_on() {
 #[test]
 fn unstable_time_step_is_refused() {
     let ctx = ctx();
-    let kernels = MotionKernels::new(ctx).unwrap();
     let mut b = batch(1, 14);
+    let kernels = MotionKernels::new(ctx, &b.body, &b.cfg).unwrap();
     b.cfg.dt = 1.0 / 100.0;
     let theta = ctx
         .storage_zeroed("theta", b.cfg.n_params(&b.body))

@@ -123,3 +123,129 @@ pub fn table(reports: &[StepReport]) -> String {
     }
     s
 }
+
+/// Speed of the motion simulation, GPU against the f64 CPU twin in the same run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MotionReport {
+    pub windows: usize,
+    pub steps_per_window: usize,
+    pub dt: f64,
+    /// Simulated time steps per second (windows × steps), forward only and with the
+    /// reprojection loss and adjoint pass (one full objective and gradient).
+    pub gpu_forward: f64,
+    pub gpu_with_adjoint: f64,
+    /// The CPU twin (one thread, f64) on `cpu_windows` of the same windows.
+    pub cpu_windows: usize,
+    pub cpu_forward: f64,
+    pub cpu_with_adjoint: f64,
+}
+
+/// Times the motion simulation of `windows` walking windows of the default task
+/// (`repeats` timed evaluations after one warm-up), and the CPU twin on a few of them.
+pub fn motion(ctx: &GpuContext, windows: usize, repeats: u32) -> Result<MotionReport> {
+    use crate::motion::clip::Family;
+    use crate::motion::gpu::MotionEvaluator;
+    use crate::motion::sim::{adjoint, simulate};
+    use crate::motion::task::{data_term, Source, TaskConfig};
+    use crate::objective::Evaluation;
+    let cfg = TaskConfig::default();
+    let body = crate::motion::body::Body::new(&cfg.gains);
+    let ws = (0..windows)
+        .map(|i| Source::Family(Family::Walk).window(&body, &cfg, i as u64))
+        .collect::<Result<Vec<_>>>()?;
+    let eval = MotionEvaluator::new(ctx, &cfg, &ws)?;
+    let x: Vec<f32> = ws
+        .iter()
+        .flat_map(|w| w.x0.iter().map(|&v| v as f32))
+        .collect();
+    let x = ctx.storage("x", &x)?;
+    let f = ctx.storage_zeroed("f", windows)?;
+    let g = ctx.storage_zeroed("g", x.size() as usize / 4)?;
+    let bound = eval.bind_windows(ctx, &x, &f, &g)?;
+    let time = |full: bool| -> Result<f64> {
+        let mut best = f64::INFINITY;
+        for r in 0..=repeats {
+            let t0 = Instant::now();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                if full {
+                    bound.record(&mut pass);
+                } else {
+                    bound.sim.record_forward(&mut pass);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait()?;
+            if r > 0 {
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+        }
+        Ok(best)
+    };
+    let n = cfg.sim.n_steps();
+    let steps = (windows * n) as f64;
+    let gpu_forward = steps / time(false)?;
+    let gpu_with_adjoint = steps / time(true)?;
+    let cpu_windows = windows.min(4);
+    let t0 = Instant::now();
+    for w in &ws[..cpu_windows] {
+        std::hint::black_box(simulate(&body, &cfg.sim, &w.x0, &w.init));
+    }
+    let cpu_fwd_s = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    for w in &ws[..cpu_windows] {
+        let t = simulate(&body, &cfg.sim, &w.x0, &w.init);
+        let (_, seeds) = data_term(&cfg, w, &t);
+        std::hint::black_box(adjoint(&body, &cfg.sim, &w.x0, &t, &seeds));
+    }
+    let cpu_full_s = t0.elapsed().as_secs_f64();
+    let cpu_steps = (cpu_windows * n) as f64;
+    Ok(MotionReport {
+        windows,
+        steps_per_window: n,
+        dt: cfg.sim.dt,
+        gpu_forward,
+        gpu_with_adjoint,
+        cpu_windows,
+        cpu_forward: cpu_steps / cpu_fwd_s,
+        cpu_with_adjoint: cpu_steps / cpu_full_s,
+    })
+}
+
+/// The motion report for the terminal.
+pub fn motion_table(r: &MotionReport) -> String {
+    let rt = |steps_per_s: f64| steps_per_s * r.dt;
+    format!(
+        "motion simulation, {} windows × {} steps of {:.2} ms ({} points, semi-implicit Euler):\n\
+         {:<28} {:>16} {:>22} {:>10}\n\
+         {:<28} {:>16.0} {:>22.1} {:>10}\n\
+         {:<28} {:>16.0} {:>22.1} {:>9.1}x\n\
+         {:<28} {:>16.0} {:>22.1} {:>10}\n\
+         {:<28} {:>16.0} {:>22.1} {:>9.1}x\n",
+        r.windows,
+        r.steps_per_window,
+        r.dt * 1e3,
+        crate::motion::body::N_POINTS,
+        "",
+        "steps / s",
+        "simulated s / s",
+        "vs CPU",
+        "CPU twin, forward",
+        r.cpu_forward,
+        rt(r.cpu_forward),
+        "",
+        "GPU, forward",
+        r.gpu_forward,
+        rt(r.gpu_forward),
+        r.gpu_forward / r.cpu_forward,
+        "CPU twin, with adjoint",
+        r.cpu_with_adjoint,
+        rt(r.cpu_with_adjoint),
+        "",
+        "GPU, with loss and adjoint",
+        r.gpu_with_adjoint,
+        rt(r.gpu_with_adjoint),
+        r.gpu_with_adjoint / r.cpu_with_adjoint,
+    )
+}

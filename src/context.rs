@@ -2,7 +2,9 @@
 //! embedding application, plus the few helpers every stage uses (buffers, readbacks).
 
 use crate::error::{Error, Result};
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 /// A wgpu device and queue the engine records its work on.
@@ -12,6 +14,9 @@ pub struct GpuContext {
     /// Adapter description, when the engine picked the adapter itself.
     pub adapter_info: Option<wgpu::AdapterInfo>,
     readbacks: AtomicU64,
+    /// Kernels built from generated code, by source: building them is slow on some
+    /// drivers (minutes on lavapipe), so every run on this device shares them.
+    cache: Mutex<Vec<(String, Arc<dyn Any + Send + Sync>)>>,
 }
 
 /// Limits the engine asks for: the WebGPU defaults, except storage buffers as large as
@@ -60,6 +65,7 @@ impl GpuContext {
             queue,
             adapter_info: Some(info),
             readbacks: AtomicU64::new(0),
+            cache: Mutex::new(Vec::new()),
         })
     }
 
@@ -71,7 +77,27 @@ impl GpuContext {
             queue,
             adapter_info: None,
             readbacks: AtomicU64::new(0),
+            cache: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The value cached under `key`, built by `build` on first use.
+    pub fn cached<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<T>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = cache
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+        {
+            return Ok(v);
+        }
+        let v = Arc::new(build()?);
+        cache.push((key.to_string(), v.clone()));
+        Ok(v)
     }
 
     /// Number of device-to-host readbacks so far; the step loops must not add to it.

@@ -135,8 +135,6 @@ pub const ENTRY_SHADERS: &[&str] = &[
     "pes/grad.wgsl",
     "pes/stats.wgsl",
     "pes/adam.wgsl",
-    "motion/forward.wgsl",
-    "motion/adjoint.wgsl",
     "motion/loss.wgsl",
     "motion/finish.wgsl",
 ];

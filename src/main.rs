@@ -107,6 +107,13 @@ struct InitModelArgs {
 
 #[derive(clap::Args)]
 struct BenchArgs {
+    /// Time the learned-optimizer step (functions) or the motion simulation, forward
+    /// and with its adjoint, against the CPU twin (motion).
+    #[arg(long, value_enum, default_value_t = Task::Functions)]
+    task: Task,
+    /// Motion windows simulated at once (--task motion).
+    #[arg(long, default_value_t = 256)]
+    windows: usize,
     /// Model directory; default: a seeded random model of --kind at the default size.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -326,6 +333,18 @@ fn run(cli: Cli) -> Result<()> {
                 a.seed,
                 a.out.display()
             );
+        }
+        Command::Bench(a) if a.task == Task::Motion => {
+            let ctx = GpuContext::new()?;
+            eprintln!("timing {} motion windows ...", a.windows);
+            let r = bench::motion(&ctx, a.windows, a.steps)?;
+            println!(
+                "on {}",
+                ctx.adapter_info
+                    .as_ref()
+                    .map_or("?".into(), |i| i.name.clone())
+            );
+            print!("{}", bench::motion_table(&r));
         }
         Command::Bench(a) => {
             let model = match &a.model {

@@ -1,29 +1,20 @@
 // Forward simulation of motion windows, one invocation per window: semi-implicit Euler
-// over steps lo .. hi, storing every state for the adjoint pass.
+// over steps lo .. hi, storing every state for the adjoint pass. Completed by the
+// body's generated code (src/motion/codegen.rs: load/store, forward_step).
 // CPU twin: src/motion/sim.rs `simulate`.
 #include "motion/body.wgsl"
 
 @group(0) @binding(0) var<uniform> params: SimParams;
-@group(0) @binding(1) var<storage, read> terms: array<Term>;
-@group(0) @binding(2) var<storage, read> inv_mass: array<f32>;
 // Per window: keyframes · channels targets, then the root offsets p₀ and v₀'.
-@group(0) @binding(3) var<storage, read> theta: array<f32>;
+@group(0) @binding(1) var<storage, read> theta: array<f32>;
 // Per window: initial positions, then initial velocities (3 floats per point each).
-@group(0) @binding(4) var<storage, read> init: array<f32>;
-// Per window and state n = 0 ..= N: positions, then velocities.
-@group(0) @binding(5) var<storage, read_write> traj: array<f32>;
+@group(0) @binding(2) var<storage, read> init: array<f32>;
+// States n = 0 ..= N (positions, then velocities), window-minor: component j of
+// window w at step n is [(n · 6 N_POINTS + j) · P + w], so neighbouring invocations
+// touch neighbouring words.
+@group(0) @binding(3) var<storage, read_write> traj: array<f32>;
 // Per window: 0 while every state is finite and within 1 km, else 1.
-@group(0) @binding(6) var<storage, read_write> status: array<u32>;
-
-fn load3(i: u32) -> vec3<f32> {
-    return vec3<f32>(traj[i], traj[i + 1u], traj[i + 2u]);
-}
-
-fn store3(i: u32, v: vec3<f32>) {
-    traj[i] = v.x;
-    traj[i + 1u] = v.y;
-    traj[i + 2u] = v.z;
-}
+@group(0) @binding(4) var<storage, read_write> status: array<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -32,69 +23,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if w >= p.n_windows {
         return;
     }
-    let np = p.n_points;
-    let state = 6u * np;
+    let state = 6u * N_POINTS;
     let tw = w * p.n_params;
-    var base = (w * (p.n_steps + 1u) + p.lo) * state;
+    var base = p.lo * state * p.n_windows + w;
     if p.lo == 0u {
-        let root = tw + p.keyframes * p.n_channels;
+        let root = tw + p.keyframes * N_CHANNELS;
         let p0 = vec3<f32>(theta[root], theta[root + 1u], theta[root + 2u]);
         let v0 = vec3<f32>(theta[root + 3u], theta[root + 4u], theta[root + 5u]);
-        let ib = w * state;
-        for (var i = 0u; i < np; i++) {
-            let j = ib + 3u * i;
-            xs[i] = vec3<f32>(init[j], init[j + 1u], init[j + 2u]) + p0;
-            vs[i] = vec3<f32>(init[j + 3u * np], init[j + 3u * np + 1u], init[j + 3u * np + 2u]) + v0;
-            store3(base + 3u * i, xs[i]);
-            store3(base + 3u * (np + i), vs[i]);
-        }
+        init_state(w * state, p0, v0);
+        store_state(base);
         status[w] = 0u;
     } else {
-        for (var i = 0u; i < np; i++) {
-            xs[i] = load3(base + 3u * i);
-            vs[i] = load3(base + 3u * (np + i));
-        }
+        load_state(base);
     }
     var bad = status[w];
-    var fs: array<vec3<f32>, MAX_POINTS>;
     for (var n = p.lo; n < p.hi; n++) {
         let k = key_of(p, n);
-        let kw = key_weight(p, n, k);
-        let t0 = tw + k * p.n_channels;
-        for (var i = 0u; i < np; i++) {
-            fs[i] = vec3<f32>(0.0, -p.gravity / inv_mass[i], 0.0) + contact_force(p, xs[i], vs[i]);
-        }
-        for (var ti = 0u; ti < p.n_terms; ti++) {
-            let t = terms[ti];
-            let l = local(t);
-            var goal = t.goal;
-            if t.channel != NONE {
-                goal = (1.0 - kw) * theta[t0 + t.channel] + kw * theta[t0 + p.n_channels + t.channel];
-            }
-            let s = t.kp * (l.q - goal) + t.kd * grad_dot(t, l, 1u);
-            if t.kind == KIND_MIDPOINT {
-                let f = -0.5 * s * axis_vec(t.to1);
-                fs[t.from0] += f;
-                fs[t.to0] += f;
-            } else {
-                for (var vk = 0u; vk < n_vectors(t.kind); vk++) {
-                    let e = ends(t, vk);
-                    if e.x != NONE {
-                        fs[e.y] -= s * l.g[vk];
-                        fs[e.x] += s * l.g[vk];
-                    }
-                }
-            }
-        }
-        base += state;
-        for (var i = 0u; i < np; i++) {
-            vs[i] += p.dt * fs[i] * inv_mass[i];
-            xs[i] += p.dt * vs[i];
-            if !all(abs(xs[i]) < vec3<f32>(1000.0)) || !all(abs(vs[i]) < vec3<f32>(1.0e6)) {
-                bad = 1u;
-            }
-            store3(base + 3u * i, xs[i]);
-            store3(base + 3u * (np + i), vs[i]);
+        forward_step(p, tw + k * N_CHANNELS, key_weight(p, n, k));
+        base += state * p.n_windows;
+        store_state(base);
+        if !state_ok() {
+            bad = 1u;
         }
     }
     status[w] = bad;

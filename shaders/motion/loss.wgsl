@@ -41,11 +41,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var total = 0.0;
     for (var j = 0u; j < p.n_obs; j++) {
         let step = j * p.obs_every;
-        let tb = (w * (p.n_steps + 1u) + step) * 6u * np;
-        let sb = (w * (p.n_steps + 1u) + step) * 3u * np;
+        // Window-minor states and seeds (forward.wgsl).
+        let tb = step * 6u * np * p.n_windows + w;
+        let sb = step * 3u * np * p.n_windows + w;
+        let P = p.n_windows;
         for (var i = 0u; i < np; i++) {
             let ob = 3u * ((w * p.n_obs + j) * np + i);
-            let x = vec3<f32>(traj[tb + 3u * i], traj[tb + 3u * i + 1u], traj[tb + 3u * i + 2u]);
+            let x = vec3<f32>(traj[tb + 3u * i * P], traj[tb + (3u * i + 1u) * P], traj[tb + (3u * i + 2u) * P]);
             let q = vec3<f32>(dot(r0, x - centre), dot(r1, x - centre), dot(r2, x - centre));
             let du = focal * q.x / q.z - obs[ob];
             let dv = focal * q.y / q.z - obs[ob + 1u];
@@ -57,9 +59,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let b = d * dv;
             let dq = focal * vec3<f32>(a / q.z, b / q.z, -(a * q.x + b * q.y) / (q.z * q.z));
             let g = dq.x * r0 + dq.y * r1 + dq.z * r2;
-            seeds[sb + 3u * i] = g.x;
-            seeds[sb + 3u * i + 1u] = g.y;
-            seeds[sb + 3u * i + 2u] = g.z;
+            seeds[sb + 3u * i * P] = g.x;
+            seeds[sb + (3u * i + 1u) * P] = g.y;
+            seeds[sb + (3u * i + 2u) * P] = g.z;
         }
     }
     data[w] = total;

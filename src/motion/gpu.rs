@@ -4,15 +4,17 @@
 //! split into dispatches of a few dozen steps where the driver limits loop iterations
 //! per invocation (lavapipe).
 
-use super::body::{Body, Measure, Target, Vector};
+use super::body::Body;
 use super::sim::{Initial, SimConfig, Trajectory};
 use super::task::{TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{Bind, Kernel};
+use crate::kernel::{compose, validate, Bind, Kernel};
 use glam::DVec3;
+use std::sync::Arc;
 
-/// The motion kernels, built once.
+/// The motion kernels of one body and simulation config, built once: the forward and
+/// adjoint passes are completed by code generated from the body ([`super::codegen`]).
 pub struct MotionKernels {
     forward: Kernel,
     adjoint: Kernel,
@@ -21,22 +23,37 @@ pub struct MotionKernels {
 }
 
 impl MotionKernels {
-    pub fn new(ctx: &GpuContext) -> Result<Self> {
+    /// The kernels of `body` under `cfg`, built once per device (cached in `ctx`).
+    pub fn new(ctx: &GpuContext, body: &Body, cfg: &SimConfig) -> Result<Arc<Self>> {
+        let fwd = format!(
+            "{}\n{}",
+            compose("motion/forward.wgsl")?,
+            super::codegen::forward(body, cfg)
+        );
+        let adj = format!(
+            "{}\n{}",
+            compose("motion/adjoint.wgsl")?,
+            super::codegen::adjoint(body)
+        );
+        ctx.cached(&format!("{fwd}{adj}"), || Self::build(ctx, &fwd, &adj))
+    }
+
+    fn build(ctx: &GpuContext, fwd: &str, adj: &str) -> Result<Self> {
         use Bind::*;
+        validate("motion/forward.wgsl", fwd)?;
+        validate("motion/adjoint.wgsl", adj)?;
         Ok(Self {
-            forward: Kernel::from_shader(
+            forward: Kernel::new(
                 ctx,
                 "motion/forward.wgsl",
-                &[
-                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite,
-                ],
+                fwd,
+                &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
             )?,
-            adjoint: Kernel::from_shader(
+            adjoint: Kernel::new(
                 ctx,
                 "motion/adjoint.wgsl",
-                &[
-                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite,
-                ],
+                adj,
+                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
             )?,
             loss: Kernel::from_shader(
                 ctx,
@@ -54,95 +71,26 @@ impl MotionKernels {
     }
 }
 
-const NONE: u32 = u32::MAX;
 const WORKGROUP: u32 = 64;
-/// Points a kernel holds in private memory (`MAX_POINTS` in body.wgsl).
-const MAX_POINTS: usize = 24;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct GpuTerm {
-    kind: u32,
-    ends: [u32; 6],
-    channel: u32,
-    target: f32,
-    kp: f32,
-    kd: f32,
-    pad: u32,
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct SimParams {
     n_windows: u32,
-    n_points: u32,
-    n_terms: u32,
-    n_channels: u32,
-    keyframes: u32,
-    steps_per_key: u32,
     n_steps: u32,
     n_params: u32,
+    steps_per_key: u32,
+    keyframes: u32,
     lo: u32,
     hi: u32,
-    pad0: [u32; 2],
+    pad0: u32,
     dt: f32,
-    gravity: f32,
     ground_k: f32,
     ground_soft: f32,
     ground_damp: f32,
     friction: f32,
     friction_speed: f32,
-    pad1: f32,
-}
-
-fn encode(body: &Body) -> Vec<GpuTerm> {
-    let ends = |v: &Vector| match *v {
-        Vector::Points { from, to } => [from as u32, to as u32],
-        Vector::Axis(a) => [NONE, a as u32],
-    };
-    body.terms
-        .iter()
-        .map(|t| {
-            let mut e = [0u32; 6];
-            let kind = match &t.measure {
-                Measure::Length(u) => {
-                    e[..2].copy_from_slice(&ends(u));
-                    0
-                }
-                Measure::Cos(u, v) => {
-                    e[..2].copy_from_slice(&ends(u));
-                    e[2..4].copy_from_slice(&ends(v));
-                    1
-                }
-                Measure::Triple(u, v, w) => {
-                    e[..2].copy_from_slice(&ends(u));
-                    e[2..4].copy_from_slice(&ends(v));
-                    e[4..].copy_from_slice(&ends(w));
-                    2
-                }
-                Measure::Midpoint { a, b, axis } => {
-                    // from0, to0: the two points; to1: the axis (body.wgsl).
-                    e[0] = *a as u32;
-                    e[1] = *b as u32;
-                    e[3] = *axis as u32;
-                    3
-                }
-            };
-            let (channel, target) = match t.target {
-                Target::Fixed(q) => (NONE, q as f32),
-                Target::Channel(c) => (c as u32, 0.0),
-            };
-            GpuTerm {
-                kind,
-                ends: e,
-                channel,
-                target,
-                kp: t.kp as f32,
-                kd: t.kd as f32,
-                pad: 0,
-            }
-        })
-        .collect()
+    pad1: [f32; 2],
 }
 
 /// One invocation per window, with the pipeline already set.
@@ -151,11 +99,12 @@ fn per_window(pass: &mut wgpu::ComputePass<'_>, group: &wgpu::BindGroup, n_windo
     pass.dispatch_workgroups((n_windows as u32).div_ceil(WORKGROUP), 1, 1);
 }
 
-/// Loop iterations per step of each pass (an upper bound: every term loops over at most
-/// three vectors a few times), for splitting passes under the driver's limit.
+/// Loop iterations per step of each pass, an upper bound for splitting passes under the
+/// driver's limit: the generated code is straight-line, but the term helpers loop over
+/// up to three vectors (a compiler may or may not unroll them).
 fn iterations_per_step(body: &Body, adjoint: bool) -> u64 {
-    let per_term = if adjoint { 36 } else { 16 };
-    (per_term * body.terms.len() + 4 * body.masses.len() + 8) as u64
+    let per_term = if adjoint { 16 } else { 6 };
+    (per_term * body.terms.len() + 8) as u64
 }
 
 /// Step ranges (lo, hi) of the dispatches of one pass.
@@ -169,7 +118,7 @@ fn chunks(
     let per = match ctx.loop_limit() {
         None => n,
         Some(limit) => {
-            let fixed = (cfg.n_params(body) + 8 * body.masses.len()) as u64;
+            let fixed = cfg.n_params(body) as u64 + 8;
             let per = limit.saturating_sub(fixed) / iterations_per_step(body, adjoint);
             if per == 0 {
                 return Err(Error::TooLarge(
@@ -239,11 +188,6 @@ impl GpuSim {
     ) -> Result<Self> {
         cfg.validate(body)?;
         let np = body.masses.len();
-        if np > MAX_POINTS {
-            return Err(Error::TooLarge(format!(
-                "the body has {np} points; the kernels hold at most {MAX_POINTS}"
-            )));
-        }
         let p = n_windows;
         if init_buf.size() < (p * 6 * np * 4) as u64 {
             return Err(Error::Problem(format!(
@@ -258,40 +202,28 @@ impl GpuSim {
             )));
         }
         let n = cfg.n_steps();
-        let terms = ctx.storage("motion terms", &encode(body))?;
-        let inv_mass: Vec<f32> = body.masses.iter().map(|m| (1.0 / m) as f32).collect();
-        let inv_mass = ctx.storage("motion inverse masses", &inv_mass)?;
         let traj = ctx.storage_zeroed("motion trajectories", p * (n + 1) * 6 * np)?;
         let seeds = ctx.storage_zeroed("motion seeds", p * (n + 1) * 3 * np)?;
         let status = ctx.storage_zeroed("motion status", p)?;
         let adj = ctx.storage_zeroed("motion adjoint state", p * 6 * np)?;
         let base = SimParams {
             n_windows: p as u32,
-            n_points: np as u32,
-            n_terms: body.terms.len() as u32,
-            n_channels: body.n_channels() as u32,
-            keyframes: cfg.keyframes as u32,
-            steps_per_key: cfg.steps_per_key as u32,
             n_steps: n as u32,
             n_params: d as u32,
+            steps_per_key: cfg.steps_per_key as u32,
+            keyframes: cfg.keyframes as u32,
             lo: 0,
             hi: 0,
-            pad0: [0; 2],
+            pad0: 0,
             dt: cfg.dt as f32,
-            gravity: cfg.gravity as f32,
             ground_k: cfg.ground_stiffness as f32,
             ground_soft: cfg.ground_softness as f32,
             ground_damp: cfg.ground_damping as f32,
             friction: cfg.friction as f32,
             friction_speed: cfg.friction_speed as f32,
-            pad1: 0.0,
+            pad1: [0.0; 2],
         };
-        let mut owned = vec![
-            terms.clone(),
-            inv_mass.clone(),
-            init_buf.clone(),
-            adj.clone(),
-        ];
+        let mut owned = vec![init_buf.clone(), adj.clone()];
         let mut uniform = |lo: u32, hi: u32| {
             let u = ctx.uniform("motion params", &SimParams { lo, hi, ..base });
             owned.push(u.clone());
@@ -301,10 +233,9 @@ impl GpuSim {
             .into_iter()
             .map(|(lo, hi)| {
                 let u = uniform(lo, hi);
-                kernels.forward.bind(
-                    ctx,
-                    &[&u, &terms, &inv_mass, theta, init_buf, &traj, &status],
-                )
+                kernels
+                    .forward
+                    .bind(ctx, &[&u, theta, init_buf, &traj, &status])
             })
             .collect();
         let adjoint = chunks(ctx, body, cfg, true)?
@@ -312,10 +243,9 @@ impl GpuSim {
             .rev()
             .map(|(lo, hi)| {
                 let u = uniform(lo, hi);
-                kernels.adjoint.bind(
-                    ctx,
-                    &[&u, &terms, &inv_mass, theta, &traj, &seeds, &adj, grad],
-                )
+                kernels
+                    .adjoint
+                    .bind(ctx, &[&u, theta, &traj, &seeds, &adj, grad])
             })
             .collect();
         Ok(Self {
@@ -354,25 +284,49 @@ impl GpuSim {
 
     /// Reads every window's trajectory back (tests, ground truth, pictures).
     pub fn read_trajectories(&self, ctx: &GpuContext) -> Result<Vec<Trajectory>> {
-        let np = self.n_points;
-        let per = (self.n_steps + 1) * 6 * np;
-        let flat: Vec<f32> = ctx.read(&self.traj, self.n_windows * per)?;
-        Ok(flat
-            .chunks(per)
-            .map(|w| {
-                let mut t = Trajectory {
-                    n_points: np,
-                    x: Vec::with_capacity((self.n_steps + 1) * np),
-                    v: Vec::with_capacity((self.n_steps + 1) * np),
-                };
-                for s in w.chunks(6 * np) {
-                    let vec = |i: usize| DVec3::new(s[i] as f64, s[i + 1] as f64, s[i + 2] as f64);
-                    t.x.extend((0..np).map(|i| vec(3 * i)));
-                    t.v.extend((0..np).map(|i| vec(3 * (np + i))));
-                }
-                t
+        let (np, p) = (self.n_points, self.n_windows);
+        let flat: Vec<f32> = ctx.read(&self.traj, (self.n_steps + 1) * 6 * np * p)?;
+        // Window-minor: component j of window w at step n is [(n · 6 np + j) · P + w].
+        let at = |w: usize, n: usize, j: usize| -> DVec3 {
+            let i = |c: usize| flat[(n * 6 * np + j + c) * p + w] as f64;
+            DVec3::new(i(0), i(1), i(2))
+        };
+        Ok((0..p)
+            .map(|w| Trajectory {
+                n_points: np,
+                x: (0..=self.n_steps)
+                    .flat_map(|n| (0..np).map(move |i| (n, 3 * i)))
+                    .map(|(n, j)| at(w, n, j))
+                    .collect(),
+                v: (0..=self.n_steps)
+                    .flat_map(|n| (0..np).map(move |i| (n, 3 * (np + i))))
+                    .map(|(n, j)| at(w, n, j))
+                    .collect(),
             })
             .collect())
+    }
+
+    /// Uploads ∂L/∂xₙ of every window (laid out like `Trajectory::x`), for running the
+    /// adjoint pass on a loss of one's own.
+    pub fn write_seeds(&self, ctx: &GpuContext, seeds: &[Vec<DVec3>]) -> Result<()> {
+        let (np, p) = (self.n_points, self.n_windows);
+        let per = (self.n_steps + 1) * np;
+        if seeds.len() != p || seeds.iter().any(|s| s.len() != per) {
+            return Err(Error::Problem(format!(
+                "seeds: {p} windows of {per} point vectors expected"
+            )));
+        }
+        let mut flat = vec![0f32; per * 3 * p];
+        for (w, s) in seeds.iter().enumerate() {
+            for (k, v) in s.iter().enumerate() {
+                for c in 0..3 {
+                    flat[(3 * k + c) * p + w] = v[c] as f32;
+                }
+            }
+        }
+        ctx.queue
+            .write_buffer(&self.seeds, 0, bytemuck::cast_slice(&flat));
+        Ok(())
     }
 }
 
@@ -408,7 +362,7 @@ struct FinishParams {
 /// evaluator that every binding shares, so [`MotionEvaluator::write_window`] puts a
 /// new window in a slot for all of them (meta-training resets).
 pub struct MotionEvaluator {
-    kernels: MotionKernels,
+    kernels: Arc<MotionKernels>,
     body: Body,
     cfg: TaskConfig,
     n_windows: usize,
@@ -440,7 +394,7 @@ impl MotionEvaluator {
         }
         let init: Vec<Initial> = windows.iter().map(|w| w.init.clone()).collect();
         Ok(Self {
-            kernels: MotionKernels::new(ctx)?,
+            kernels: MotionKernels::new(ctx, &body, &cfg.sim)?,
             init: GpuSim::initial_buffer(ctx, &body, &init)?,
             obs: ctx.storage("motion observations", &obs)?,
             cameras: ctx.storage("motion cameras", &cameras)?,

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod clip;
+pub mod codegen;
 pub mod eval;
 pub mod gpu;
 pub mod measure;
