@@ -380,6 +380,7 @@ fn options(cfg: TrainConfig, out: &std::path::Path, resume: bool) -> TrainOption
         kind: Some(ModelKind::Optimus),
         batch: 24,
         motion: false,
+        init: None,
         out: out.to_path_buf(),
         resume,
         progress: false,

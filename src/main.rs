@@ -72,6 +72,10 @@ struct TrainArgs {
     /// Continue from --out's checkpoint (same result as an uninterrupted run).
     #[arg(long)]
     resume: bool,
+    /// Start from this model's weights instead of random ones (same architecture as
+    /// the config's model), e.g. assets/models/optimus to fine-tune on motion.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Override the config's number of meta-iterations (e.g. to extend a resumed run).
     #[arg(long)]
     iterations: Option<u32>,
@@ -397,6 +401,7 @@ fn run(cli: Cli) -> Result<()> {
                     .map_err(anyhow::Error::msg)?,
                 batch: a.batch,
                 motion: a.task == Task::Motion,
+                init: a.init.clone(),
                 out: a.out.clone(),
                 resume: a.resume,
                 progress: !a.quiet,

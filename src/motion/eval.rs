@@ -21,7 +21,7 @@ use std::time::Instant;
 
 /// What a motion evaluation runs. Every field has a default; a RON file or flags
 /// override them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MotionEvalConfig {
     pub task: TaskConfig,

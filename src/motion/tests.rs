@@ -354,3 +354,18 @@ fn motion_objective_gradient_matches_finite_differences() {
     }
     assert!(grad.iter().all(|g| g.is_finite()));
 }
+
+#[test]
+fn shipped_motion_configs_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("assets/motion.ron")).unwrap();
+    let cfg = super::eval::MotionEvalConfig::from_ron(&text, "assets/motion.ron").unwrap();
+    assert_eq!(
+        cfg,
+        super::eval::MotionEvalConfig::default(),
+        "assets/motion.ron documents the defaults"
+    );
+    let text = std::fs::read_to_string(root.join("assets/train_motion.ron")).unwrap();
+    let t = crate::train::config::TrainConfig::from_ron(&text, "assets/train_motion.ron").unwrap();
+    assert_eq!(t.motion.unwrap().sim.keyframes, 4);
+}

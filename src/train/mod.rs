@@ -51,6 +51,9 @@ pub struct TrainOptions {
     pub motion: bool,
     pub out: PathBuf,
     pub resume: bool,
+    /// Start θ from this model instead of random weights (e.g. a model meta-trained on
+    /// benchmark functions, fine-tuned on motion); it must match the run's architecture.
+    pub init: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -270,7 +273,31 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     let kernels = Kernels::new(ctx)?;
     let stage = ObjectiveStage::new(ctx, None)?;
     let pes_kernels = PesKernels::new(ctx)?;
-    let init = Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL]))?;
+    let init = match &opts.init {
+        Some(dir) => {
+            let m = Model::load(dir)?;
+            if m.config != model_cfg {
+                return Err(Error::Config(format!(
+                    "--init {}: that model is {} width {}, {} heads, mlp_hidden {}, {} layers; \
+                     this run trains {} width {}, {} heads, mlp_hidden {}, {} layers. Set the \
+                     config's model to match",
+                    dir.display(),
+                    m.config.kind,
+                    m.config.width,
+                    m.config.heads,
+                    m.config.mlp_hidden,
+                    m.config.layers,
+                    model_cfg.kind,
+                    model_cfg.width,
+                    model_cfg.heads,
+                    model_cfg.mlp_hidden,
+                    model_cfg.layers
+                )));
+            }
+            m
+        }
+        None => Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL]))?,
+    };
     let vseed = cfg.validation.seed;
     let (validation, vwindows): (Vec<_>, Vec<_>) = (0..cfg.validation.problems)
         .map(|p| {
