@@ -33,17 +33,22 @@ enum Command {
     Info,
     /// Compare optimizers on benchmark functions (or a user WGSL objective):
     /// functions × dimensions × seeded start points, a step budget, learning rates of
-    /// GD, momentum and Adam tuned per function. Prints a table and writes JSON, CSV and
-    /// SVG plots to the output folder.
+    /// GD, momentum and Adam tuned per function. With --task motion: on physics-based
+    /// motion reconstruction windows (objective, iterations to BFGS's final objective,
+    /// MPJPE, time; stick-figure strips). Prints a table and writes JSON, CSV and SVG
+    /// plots to the output folder.
     Eval(Box<EvalArgs>),
     /// Write a seeded random learned-optimizer model (model.ron + weights.safetensors).
     InitModel(InitModelArgs),
     /// Time one learned-optimizer step at several batch sizes: problem-steps per second,
-    /// GFLOP/s, and where the time goes (timestamp queries per kernel).
+    /// GFLOP/s, and where the time goes (timestamp queries per kernel). With --task
+    /// motion: simulated steps per second of the motion simulation, forward and with its
+    /// adjoint, against the f64 CPU twin.
     Bench(BenchArgs),
     /// Meta-train a learned optimizer with Persistent Evolution Strategies: --batch
     /// particles in antithetic pairs run perturbed copies of the optimizer on tasks drawn
-    /// from the config's distribution, entirely on the GPU. Logs, a CSV, a meta-loss plot,
+    /// from the config's distribution (benchmark functions, or with --task motion walking
+    /// windows of the motion task), entirely on the GPU. Logs, a CSV, a meta-loss plot,
     /// checkpoints (every few iterations and on Ctrl-C) and the model go to --out.
     Train(TrainArgs),
 }
@@ -161,7 +166,7 @@ struct EvalArgs {
     /// Seeded start points per function and dimension (default: 8).
     #[arg(long)]
     starts: Option<usize>,
-    /// Step budget T (default: 200).
+    /// Step budget T (default: 200; 100 with --task motion).
     #[arg(long)]
     steps: Option<u32>,
     /// Optimizers, comma-separated: gd, momentum, nesterov, adam, bfgs, lbfgs, and the
@@ -184,7 +189,8 @@ struct EvalArgs {
     /// assets/objectives/quadratic.wgsl for the signature).
     #[arg(long)]
     objective: Option<PathBuf>,
-    /// Output folder for results.json, results.csv and plots (default: results/eval).
+    /// Output folder for results.json, results.csv and plots (default: results/eval, or
+    /// results/motion with --task motion).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Learned-optimizer model directories (comma-separated), one per kind used by

@@ -221,7 +221,13 @@ pub(crate) fn model_for(m: Method, models: &[Arc<Model>]) -> Option<Arc<Model>> 
 /// The committed trained model of `kind`: `assets/models/<kind>` under the current
 /// directory, else under the crate's source directory.
 pub fn default_model_dir(kind: ModelKind) -> Option<PathBuf> {
-    let rel = PathBuf::from("assets/models").join(kind.name());
+    model_asset(kind.name())
+}
+
+/// The model directory `assets/models/<name>` (current directory first, then the
+/// crate's source directory), if it holds a model.
+pub fn model_asset(name: &str) -> Option<PathBuf> {
+    let rel = PathBuf::from("assets/models").join(name);
     [PathBuf::new(), PathBuf::from(env!("CARGO_MANIFEST_DIR"))]
         .into_iter()
         .map(|base| base.join(&rel))

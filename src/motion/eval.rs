@@ -11,7 +11,8 @@ use super::sim::simulate;
 use super::task::{mpjpe, Source, TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::eval::{bar, load_models, model_for};
+use crate::eval::{bar, load_models, model_asset, model_for};
+use crate::learned::model::ModelKind;
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
 use crate::train::config::mix_seed;
 use plotters::prelude::*;
@@ -218,6 +219,22 @@ fn tune_adam(
     Ok(cfg.lr_grid[best])
 }
 
+/// Model directories for the run: `cfg.models`, plus the Optimus meta-trained on
+/// walking (`assets/models/optimus-motion`) when Optimus runs and no Optimus model was
+/// named; other kinds fall back to the committed models of their own kind.
+fn motion_model_dirs(cfg: &MotionEvalConfig, methods: &[Method]) -> Result<Vec<PathBuf>> {
+    let mut dirs = cfg.models.clone();
+    let named_optimus = dirs
+        .iter()
+        .map(|d| crate::learned::model::Model::load(d).map(|m| m.config.kind))
+        .collect::<Result<Vec<_>>>()?
+        .contains(&ModelKind::Optimus);
+    if methods.contains(&Method::Optimus) && !named_optimus {
+        dirs.extend(model_asset("optimus-motion"));
+    }
+    Ok(dirs)
+}
+
 /// Runs the motion evaluation described by `cfg`.
 pub fn run(
     ctx: &GpuContext,
@@ -236,7 +253,7 @@ pub fn run(
         .iter()
         .map(|s| Method::parse(s).map_err(Error::Config))
         .collect::<Result<_>>()?;
-    let models = load_models(&cfg.models, &methods)?;
+    let models = load_models(&motion_model_dirs(cfg, &methods)?, &methods)?;
     let start = Instant::now();
     let families = test_windows(cfg, &body)?;
     let kernels = Kernels::new(ctx)?;
