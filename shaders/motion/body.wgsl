@@ -127,12 +127,13 @@ fn term_adjoint(kind: u32, u: array<vec3<f32>, 3>, du: array<vec3<f32>, 3>, dl: 
     let l = local_of(kind, u, moving);
     let a = dot3(l.g, dl);
     let s = kp * (l.q - goal) + kd * dot3(l.g, du);
-    let hv = hess_of(kind, l, du, moving);
-    let hl = hess_of(kind, l, dl, moving);
+    // H is linear, so a kd H v + s H λ is one product along a kd v + s λ.
+    let ak = a * kd;
+    let h = hess_of(kind, l, array<vec3<f32>, 3>(ak * du[0] + s * dl[0], ak * du[1] + s * dl[1], ak * du[2] + s * dl[2]), moving);
     var r: TermAdjoint;
     for (var k = 0u; k <= kind; k++) {
-        r.dx[k] = a * (kp * l.g[k] + kd * hv[k]) + s * hl[k];
-        r.dv[k] = a * kd * l.g[k];
+        r.dx[k] = a * kp * l.g[k] + h[k];
+        r.dv[k] = ak * l.g[k];
     }
     r.ub = a * kp;
     return r;

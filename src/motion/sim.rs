@@ -291,17 +291,15 @@ pub fn adjoint(
             let (q, g) = gradient(&t.measure, x);
             let a = g.dot(&lam);
             let s = t.kp * (q - target(t, &u)) + t.kd * g.dot(v);
-            let hv = hessian_times(&t.measure, x, v);
-            let hl = hessian_times(&t.measure, x, &lam);
+            // H is linear, so a kd H v + s H λ is one product along a kd v + s λ.
+            let dir: Vec<DVec3> = (0..np).map(|i| a * t.kd * v[i] + s * lam[i]).collect();
+            let hd = hessian_times(&t.measure, x, &dir);
             for (i, gi) in g.iter() {
                 xb[i] -= a * t.kp * gi;
                 vb[i] -= a * t.kd * gi;
             }
-            for (i, hi) in hv.iter() {
-                xb[i] -= a * t.kd * hi;
-            }
-            for (i, hi) in hl.iter() {
-                xb[i] -= s * hi;
+            for (i, hi) in hd.iter() {
+                xb[i] -= hi;
             }
             if let Target::Channel(j) = t.target {
                 ub[j] += a * t.kp;
