@@ -243,7 +243,7 @@ pub fn run(
 ) -> Result<(MotionResults, FamilyWindows)> {
     if cfg.windows == 0 || cfg.steps == 0 || cfg.optimizers.is_empty() {
         return Err(Error::Config(
-            "windows, steps and optimizers must be non-empty".into(),
+            "windows and steps must be at least 1, and optimizers must name one".into(),
         ));
     }
     let body = Body::new(&cfg.task.gains);
