@@ -23,7 +23,7 @@ fn batch(p: usize, seed: u64) -> Batch {
     let body = Body::new(&Gains::default());
     let cfg = SimConfig {
         keyframes: 3,
-        steps_per_key: 30,
+        steps_per_key: 90,
         ..Default::default()
     };
     let mut params = Vec::new();
@@ -100,6 +100,11 @@ fn forward_and_adjoint_match_twin() {
         })
         .collect();
     sim.write_seeds(ctx, &seeds).unwrap();
+    if ctx.loop_limit().is_some() {
+        // The state crosses dispatch boundaries in both passes.
+        let (f, a) = sim.dispatches();
+        assert!(f > 1 && a > 1, "{f} forward and {a} adjoint dispatches");
+    }
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -171,7 +176,10 @@ fn diverging_window_is_flagged_and_the_batch_goes_on() {
     let gpu = sim.read_trajectories(ctx).unwrap();
     let cpu = simulate(&b.body, &b.cfg, &b.params[2], &b.init[2]);
     let last = b.cfg.n_steps() * b.body.masses.len();
-    assert!((gpu[2].x[last] - cpu.x[last]).length() < 1e-5);
+    // A neighbour of the diverged window is simulated as on its own (f32 against f64
+    // over 180 steps).
+    let off = (gpu[2].x[last] - cpu.x[last]).length();
+    assert!(off < 1e-4, "window 2 is {off} m off its twin");
 }
 
 #[test]

@@ -272,6 +272,12 @@ impl GpuSim {
         }
     }
 
+    /// Dispatches per forward and per adjoint pass (more than one where the driver
+    /// limits loop iterations per invocation).
+    pub fn dispatches(&self) -> (usize, usize) {
+        (self.forward.len(), self.adjoint.len())
+    }
+
     /// Records the forward pass: every state of every window from θ.
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.record(pass, 0, &self.forward);
