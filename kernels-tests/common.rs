@@ -16,3 +16,15 @@ pub fn assert_close(a: f64, b: f64, tol: f64, scale: f64, what: &str) {
         "{what}: gpu {a} vs cpu {b} (tol {tol}, scale {scale})"
     );
 }
+
+/// ‖gpu − cpu‖ / ‖cpu‖ of two vectors (a gradient on the GPU against its twin).
+pub fn relative_error(gpu: &[f32], cpu: &[f64]) -> f64 {
+    let norm = cpu.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let err = cpu
+        .iter()
+        .zip(gpu)
+        .map(|(c, g)| (*g as f64 - c).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    err / norm
+}

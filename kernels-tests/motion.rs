@@ -1,7 +1,7 @@
 //! Motion simulation kernels against the f64 twin: forward states and the adjoint
 //! gradient for several windows in one batch, across dispatch chunks.
 
-use crate::common::ctx;
+use crate::common::{ctx, relative_error};
 use glam::DVec3;
 use optimus_gpu::motion::body::{Body, Gains, Pose};
 use optimus_gpu::motion::gpu::{GpuSim, MotionKernels};
@@ -63,26 +63,24 @@ fn batch(p: usize, seed: u64) -> Batch {
     }
 }
 
-#[test]
-fn forward_and_adjoint_match_twin() {
+/// The batch on the GPU: its simulation, gradient buffer and flat parameters.
+fn bind(b: &Batch) -> (GpuSim, wgpu::Buffer, Vec<f32>) {
     let ctx = ctx();
-    let b = batch(3, 11);
     let kernels = MotionKernels::new(ctx, &b.body, &b.cfg).unwrap();
     let flat: Vec<f32> = b.params.iter().flatten().map(|v| *v as f32).collect();
     let theta = ctx.storage("theta", &flat).unwrap();
     let grad = ctx.storage_zeroed("grad", flat.len()).unwrap();
     let init = GpuSim::initial_buffer(ctx, &b.body, &b.init).unwrap();
-    let sim = GpuSim::new(
-        ctx,
-        &kernels,
-        &b.body,
-        &b.cfg,
-        b.init.len(),
-        &init,
-        &theta,
-        &grad,
-    )
-    .unwrap();
+    let n = b.init.len();
+    let sim = GpuSim::new(ctx, &kernels, &b.body, &b.cfg, n, &init, &theta, &grad).unwrap();
+    (sim, grad, flat)
+}
+
+#[test]
+fn forward_and_adjoint_match_twin() {
+    let ctx = ctx();
+    let b = batch(3, 11);
+    let (sim, grad, flat) = bind(&b);
     let np = b.body.masses.len();
     let n = b.cfg.n_steps();
     let mut rng = ChaCha8Rng::seed_from_u64(12);
@@ -128,17 +126,8 @@ fn forward_and_adjoint_match_twin() {
             "window {w}: positions differ by up to {worst} m"
         );
         let g = adjoint(&b.body, &b.cfg, &b.params[w], &cpu, &seeds[w]);
-        let scale = g.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let err = g
-            .iter()
-            .zip(&gpu_grad[w * d..(w + 1) * d])
-            .map(|(c, a)| (*a as f64 - c).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        assert!(
-            err < 1e-4 * scale,
-            "window {w}: gradient error {err} of norm {scale}"
-        );
+        let err = relative_error(&gpu_grad[w * d..(w + 1) * d], &g);
+        assert!(err < 1e-4, "window {w}: relative gradient error {err}");
     }
 }
 
@@ -146,25 +135,10 @@ fn forward_and_adjoint_match_twin() {
 fn diverging_window_is_flagged_and_the_batch_goes_on() {
     let ctx = ctx();
     let mut b = batch(3, 13);
-    let kernels = MotionKernels::new(ctx, &b.body, &b.cfg).unwrap();
     let root = b.cfg.keyframes * b.body.n_channels();
     // Window 1 is thrown upwards at 1e5 m/s: it leaves the simulated range.
     b.params[1][root + 4] = 1.0e5;
-    let flat: Vec<f32> = b.params.iter().flatten().map(|v| *v as f32).collect();
-    let theta = ctx.storage("theta", &flat).unwrap();
-    let grad = ctx.storage_zeroed("grad", flat.len()).unwrap();
-    let init = GpuSim::initial_buffer(ctx, &b.body, &b.init).unwrap();
-    let sim = GpuSim::new(
-        ctx,
-        &kernels,
-        &b.body,
-        &b.cfg,
-        b.init.len(),
-        &init,
-        &theta,
-        &grad,
-    )
-    .unwrap();
+    let (sim, _grad, _) = bind(&b);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -265,17 +239,8 @@ fn motion_objective_matches_twin() {
             "window {k}: f {} vs {fc}",
             fs[k]
         );
-        let scale = gc.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let err = gc
-            .iter()
-            .zip(&gs[k * d..(k + 1) * d])
-            .map(|(c, a)| (*a as f64 - c).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        assert!(
-            err < 1e-3 * scale,
-            "window {k}: gradient error {err} of norm {scale}"
-        );
+        let err = relative_error(&gs[k * d..(k + 1) * d], &gc);
+        assert!(err < 1e-3, "window {k}: relative gradient error {err}");
     }
 }
 

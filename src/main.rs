@@ -202,6 +202,13 @@ struct EvalArgs {
     quiet: bool,
 }
 
+/// Copies every flag given on the command line over the config's field of that name.
+macro_rules! take {
+    ($args:ident, $cfg:ident, $($f:ident),*) => {
+        $(if let Some(v) = &$args.$f { $cfg.$f = v.clone(); })*
+    };
+}
+
 /// The problems `eval` runs on.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Task {
@@ -235,10 +242,7 @@ impl EvalArgs {
             Some(p) => read_config(p, MotionEvalConfig::from_ron)?,
             None => MotionEvalConfig::default(),
         };
-        macro_rules! take {
-            ($($f:ident),*) => { $(if let Some(v) = &self.$f { cfg.$f = v.clone(); })* };
-        }
-        take!(families, clips, windows, steps, optimizers, seed, out);
+        take!(self, cfg, families, clips, windows, steps, optimizers, seed, out);
         if let Some(m) = &self.model {
             cfg.models = m.clone();
         }
@@ -262,10 +266,7 @@ impl EvalArgs {
             Some(p) => read_config(p, EvalConfig::from_ron)?,
             None => EvalConfig::default(),
         };
-        macro_rules! take {
-            ($($f:ident),*) => { $(if let Some(v) = &self.$f { cfg.$f = v.clone(); })* };
-        }
-        take!(functions, dims, starts, steps, optimizers, seed, out);
+        take!(self, cfg, functions, dims, starts, steps, optimizers, seed, out);
         if let Some(m) = &self.model {
             cfg.models = m.clone();
         }

@@ -347,21 +347,22 @@ fn segments(points: &[Option<(f64, f64)>]) -> Vec<Vec<(f64, f64)>> {
 }
 
 /// One optimizer's line on a chart: its name and its points (missing ones as `None`).
-struct Series<'a> {
-    name: &'a str,
-    points: Vec<Option<(f64, f64)>>,
+pub(crate) struct Series<'a> {
+    pub name: &'a str,
+    pub points: Vec<Option<(f64, f64)>>,
 }
 
 /// Labels of a chart.
-struct Labels<'a> {
-    title: &'a str,
-    x: &'a str,
-    y: &'a str,
+pub(crate) struct Labels<'a> {
+    pub title: &'a str,
+    pub x: &'a str,
+    pub y: &'a str,
 }
 
 /// Draws one chart with a log-scale gap axis and any x axis (linear or log), so both
-/// kinds of plot share the styling; `markers` adds a point at every data point.
-fn draw_chart<X>(
+/// kinds of plot share the styling; `markers` adds a point at every data point. The
+/// motion evaluation's objective curves use it too.
+pub(crate) fn draw_chart<X>(
     path: &Path,
     labels: &Labels,
     x: X,

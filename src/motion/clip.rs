@@ -289,11 +289,6 @@ impl Family {
             looping: false,
         }
     }
-
-    /// Whether meta-training may use this family (OPTIMUS.md §5: walking only).
-    pub fn is_training(self) -> bool {
-        self == Family::Walk
-    }
 }
 
 fn rz(a: f64) -> DQuat {

@@ -11,10 +11,12 @@ use super::sim::simulate;
 use super::task::{mpjpe, Source, TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
+use crate::eval::report::{draw_chart, Labels, Series};
 use crate::eval::{bar, load_models, model_asset, model_for};
 use crate::learned::model::ModelKind;
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
 use crate::train::config::mix_seed;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -493,73 +495,40 @@ pub fn write_all(
     Ok(files)
 }
 
-/// Mean objective over a family's windows against iterations, one line per optimizer.
+/// Mean objective over a family's windows against iterations, one line per optimizer
+/// (diverged windows left out; an optimizer with none left is listed without a line).
 fn plot_curves(res: &MotionResults, family: &str, path: &Path) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", path.display()));
-    let mut lines = Vec::new();
-    for opt in res
+    let series: Vec<Series> = res
         .rows
         .iter()
         .filter(|r| r.family == family)
-        .map(|r| &r.optimizer)
-    {
-        let ws: Vec<&WindowResult> = res
-            .windows
-            .iter()
-            .filter(|w| w.family == family && &w.optimizer == opt && !w.diverged)
-            .collect();
-        if ws.is_empty() {
-            continue;
-        }
-        let pts: Vec<(f64, f64)> = (0..=res.steps as usize)
-            .map(|t| (t as f64, finite_mean(ws.iter().map(|w| w.curve[t]))))
-            .filter(|p| p.1.is_finite() && p.1 > 0.0)
-            .collect();
-        lines.push((opt.clone(), pts));
-    }
-    let ys = lines.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
-    let (lo, hi) = ys.fold((f64::INFINITY, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
-    if !lo.is_finite() {
-        return Ok(());
-    }
-    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("motion reconstruction: {family}"),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..res.steps as f64, (lo * 0.8..hi * 1.2).log_scale())
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("iteration")
-        .y_desc("objective (mean over windows, px²)")
-        .y_label_formatter(&|v| format!("{v:.0e}"))
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (i, (name, pts)) in lines.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+        .map(|r| {
+            let ws: Vec<&WindowResult> = res
+                .windows
+                .iter()
+                .filter(|w| w.family == family && w.optimizer == r.optimizer && !w.diverged)
+                .collect();
+            let points = (0..=res.steps as usize)
+                .map(|t| {
+                    let y = finite_mean(ws.iter().map(|w| w.curve[t]));
+                    (y.is_finite() && y > 0.0).then_some((t as f64, y))
+                })
+                .collect();
+            Series {
+                name: &r.optimizer,
+                points,
+            }
+        })
+        .collect();
+    let title = format!("motion reconstruction: {family}");
+    let labels = Labels {
+        title: &title,
+        x: "iteration",
+        y: "objective (mean over windows, px²)",
+    };
+    let x: RangedCoordf64 = (0.0..res.steps as f64).into();
+    draw_chart(path, &labels, x, &|v| format!("{v}"), &series, false)
+        .map_err(|e| Error::Io(format!("{}: {e:#}", path.display())))
 }
 
 /// Ground truth against the reference and the learned Optimus (when run) over the

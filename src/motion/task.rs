@@ -450,8 +450,3 @@ fn svd3(a: DMat3) -> (DMat3, DVec3, DMat3) {
     }
     (DMat3::from_cols(u_cols[0], u_cols[1], u_cols[2]), s, v)
 }
-
-/// The default body for `cfg`.
-pub fn body(cfg: &TaskConfig) -> Body {
-    Body::new(&cfg.gains)
-}
