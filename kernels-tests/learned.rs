@@ -1,5 +1,6 @@
 use crate::common::ctx;
 use optimus_gpu::learned::cpu;
+use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
 use optimus_gpu::objective::ObjectiveStage;
 use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult};
@@ -23,8 +24,13 @@ pub fn model(kind: ModelKind, seed: u64) -> Arc<Model> {
     Arc::new(Model::init(cfg, seed).unwrap())
 }
 
-fn run_gpu(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) -> Vec<ProblemResult> {
-    let kernels = Kernels::new(ctx()).unwrap();
+fn run_gpu(
+    problems: &[ProblemSpec],
+    m: &Arc<Model>,
+    steps: u32,
+    tiling: Tiling,
+) -> Vec<ProblemResult> {
+    let kernels = Kernels::with_tiling(ctx(), tiling).unwrap();
     let stage = ObjectiveStage::new(ctx(), None).unwrap();
     let cfg = OptimizerConfig {
         model: Some(m.clone()),
@@ -69,11 +75,25 @@ pub fn problems(dims: &[usize]) -> Vec<ProblemSpec> {
         .collect()
 }
 
+/// Both layouts of the linear layers run on every device, so both are checked here.
+const TILINGS: [Tiling; 2] = [Tiling::Lanes, Tiling::Blocks];
+
 fn check_against_twin(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) {
-    let gpu = run_gpu(problems, m, steps);
+    for tiling in TILINGS {
+        check_tiling_against_twin(problems, m, steps, tiling);
+    }
+}
+
+fn check_tiling_against_twin(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32, tiling: Tiling) {
+    let gpu = run_gpu(problems, m, steps, tiling);
     for (p, g) in problems.iter().zip(&gpu) {
         let c = cpu::run(m, p, steps).unwrap();
-        let what = format!("{:?} on {} d={}", m.config.kind, p.objective.name(), p.dim);
+        let what = format!(
+            "{:?} ({tiling:?}) on {} d={}",
+            m.config.kind,
+            p.objective.name(),
+            p.dim
+        );
         assert_eq!(g.status, c.status, "{what}");
         let moved: f64 =
             c.x.iter()
@@ -132,7 +152,7 @@ fn optimus_is_permutation_equivariant() {
         permuted.center[i] = base.center[perm[i]];
     }
     let m = model(ModelKind::Optimus, 11);
-    let res = run_gpu(&[base.clone(), permuted], &m, 5);
+    let res = run_gpu(&[base.clone(), permuted], &m, 5, Tiling::for_device(ctx()));
     for i in 0..d {
         assert!(
             (res[1].x[i] - res[0].x[perm[i]]).abs() <= 1e-5 * (1.0 + res[0].x[perm[i]].abs()),
@@ -324,7 +344,7 @@ fn a_diverging_problem_is_flagged_and_the_learned_batch_goes_on() {
     // An overflowing objective: f and ∇f become infinite at the first evaluation.
     ps[1].scale = 1e38;
     ps[1].x0.iter_mut().for_each(|v| *v += 1e3);
-    let res = run_gpu(&ps, &m, 6);
+    let res = run_gpu(&ps, &m, 6, Tiling::for_device(ctx()));
     assert_eq!(res[1].status, optimus_gpu::optim::Status::Diverged);
     for k in [0, 2] {
         assert_eq!(

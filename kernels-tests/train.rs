@@ -5,6 +5,7 @@
 use crate::common::{assert_close, ctx};
 use crate::learned::{model, problems};
 use optimus_gpu::learned::cpu as lcpu;
+use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
 use optimus_gpu::objective::ObjectiveStage;
 use optimus_gpu::optim::Kernels;
@@ -44,8 +45,12 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_tiled(Tiling::for_device(ctx()))
+}
+
+fn fixture_tiled(tiling: Tiling) -> Fixture {
     Fixture {
-        kernels: Kernels::new(ctx()).unwrap(),
+        kernels: Kernels::with_tiling(ctx(), tiling).unwrap(),
         pes: PesKernels::new(ctx()).unwrap(),
         stage: ObjectiveStage::new(ctx(), None).unwrap(),
     }
@@ -96,10 +101,17 @@ fn noise_kernel_matches_its_twin() {
 }
 
 /// One perturbed step of every particle against the CPU twin run with the dense
-/// weights θ ± σ a bᵀ: the rank-one kernels must equal per-particle weight copies.
+/// weights θ ± σ a bᵀ: the rank-one kernels must equal per-particle weight copies, in
+/// both layouts of the linear layers.
 #[test]
 fn perturbed_step_matches_dense_perturbed_twin() {
-    let fx = fixture();
+    for tiling in [Tiling::Lanes, Tiling::Blocks] {
+        perturbed_step_matches_dense_perturbed_twin_with(tiling);
+    }
+}
+
+fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
+    let fx = fixture_tiled(tiling);
     for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
         let m = model(kind, 5);
         let tasks = problems(&[1, 3, 9, 33, 2]);
@@ -131,7 +143,7 @@ fn perturbed_step_matches_dense_perturbed_twin() {
                 let (dg, dc) = (xs[p][i] as f64 - spec.x0[i], st.x[i] - spec.x0[i]);
                 assert!(
                     (dg - dc).abs() <= 2e-3 * moved + 1e-5,
-                    "{kind} particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
+                    "{kind} ({tiling:?}) particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
                     spec.dim
                 );
             }

@@ -53,6 +53,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../shaders/learned/linear.wgsl"),
     ),
     (
+        "learned/linear_blocks.wgsl",
+        include_str!("../shaders/learned/linear_blocks.wgsl"),
+    ),
+    (
         "learned/layernorm.wgsl",
         include_str!("../shaders/learned/layernorm.wgsl"),
     ),
@@ -123,7 +127,7 @@ pub const ENTRY_SHADERS: &[&str] = &[
     "bfgs.wgsl",
     "lbfgs.wgsl",
     "learned/features.wgsl",
-    "learned/linear.wgsl",
+    "learned/linear_blocks.wgsl",
     "learned/layernorm.wgsl",
     "learned/attention.wgsl",
     "learned/step.wgsl",

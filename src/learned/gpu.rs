@@ -8,12 +8,14 @@
 //! All buffers and bind groups are made once in [`LearnedNet::new`]; recording a step
 //! only records dispatches.
 
+use super::linear::{LinearKernels, Tiling, BLOCK_ROWS};
 use super::model::{Model, ModelKind};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::{compose, validate, Bind, Kernel};
 use crate::problem::GpuProblems;
 use crate::train::noise::NoiseLayout;
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 /// Queries per attention workgroup (`BLOCK` in `attention.wgsl`), and rows per
@@ -21,10 +23,6 @@ use std::sync::OnceLock;
 const ATTN_BLOCK: u32 = 64;
 /// Largest head width `attention.wgsl` holds in registers (`MAX_HEAD4` vec4s).
 pub const MAX_HEAD_WIDTH: usize = 32;
-/// Tokens per invocation of `linear.wgsl`; token rows are padded to a multiple of it.
-const LINEAR_ROWS: u32 = 8;
-/// Invocations per workgroup of `linear.wgsl`.
-const LINEAR_WG: u32 = 64;
 /// Features per token row on the GPU (33 padded to a multiple of 4).
 const FEATURE_STRIDE: usize = 36;
 const MAX_GROUPS: u32 = 65535;
@@ -149,7 +147,7 @@ impl PackedLayout {
 /// The learned optimizers' kernels, built once.
 pub struct LearnedKernels {
     features: Kernel,
-    linear: Kernel,
+    linear: LinearKernels,
     layernorm: Kernel,
     /// Attention pipelines by head width in vec4s (`HD4`), built on first use: a
     /// constant head width lets the loops over it unroll into registers (measured 2x
@@ -180,7 +178,13 @@ impl LearnedKernels {
         Ok(slot.get_or_init(|| k))
     }
 
+    /// The kernels, with the linear layers laid out for `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Self::with_tiling(ctx, Tiling::for_device(ctx))
+    }
+
+    /// The kernels with a chosen layout of the linear layers (tests run both).
+    pub fn with_tiling(ctx: &GpuContext, tiling: Tiling) -> Result<Self> {
         use Bind::*;
         Ok(Self {
             project: Kernel::from_shader(
@@ -195,13 +199,7 @@ impl LearnedKernels {
                     Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadWrite,
                 ],
             )?,
-            linear: Kernel::from_shader(
-                ctx,
-                "learned/linear.wgsl",
-                &[
-                    Uniform, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadOnly, ReadOnly,
-                ],
-            )?,
+            linear: LinearKernels::new(tiling)?,
             layernorm: Kernel::from_shader(
                 ctx,
                 "learned/layernorm.wgsl",
@@ -240,7 +238,7 @@ struct LinearParams {
     out4: u32,
     w_off4: u32,
     b_off4: u32,
-    flags: u32,
+    pad2: u32,
     nb_off4: u32,
     ne_off4: u32,
     stride4: u32,
@@ -307,8 +305,9 @@ const PERTURBED: u32 = 4;
 #[derive(Clone, Copy)]
 enum Stage {
     Features,
-    /// A linear layer, named by its tensor without the block index (for profiles).
-    Linear(&'static str),
+    /// A linear layer, named by its tensor without the block index (for profiles), and
+    /// its pipeline in `LearnedNet::linear`.
+    Linear(&'static str, usize),
     /// x·a for the next linear layer's perturbation.
     Project,
     LayerNorm,
@@ -344,6 +343,8 @@ pub struct Perturbation<'a> {
 /// One learned optimizer bound to one batch.
 pub struct LearnedNet {
     ops: Vec<(Stage, wgpu::BindGroup, [u32; 3])>,
+    /// Pipelines of the linear layers.
+    linear: Vec<Arc<Kernel>>,
     /// Which attention pipeline the step uses.
     attn_slot: usize,
     /// Accumulators and preconditioner with their initial contents, for `reset`.
@@ -396,13 +397,12 @@ impl LearnedNet {
                 )));
             }
         }
-        // Token rows, padded for the 8-row blocks of `linear.wgsl`.
-        let rows = n.div_ceil(LINEAR_ROWS) * LINEAR_ROWS;
-        let row_groups = (rows / LINEAR_ROWS).div_ceil(LINEAR_WG);
-        if row_groups > MAX_GROUPS {
+        // Token rows, padded for the 8-row blocks of `linear_blocks.wgsl`.
+        let rows = n.div_ceil(BLOCK_ROWS) * BLOCK_ROWS;
+        if rows as u64 > kernels.linear.max_rows() {
             return Err(Error::TooLarge(format!(
-                "{n} coordinates in one batch; the learned optimizers take at most {} per batch",
-                MAX_GROUPS * LINEAR_WG * LINEAR_ROWS
+                "{n} coordinates in one batch; the learned optimizers take at most {} per batch here",
+                kernels.linear.max_rows()
             )));
         }
         // Head width (LOpt has no attention; its `heads` is not checked).
@@ -468,7 +468,7 @@ impl LearnedNet {
             dummy: &dummy,
             n,
             rows,
-            row_groups,
+            linear: Vec::new(),
             ops: Vec::new(),
             keep: Vec::new(),
         };
@@ -594,6 +594,7 @@ impl LearnedNet {
             b.push(Stage::Precondition, group, block_grid, pp);
         }
         let ops = b.ops;
+        let linear = b.linear;
         let mut buffers = b.keep;
         buffers.extend([feat, hid, a, qkv, att, mlp, out, blocks_buf, dummy]);
         if let Some(p) = pert {
@@ -601,6 +602,7 @@ impl LearnedNet {
         }
         Ok(Self {
             ops,
+            linear,
             attn_slot,
             acc,
             mat,
@@ -665,7 +667,7 @@ impl LearnedNet {
             .iter()
             .map(|(stage, _, _)| match stage {
                 Stage::Features => "features",
-                Stage::Linear(label) => label,
+                Stage::Linear(label, _) => label,
                 Stage::Project => "perturbation",
                 Stage::LayerNorm => "layernorm",
                 Stage::Attention => "attention",
@@ -686,7 +688,7 @@ impl LearnedNet {
         let (stage, group, grid) = &self.ops[k];
         let kernel = match stage {
             Stage::Features => &kernels.features,
-            Stage::Linear(_) => &kernels.linear,
+            Stage::Linear(_, k) => &self.linear[*k],
             Stage::Project => &kernels.project,
             Stage::LayerNorm => &kernels.layernorm,
             Stage::Attention => kernels.attention[self.attn_slot]
@@ -745,7 +747,8 @@ struct Builder<'a> {
     dummy: &'a wgpu::Buffer,
     n: u32,
     rows: u32,
-    row_groups: u32,
+    /// Pipelines of the linear layers (shapes differ in the generated kernels).
+    linear: Vec<Arc<Kernel>>,
     ops: Vec<(Stage, wgpu::BindGroup, [u32; 3])>,
     /// Uniform buffers the bind groups use, kept with the net.
     keep: Vec<wgpu::Buffer>,
@@ -786,18 +789,19 @@ impl Builder<'_> {
             out4,
             w_off4: self.offset4(&weight)?,
             b_off4: self.offset4(&bias)?,
-            flags,
+            pad2: 0,
             nb_off4: 0,
             ne_off4: 0,
             stride4: 0,
             sigma: 0.0,
             pad: [0; 2],
         };
+        let mut flags = flags;
         let (tok, proj, noise) = match self.pert {
             Some(pb) => {
                 let w = pb.layout.slot(&weight)?;
                 let stride4 = (pb.layout.stride / 4) as u32;
-                lp.flags |= PERTURBED;
+                flags |= PERTURBED;
                 lp.nb_off4 = (w.b_off / 4) as u32;
                 lp.ne_off4 = (pb.layout.slot(&bias)?.b_off / 4) as u32;
                 lp.stride4 = stride4;
@@ -821,12 +825,14 @@ impl Builder<'_> {
             None => (self.dummy, self.dummy, self.dummy),
         };
         let p = self.ctx.uniform(name, &lp);
-        let group = self
+        let (kernel, grid) = self
             .kernels
             .linear
-            .bind(self.ctx, &[&p, self.theta, x, y, tok, proj, noise]);
-        let grid = [self.row_groups, out4.div_ceil(2), 1];
-        self.push(Stage::Linear(layer_label(name)), group, grid, p);
+            .layer(self.ctx, self.rows, in4, out4, flags)?;
+        let group = kernel.bind(self.ctx, &[&p, self.theta, x, y, tok, proj, noise]);
+        self.linear.push(kernel);
+        let stage = Stage::Linear(layer_label(name), self.linear.len() - 1);
+        self.push(stage, group, grid, p);
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Kernel};
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
+use crate::learned::linear::Tiling;
 use crate::learned::model::{Model, ModelKind};
 use crate::objective::{Evaluation, Evaluator};
 use crate::problem::{GpuProblems, ProblemSpec};
@@ -437,6 +438,12 @@ pub struct Kernels {
 
 impl Kernels {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Self::with_tiling(ctx, Tiling::for_device(ctx))
+    }
+
+    /// The kernels with a chosen layout of the learned optimizers' linear layers
+    /// (tests check both layouts on one device).
+    pub fn with_tiling(ctx: &GpuContext, tiling: Tiling) -> Result<Self> {
         use Bind::*;
         let fo = [
             Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
@@ -449,7 +456,7 @@ impl Kernels {
             first_order: Kernel::from_shader(ctx, "first_order.wgsl", &fo)?,
             bfgs: Kernel::from_shader(ctx, "bfgs.wgsl", &qn)?,
             lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl", &qn)?,
-            learned: LearnedKernels::new(ctx)?,
+            learned: LearnedKernels::with_tiling(ctx, tiling)?,
         })
     }
 
