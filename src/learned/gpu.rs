@@ -8,20 +8,19 @@
 //! All buffers and bind groups are made once in [`LearnedNet::new`]; recording a step
 //! only records dispatches.
 
+use super::attention::AttentionKernels;
 use super::linear::{LinearKernels, Tiling, BLOCK_ROWS};
 use super::model::{Model, ModelKind};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{compose, validate, Bind, Kernel};
+use crate::kernel::{Bind, Kernel};
 use crate::problem::GpuProblems;
 use crate::train::noise::NoiseLayout;
 use std::sync::Arc;
-use std::sync::OnceLock;
 
-/// Queries per attention workgroup (`BLOCK` in `attention.wgsl`), and rows per
-/// preconditioner workgroup.
-const ATTN_BLOCK: u32 = 64;
-/// Largest head width `attention.wgsl` holds in registers (`MAX_HEAD4` vec4s).
+/// Queries per attention block, and rows per preconditioner workgroup.
+const ATTN_BLOCK: u32 = super::attention::BLOCK;
+/// Largest head width the attention kernels hold in registers (`MAX_HEAD4` vec4s).
 pub const MAX_HEAD_WIDTH: usize = 32;
 /// Features per token row on the GPU (33 padded to a multiple of 4).
 const FEATURE_STRIDE: usize = 36;
@@ -149,11 +148,9 @@ pub struct LearnedKernels {
     features: Kernel,
     linear: LinearKernels,
     layernorm: Kernel,
-    /// Attention pipelines by head width in vec4s (`HD4`), built on first use: a
-    /// constant head width lets the loops over it unroll into registers (measured 2x
-    /// faster on lavapipe).
-    attention: Vec<OnceLock<Kernel>>,
-    attention_source: String,
+    /// Attention pipelines by head width, built on first use: a constant head width
+    /// lets the loops over it unroll into registers (measured 2x faster on lavapipe).
+    attention: AttentionKernels,
     step: Kernel,
     precondition: Kernel,
     /// x·a of the rank-one perturbations (meta-training only).
@@ -161,23 +158,6 @@ pub struct LearnedKernels {
 }
 
 impl LearnedKernels {
-    /// The attention pipeline for heads of `hd4` vec4s, built on first use.
-    fn attention(&self, ctx: &GpuContext, hd4: usize, pair: bool) -> Result<&Kernel> {
-        let slot = &self.attention[attention_slot(hd4, pair)];
-        if let Some(k) = slot.get() {
-            return Ok(k);
-        }
-        use Bind::*;
-        let k = Kernel::with_constants(
-            ctx,
-            "learned/attention.wgsl",
-            &self.attention_source,
-            &[Uniform, ReadOnly, ReadOnly, ReadWrite],
-            &[("HD4", hd4 as f64), ("PAIR", pair as u32 as f64)],
-        )?;
-        Ok(slot.get_or_init(|| k))
-    }
-
     /// The kernels, with the linear layers laid out for `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Self::with_tiling(ctx, Tiling::for_device(ctx))
@@ -205,14 +185,7 @@ impl LearnedKernels {
                 "learned/layernorm.wgsl",
                 &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadOnly],
             )?,
-            attention: (0..2 * (MAX_HEAD_WIDTH / 4 + 1))
-                .map(|_| OnceLock::new())
-                .collect(),
-            attention_source: {
-                let src = compose("learned/attention.wgsl")?;
-                validate("learned/attention.wgsl", &src)?;
-                src
-            },
+            attention: AttentionKernels::new(tiling)?,
             precondition: Kernel::from_shader(
                 ctx,
                 "learned/precondition.wgsl",
@@ -345,8 +318,8 @@ pub struct LearnedNet {
     ops: Vec<(Stage, wgpu::BindGroup, [u32; 3])>,
     /// Pipelines of the linear layers.
     linear: Vec<Arc<Kernel>>,
-    /// Which attention pipeline the step uses.
-    attn_slot: usize,
+    /// The attention pipeline the step uses (transformers only).
+    attention: Option<Arc<Kernel>>,
     /// Accumulators and preconditioner with their initial contents, for `reset`.
     pub(crate) acc: wgpu::Buffer,
     pub(crate) mat: wgpu::Buffer,
@@ -388,7 +361,8 @@ impl LearnedNet {
         if let (Some(limit), true) = (ctx.loop_limit(), cfg.kind.is_transformer()) {
             // Attention loops over every key of the problem in each query's invocation.
             let dmax = problems.dims.iter().copied().max().unwrap_or(0) as u64;
-            let it = dmax * (1 + 3 * (cfg.width / cfg.heads.max(1)) as u64 / 4) + 64;
+            let hd4 = (cfg.width / cfg.heads.max(1)) as u64 / 4;
+            let it = kernels.attention.loop_iterations(dmax, hd4);
             if it > limit {
                 return Err(Error::TooLarge(format!(
                     "d = {dmax} needs about {it} loop iterations per invocation in attention; \
@@ -496,7 +470,7 @@ impl LearnedNet {
         let blocks_buf = ctx.storage("blocks", &blocks)?;
         let block_grid = grid_1d(blocks.len() as u32);
         let fs = FEATURE_STRIDE as u32;
-        let mut attn_slot = 0;
+        let mut attention = None;
         match cfg.kind {
             ModelKind::Lopt => {
                 b.linear(&feat, &mlp, fs, hidden, "mlp.fc1", RELU)?;
@@ -513,15 +487,14 @@ impl LearnedNet {
                         pad: 0,
                     },
                 );
-                // Two heads per workgroup when every problem fits one 32-query block.
                 let dmax = problems.dims.iter().copied().max().unwrap_or(1);
-                let pair = dmax <= 32 && cfg.heads.is_multiple_of(2) && head / 4 <= 4;
-                let attn_group = kernels
-                    .attention(ctx, head / 4, pair)?
-                    .bind(ctx, &[&ap, &blocks_buf, &qkv, &att]);
-                let z = if pair { cfg.heads / 2 } else { cfg.heads } as u32;
+                let (kernel, z) =
+                    kernels
+                        .attention
+                        .layer(ctx, head as u32 / 4, cfg.heads as u32, dmax)?;
+                let attn_group = kernel.bind(ctx, &[&ap, &blocks_buf, &qkv, &att]);
                 let attn_grid = [block_grid[0], block_grid[1], z];
-                attn_slot = attention_slot(head / 4, pair);
+                attention = Some(kernel);
                 b.keep.push(ap);
                 b.linear(&feat, &hid, fs, w, "embed", 0)?;
                 for l in 0..cfg.layers {
@@ -603,7 +576,7 @@ impl LearnedNet {
         Ok(Self {
             ops,
             linear,
-            attn_slot,
+            attention,
             acc,
             mat,
             mat_init: mat_host,
@@ -691,9 +664,10 @@ impl LearnedNet {
             Stage::Linear(_, k) => &self.linear[*k],
             Stage::Project => &kernels.project,
             Stage::LayerNorm => &kernels.layernorm,
-            Stage::Attention => kernels.attention[self.attn_slot]
-                .get()
-                .expect("built in LearnedNet::new"),
+            Stage::Attention => self
+                .attention
+                .as_ref()
+                .expect("made in LearnedNet::new with the attention stage"),
             Stage::Step => &kernels.step,
             Stage::Precondition => &kernels.precondition,
         };
@@ -720,11 +694,6 @@ fn layer_label(name: &str) -> &'static str {
         (_, "head") => "linear head",
         _ => "linear",
     }
-}
-
-/// Index of the attention pipeline for heads of `hd4` vec4s, paired or not.
-fn attention_slot(hd4: usize, pair: bool) -> usize {
-    hd4 + pair as usize * (MAX_HEAD_WIDTH / 4 + 1)
 }
 
 /// The perturbation's buffers as the layers bind them.

@@ -12,9 +12,9 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{compose, validate, Bind, Kernel};
+use crate::kernel::{compose, validate, Bind, Kernel, KernelCache};
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Tokens per invocation of `linear_blocks.wgsl`; token rows are padded to a multiple.
 pub const BLOCK_ROWS: u32 = 8;
@@ -60,7 +60,7 @@ impl Tiling {
 pub struct LinearKernels {
     tiling: Tiling,
     /// Pipelines by (in4, c4, flags); in4 = c4 = 0 for the blocks kernel.
-    cache: Mutex<Vec<([u32; 3], Arc<Kernel>)>>,
+    cache: KernelCache<[u32; 3]>,
     common: String,
 }
 
@@ -68,7 +68,7 @@ impl LinearKernels {
     pub fn new(tiling: Tiling) -> Result<Self> {
         Ok(Self {
             tiling,
-            cache: Mutex::new(Vec::new()),
+            cache: KernelCache::default(),
             common: compose("learned/linear.wgsl")?,
         })
     }
@@ -106,28 +106,22 @@ impl LinearKernels {
                 ([in4, c4, flags], [rows.div_ceil(LANE_TOKENS), 1, 1])
             }
         };
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, k)) = cache.iter().find(|(k, _)| *k == key) {
-            return Ok((k.clone(), grid));
-        }
         let constants = [("FLAGS", flags as f64)];
-        let k = match self.tiling {
+        let k = self.cache.get_or_build(key, || match self.tiling {
             Tiling::Blocks => {
                 let path = "learned/linear_blocks.wgsl";
                 let src = compose(path)?;
                 validate(path, &src)?;
-                Kernel::with_constants(ctx, path, &src, BINDS, &constants)?
+                Kernel::with_constants(ctx, path, &src, BINDS, &constants)
             }
             Tiling::Lanes => {
                 let c4 = key[1];
                 let src = lane_source(&self.common, in4, c4, out4 / c4);
                 let label = format!("learned/linear lanes {in4}x{c4}");
                 validate(&label, &src)?;
-                Kernel::with_constants(ctx, &label, &src, BINDS, &constants)?
+                Kernel::with_constants(ctx, &label, &src, BINDS, &constants)
             }
-        };
-        let k = Arc::new(k);
-        cache.push((key, k.clone()));
+        })?;
         Ok((k, grid))
     }
 }

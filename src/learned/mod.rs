@@ -1,6 +1,7 @@
 //! The learned optimizers (OPTIMUS.md §1): Optimus, Optimus-0 and LOpt. `model` holds
 //! their architecture, weights and model files.
 
+pub mod attention;
 pub mod cpu;
 pub mod gpu;
 pub mod linear;

@@ -1,0 +1,244 @@
+//! The attention kernels, laid out for the device at hand (see `learned::linear` for
+//! why CPU devices want their own layout).
+//!
+//! GPUs get `attention_tiles.wgsl`: keys and values staged in workgroup memory, two
+//! queries per invocation. On lavapipe a read of workgroup memory inside a loop is a
+//! scalar loop over the invocations even when every invocation reads the same word, and
+//! a barrier splits the kernel into coroutines. So there a workgroup is one SIMD vector
+//! of 8 invocations holding 4 or 8 queries each of one problem and head, and every
+//! invocation reads the same key and value rows straight from the buffer (one scalar
+//! load each, shared by all 32 or 64 queries). Keys go in tiles of [`KEY_TILE`] so
+//! the running maximum and sums are rescaled once per tile. The code is generated per
+//! head width, straight-line over queries, keys of a tile and channels.
+
+use crate::context::GpuContext;
+use crate::error::Result;
+use crate::kernel::{compose, validate, Bind, Kernel, KernelCache};
+use crate::learned::linear::Tiling;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// Queries per query block (`BLOCK` in `attention_tiles.wgsl`).
+pub const BLOCK: u32 = 64;
+/// Queries per invocation of a lane kernel: more share each key read, but fewer fill
+/// the block when d is small (measured on lavapipe: 4 is best at d = 32, where 8
+/// wastes half the block, and 8 at d = 1000, 1.6x faster than 4).
+fn queries_per_lane(dmax: u32) -> u32 {
+    if dmax <= 32 {
+        4
+    } else {
+        8
+    }
+}
+/// Invocations of a lane kernel's workgroup: one SIMD vector on lavapipe.
+const LANES: u32 = 8;
+/// Keys per tile of a lane kernel (measured: 2 beats 1, 4 and 8 at d = 32 and 1000).
+const KEY_TILE: u32 = 2;
+
+const BINDS: &[Bind] = &[
+    Bind::Uniform,
+    Bind::ReadOnly,
+    Bind::ReadOnly,
+    Bind::ReadWrite,
+];
+
+/// Attention pipelines, built on first use, by head width.
+pub struct AttentionKernels {
+    tiling: Tiling,
+    /// By head width in vec4s and paired heads (blocks) or queries per lane (lanes).
+    cache: KernelCache<(u32, u32)>,
+    common: String,
+}
+
+impl AttentionKernels {
+    pub fn new(tiling: Tiling) -> Result<Self> {
+        Ok(Self {
+            tiling,
+            cache: KernelCache::default(),
+            common: compose("learned/attention.wgsl")?,
+        })
+    }
+
+    /// Most loop iterations one invocation runs for problems of up to `dmax`
+    /// coordinates and heads of `hd4` vec4s (lavapipe ends an invocation past 65 535).
+    pub fn loop_iterations(&self, dmax: u64, hd4: u64) -> u64 {
+        match self.tiling {
+            Tiling::Blocks => dmax * (1 + 3 * hd4) + 64,
+            Tiling::Lanes => dmax.div_ceil(KEY_TILE as u64) + 1,
+        }
+    }
+
+    /// The pipeline for heads of `hd4` vec4s when the largest problem has `dmax`
+    /// coordinates, and the z extent of its grid (x, y: the query blocks).
+    pub fn layer(
+        &self,
+        ctx: &GpuContext,
+        hd4: u32,
+        heads: u32,
+        dmax: u32,
+    ) -> Result<(Arc<Kernel>, u32)> {
+        let (key, z) = match self.tiling {
+            Tiling::Blocks => {
+                // Two heads per workgroup when every problem fits one 32-query block.
+                let pair = dmax <= 32 && heads.is_multiple_of(2) && hd4 <= 4;
+                ((hd4, pair as u32), if pair { heads / 2 } else { heads })
+            }
+            Tiling::Lanes => {
+                let qpl = queries_per_lane(dmax);
+                ((hd4, qpl), heads * BLOCK / (LANES * qpl))
+            }
+        };
+        let k = self.cache.get_or_build(key, || match self.tiling {
+            Tiling::Blocks => {
+                let path = "learned/attention_tiles.wgsl";
+                let src = compose(path)?;
+                validate(path, &src)?;
+                Kernel::with_constants(
+                    ctx,
+                    path,
+                    &src,
+                    BINDS,
+                    &[("HD4", hd4 as f64), ("PAIR", key.1 as f64)],
+                )
+            }
+            Tiling::Lanes => {
+                let label = format!("learned/attention lanes {hd4}x{}", key.1);
+                let src = lane_source(&self.common, hd4, key.1);
+                validate(&label, &src)?;
+                Kernel::new(ctx, &label, &src, BINDS)
+            }
+        })?;
+        Ok((k, z))
+    }
+}
+
+/// `attention.wgsl` completed by a lane kernel for heads of `hd4` vec4s and `nq`
+/// queries per invocation.
+fn lane_source(common: &str, hd4: u32, nq: u32) -> String {
+    let nt = KEY_TILE;
+    let subs = BLOCK / (LANES * nq);
+    let mut s = String::from(common);
+    // `write!` to a String cannot fail.
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "\n@compute @workgroup_size({LANES})\n\
+         fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, \
+         @builtin(local_invocation_index) lid: u32) {{\n    \
+         let b = wid.x + wid.y * nwg.x;\n    \
+         if b >= params.n_blocks {{\n        return;\n    }}\n    \
+         let blk = blocks[b];\n    \
+         let off = blk.x;\n    \
+         let d = blk.y;\n    \
+         let first = blk.z + (wid.z % {subs}u) * {}u;\n    \
+         if first >= d {{\n        return;\n    }}\n    \
+         let w4 = params.width / 4u;\n    \
+         let stride4 = 3u * w4;\n    \
+         let hq = (wid.z / {subs}u) * {hd4}u;\n    \
+         let scale = inverseSqrt({}.0);",
+        LANES * nq,
+        4 * hd4
+    );
+    // This invocation's queries (rows past d are clamped and not written).
+    for i in 0..nq {
+        let _ = writeln!(
+            w,
+            "    let qi{i} = first + lid + {}u;\n    \
+             let qr{i} = (off + min(qi{i}, d - 1u)) * stride4 + hq;\n    \
+             var m{i} = -3.0e38;\n    var l{i} = 0.0;",
+            LANES * i
+        );
+        for c in 0..hd4 {
+            let _ = writeln!(
+                w,
+                "    let q{i}_{c} = qkv[qr{i} + {c}u] * scale;\n    var a{i}_{c} = vec4<f32>(0.0);"
+            );
+        }
+    }
+    let _ = writeln!(w, "    for (var j = 0u; j < d; j += {nt}u) {{");
+    for t in 0..nt {
+        let _ = writeln!(
+            w,
+            "        let kr{t} = (off + min(j + {t}u, d - 1u)) * stride4 + hq;"
+        );
+        for c in 0..hd4 {
+            let _ = writeln!(w, "        let k{t}_{c} = qkv[kr{t} + w4 + {c}u];");
+        }
+    }
+    for i in 0..nq {
+        for t in 0..nt {
+            let dots: Vec<String> = (0..hd4)
+                .map(|c| format!("dot(q{i}_{c}, k{t}_{c})"))
+                .collect();
+            let _ = writeln!(
+                w,
+                "        let s{i}_{t} = select(-3.0e38, {}, j + {t}u < d);",
+                dots.join(" + ")
+            );
+        }
+        let scores: Vec<String> = (0..nt).map(|t| format!("s{i}_{t}")).collect();
+        let _ = writeln!(
+            w,
+            "        let mx{i} = max(m{i}, {});\n        \
+             let corr{i} = exp(m{i} - mx{i});\n        m{i} = mx{i};",
+            max_of(&scores)
+        );
+        let ps: Vec<String> = (0..nt).map(|t| format!("p{i}_{t}")).collect();
+        for t in 0..nt {
+            let _ = writeln!(w, "        let p{i}_{t} = exp(s{i}_{t} - mx{i});");
+        }
+        let _ = writeln!(w, "        l{i} = l{i} * corr{i} + {};", ps.join(" + "));
+    }
+    for t in 0..nt {
+        for c in 0..hd4 {
+            let _ = writeln!(w, "        let v{t}_{c} = qkv[kr{t} + 2u * w4 + {c}u];");
+        }
+    }
+    for i in 0..nq {
+        for c in 0..hd4 {
+            let terms: Vec<String> = (0..nt).map(|t| format!("p{i}_{t} * v{t}_{c}")).collect();
+            let _ = writeln!(
+                w,
+                "        a{i}_{c} = a{i}_{c} * corr{i} + {};",
+                terms.join(" + ")
+            );
+        }
+    }
+    let _ = writeln!(w, "    }}");
+    for i in 0..nq {
+        let _ = writeln!(w, "    if qi{i} < d {{");
+        for c in 0..hd4 {
+            let _ = writeln!(
+                w,
+                "        att[(off + qi{i}) * w4 + hq + {c}u] = a{i}_{c} / l{i};"
+            );
+        }
+        let _ = writeln!(w, "    }}");
+    }
+    let _ = writeln!(w, "}}");
+    s
+}
+
+/// `max(a, max(b, …))` of WGSL expressions.
+fn max_of(items: &[String]) -> String {
+    match items {
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("max({first}, {})", max_of(rest)),
+        [] => unreachable!("a key tile is never empty"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_kernels_are_valid_wgsl() {
+        let common = compose("learned/attention.wgsl").unwrap();
+        for hd4 in 1..=8 {
+            for nq in [4, 8] {
+                validate("lanes", &lane_source(&common, hd4, nq)).unwrap();
+            }
+        }
+    }
+}
