@@ -58,6 +58,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../shaders/learned/linear_blocks.wgsl"),
     ),
     (
+        "learned/norm.wgsl",
+        include_str!("../shaders/learned/norm.wgsl"),
+    ),
+    (
         "learned/layernorm.wgsl",
         include_str!("../shaders/learned/layernorm.wgsl"),
     ),

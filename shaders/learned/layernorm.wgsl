@@ -26,7 +26,7 @@ struct LnParams {
 @group(0) @binding(4) var<storage, read> tok: array<u32>;
 @group(0) @binding(5) var<storage, read> noise: array<vec4<f32>>;
 
-const LN_EPS: f32 = 1e-5;
+#include "learned/norm.wgsl"
 
 @compute @workgroup_size(64)
 fn main(

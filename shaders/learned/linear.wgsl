@@ -19,21 +19,26 @@ struct LinearParams {
     // Offsets of W and b in the packed parameters, in vec4s.
     w_off4: u32,
     b_off4: u32,
-    pad2: u32,
+    // Offset of the input LayerNorm's γ (FLAGS bit 3), in vec4s.
+    ln_g_off4: u32,
     // Offsets of the column factor b and the bias noise e in a pair's noise, in vec4s.
     nb_off4: u32,
     ne_off4: u32,
     // Pair stride of the noise, in vec4s.
     stride4: u32,
     sigma: f32,
-    pad0: u32,
+    // Offset of the input LayerNorm's β, in vec4s.
+    ln_b_off4: u32,
     pad1: u32,
 }
 
-// Bit 0: ReLU on the output; bit 1: add into Y (residual); bit 2: perturbed. A
-// pipeline constant, so the epilogue keeps only its own steps (lavapipe runs both sides
-// of a branch under a mask, so a skipped step would still cost).
+// Bit 0: ReLU on the output; bit 1: add into Y (residual); bit 2: perturbed; bit 3:
+// LayerNorm the input first (generated lane kernels only, unperturbed). A pipeline
+// constant, so the epilogue keeps only its own steps (lavapipe runs both sides of a
+// branch under a mask, so a skipped step would still cost).
 override FLAGS: u32 = 0u;
+
+#include "learned/norm.wgsl"
 
 @group(0) @binding(0) var<uniform> params: LinearParams;
 @group(0) @binding(1) var<storage, read> theta: array<vec4<f32>>;

@@ -23,6 +23,7 @@ pub const BLOCK: u32 = 64;
 /// Queries per invocation of a lane kernel: more share each key read, but fewer fill
 /// the block when d is small (measured on lavapipe: 4 is best at d = 32, where 8
 /// wastes half the block, and 8 at d = 1000, 1.6x faster than 4).
+/// Either way one workgroup covers a problem's whole query block.
 fn queries_per_lane(dmax: u32) -> u32 {
     if dmax <= 32 {
         4
@@ -85,7 +86,7 @@ impl AttentionKernels {
             }
             Tiling::Lanes => {
                 let qpl = queries_per_lane(dmax);
-                ((hd4, qpl), heads * BLOCK / (LANES * qpl))
+                ((hd4, qpl), heads)
             }
         };
         let k = self.cache.get_or_build(key, || match self.tiling {
@@ -116,7 +117,6 @@ impl AttentionKernels {
 /// queries per invocation.
 fn lane_source(common: &str, hd4: u32, nq: u32) -> String {
     let nt = KEY_TILE;
-    let subs = BLOCK / (LANES * nq);
     let mut s = String::from(common);
     // `write!` to a String cannot fail.
     let w = &mut s;
@@ -130,13 +130,11 @@ fn lane_source(common: &str, hd4: u32, nq: u32) -> String {
          let blk = blocks[b];\n    \
          let off = blk.x;\n    \
          let d = blk.y;\n    \
-         let first = blk.z + (wid.z % {subs}u) * {}u;\n    \
-         if first >= d {{\n        return;\n    }}\n    \
+         let first = blk.z;\n    \
          let w4 = params.width / 4u;\n    \
          let stride4 = 3u * w4;\n    \
-         let hq = (wid.z / {subs}u) * {hd4}u;\n    \
+         let hq = wid.z * {hd4}u;\n    \
          let scale = inverseSqrt({}.0);",
-        LANES * nq,
         4 * hd4
     );
     // This invocation's queries (rows past d are clamped and not written).

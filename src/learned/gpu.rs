@@ -211,12 +211,13 @@ struct LinearParams {
     out4: u32,
     w_off4: u32,
     b_off4: u32,
-    pad2: u32,
+    ln_g_off4: u32,
     nb_off4: u32,
     ne_off4: u32,
     stride4: u32,
     sigma: f32,
-    pad: [u32; 2],
+    ln_b_off4: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -274,6 +275,7 @@ struct LearnedParams {
 const RELU: u32 = 1;
 const RESIDUAL: u32 = 2;
 const PERTURBED: u32 = 4;
+const NORMALIZED: u32 = 8;
 
 #[derive(Clone, Copy)]
 enum Stage {
@@ -499,17 +501,16 @@ impl LearnedNet {
                 b.linear(&feat, &hid, fs, w, "embed", 0)?;
                 for l in 0..cfg.layers {
                     let blk = format!("blocks.{l}");
-                    b.layernorm(&hid, &a, w, &format!("{blk}.ln1"))?;
-                    b.linear(&a, &qkv, w, 3 * w, &format!("{blk}.attn.qkv"), 0)?;
+                    let (ln1, qkv_name) = (format!("{blk}.ln1"), format!("{blk}.attn.qkv"));
+                    b.norm_linear(&hid, &a, &qkv, w, 3 * w, &ln1, &qkv_name, 0)?;
                     b.ops
                         .push((Stage::Attention, attn_group.clone(), attn_grid));
                     b.linear(&att, &hid, w, w, &format!("{blk}.attn.out"), RESIDUAL)?;
-                    b.layernorm(&hid, &a, w, &format!("{blk}.ln2"))?;
-                    b.linear(&a, &mlp, w, hidden, &format!("{blk}.mlp.fc1"), RELU)?;
+                    let (ln2, fc1) = (format!("{blk}.ln2"), format!("{blk}.mlp.fc1"));
+                    b.norm_linear(&hid, &a, &mlp, w, hidden, &ln2, &fc1, RELU)?;
                     b.linear(&mlp, &hid, hidden, w, &format!("{blk}.mlp.fc2"), RESIDUAL)?;
                 }
-                b.layernorm(&hid, &a, w, "ln_f")?;
-                b.linear(&a, &out, w, o, "head", 0)?;
+                b.norm_linear(&hid, &a, &out, w, o, "ln_f", "head", 0)?;
             }
         }
 
@@ -739,6 +740,30 @@ impl Builder<'_> {
         Ok(self.layout.offset(name)? as u32 / 4)
     }
 
+    /// y = act(LayerNorm `ln`(x)·W + b) (or y += …) for layer `name`, with `a` to hold
+    /// the normalized x: lane kernels fuse the LayerNorm into the layer (it costs them
+    /// little, as every invocation reads the whole input row anyway), except under a
+    /// perturbation, whose projection kernel reads the normalized x.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_linear(
+        &mut self,
+        x: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        n_in: u32,
+        n_out: u32,
+        ln: &str,
+        name: &str,
+        flags: u32,
+    ) -> Result<()> {
+        if self.kernels.linear.tiling() == Tiling::Lanes && self.pert.is_none() {
+            self.linear_with(x, y, n_in, n_out, name, flags, Some(ln))
+        } else {
+            self.layernorm(x, a, n_in, ln)?;
+            self.linear(a, y, n_in, n_out, name, flags)
+        }
+    }
+
     /// y = act(x·W + b) (or y += …) for layer `name`.
     fn linear(
         &mut self,
@@ -749,6 +774,21 @@ impl Builder<'_> {
         name: &str,
         flags: u32,
     ) -> Result<()> {
+        self.linear_with(x, y, n_in, n_out, name, flags, None)
+    }
+
+    /// [`Builder::linear`] with an optional fused input LayerNorm (lane kernels only).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_with(
+        &mut self,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        n_in: u32,
+        n_out: u32,
+        name: &str,
+        flags: u32,
+        ln: Option<&str>,
+    ) -> Result<()> {
         let out4 = round8(n_out as usize) as u32 / 4;
         let in4 = n_in.div_ceil(4);
         let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
@@ -758,14 +798,20 @@ impl Builder<'_> {
             out4,
             w_off4: self.offset4(&weight)?,
             b_off4: self.offset4(&bias)?,
-            pad2: 0,
+            ln_g_off4: 0,
             nb_off4: 0,
             ne_off4: 0,
             stride4: 0,
             sigma: 0.0,
-            pad: [0; 2],
+            ln_b_off4: 0,
+            pad: 0,
         };
         let mut flags = flags;
+        if let Some(ln) = ln {
+            lp.ln_g_off4 = self.offset4(&format!("{ln}.weight"))?;
+            lp.ln_b_off4 = self.offset4(&format!("{ln}.bias"))?;
+            flags |= NORMALIZED;
+        }
         let (tok, proj, noise) = match self.pert {
             Some(pb) => {
                 let w = pb.layout.slot(&weight)?;
