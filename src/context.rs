@@ -50,7 +50,8 @@ impl GpuContext {
             info.device_type
         );
         // Timestamps, where the adapter has them, for per-kernel profiles.
-        let required_features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let required_features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("optimus-gpu"),

@@ -189,7 +189,8 @@ fn expand(path: &str, seen: &mut Vec<String>, out: &mut String) -> Result<()> {
 }
 
 /// Parses and validates WGSL with naga, with the capabilities the engine requests
-/// (none beyond WebGPU's baseline). `file` names the source in error messages.
+/// (WebGPU's baseline, plus subgroup operations, which only the kernels for devices
+/// that have them use). `file` names the source in error messages.
 pub fn validate(file: &str, source: &str) -> Result<naga::Module> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| Error::Shader {
         file: file.to_string(),
@@ -197,8 +198,10 @@ pub fn validate(file: &str, source: &str) -> Result<naga::Module> {
     })?;
     naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
+        naga::valid::Capabilities::SUBGROUP,
     )
+    .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+    .subgroup_operations(naga::valid::SubgroupOperationSet::all())
     .validate(&module)
     .map_err(|e| Error::Shader {
         file: file.to_string(),

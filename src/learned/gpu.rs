@@ -166,6 +166,13 @@ impl LearnedKernels {
     /// The kernels with a chosen layout of the linear layers (tests run both).
     pub fn with_tiling(ctx: &GpuContext, tiling: Tiling) -> Result<Self> {
         use Bind::*;
+        if tiling == Tiling::Lanes && !super::linear::lanes_supported(ctx) {
+            return Err(Error::Gpu(
+                "the lane kernels need subgroup operations with subgroups of at least 8 \
+                 invocations, which this device lacks; use the block layout"
+                    .into(),
+            ));
+        }
         Ok(Self {
             project: Kernel::from_shader(
                 ctx,

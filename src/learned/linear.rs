@@ -46,14 +46,23 @@ pub enum Tiling {
 }
 
 impl Tiling {
-    /// The layout that suits `ctx`'s device.
+    /// The layout that suits `ctx`'s device: lanes on a CPU device whose subgroups
+    /// span a whole lane workgroup (the lane kernels pass inputs between invocations
+    /// with subgroup broadcasts), blocks otherwise.
     pub fn for_device(ctx: &GpuContext) -> Self {
-        if ctx.device.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        if lanes_supported(ctx) && ctx.device.adapter_info().device_type == wgpu::DeviceType::Cpu {
             Tiling::Lanes
         } else {
             Tiling::Blocks
         }
     }
+}
+
+/// Whether `ctx`'s device can run the lane kernels: subgroup operations, with
+/// subgroups of at least [`MAX_LANES`] invocations.
+pub fn lanes_supported(ctx: &GpuContext) -> bool {
+    ctx.device.features().contains(wgpu::Features::SUBGROUP)
+        && ctx.device.adapter_info().subgroup_min_size >= MAX_LANES
 }
 
 /// Linear-layer pipelines, built on first use (lane kernels per layer shape).
@@ -151,7 +160,8 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, norm: bool) -> Strin
         w,
         "\n@compute @workgroup_size({lanes})\n\
          fn main(@builtin(local_invocation_id) lid: vec3<u32>, \
-         @builtin(workgroup_id) wid: vec3<u32>) {{\n    let c = lid.x * {c4}u;"
+         @builtin(workgroup_id) wid: vec3<u32>, \
+         @builtin(subgroup_invocation_id) sl: u32) {{\n    let c = lid.x * {c4}u;"
     );
     if norm {
         for k4 in 0..in4 {
@@ -186,8 +196,24 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, norm: bool) -> Strin
          for (var t = t0; t < t1; t++) {{"
     );
     let raw = if norm { "r" } else { "x" };
+    // Each invocation reads a share of the token's inputs, and broadcasts pass them to
+    // all (measured on lavapipe: 2.1–2.4x faster at 64 and 128 → 64, 1.45x at
+    // 64 → 192, than every invocation reading every input).
+    for q in 0..in4.div_ceil(lanes) {
+        let _ = writeln!(
+            w,
+            "        let y{q} = xin[t * {in4}u + min({}u + sl, {}u)];",
+            q * lanes,
+            in4 - 1
+        );
+    }
     for k4 in 0..in4 {
-        let _ = writeln!(w, "        let {raw}{k4} = xin[t * {in4}u + {k4}u];");
+        let _ = writeln!(
+            w,
+            "        let {raw}{k4} = subgroupBroadcast(y{}, {}u);",
+            k4 / lanes,
+            k4 % lanes
+        );
     }
     if norm {
         let n = 4 * in4;
