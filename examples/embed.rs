@@ -48,7 +48,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(
         &instance, None,
     ))?;
-    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))?;
+    // Subgroups where the adapter has them: on a CPU device the engine's fast layout
+    // needs them.
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: adapter.features() & wgpu::Features::SUBGROUP,
+        ..Default::default()
+    }))?;
 
     // Its buffers and its gradient kernel.
     let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;

@@ -9,7 +9,7 @@
 //! only records dispatches.
 
 use super::attention::AttentionKernels;
-use super::linear::{LinearKernels, Tiling, BLOCK_ROWS};
+use super::linear::{LinearKernels, Tiling, BLOCK_ROWS, NORMALIZED, PERTURBED, RELU, RESIDUAL};
 use super::model::{Model, ModelKind};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
@@ -158,12 +158,13 @@ pub struct LearnedKernels {
 }
 
 impl LearnedKernels {
-    /// The kernels, with the linear layers laid out for `ctx`'s device.
+    /// The kernels, with the linear layers and attention laid out for `ctx`'s device.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Self::with_tiling(ctx, Tiling::for_device(ctx))
     }
 
-    /// The kernels with a chosen layout of the linear layers (tests run both).
+    /// The kernels with a chosen layout of the linear layers and attention (tests run
+    /// both).
     pub fn with_tiling(ctx: &GpuContext, tiling: Tiling) -> Result<Self> {
         use Bind::*;
         if tiling == Tiling::Lanes && !super::linear::lanes_supported(ctx) {
@@ -278,11 +279,6 @@ struct LearnedParams {
     lambda_u: f32,
     pad1: f32,
 }
-
-const RELU: u32 = 1;
-const RESIDUAL: u32 = 2;
-const PERTURBED: u32 = 4;
-const NORMALIZED: u32 = 8;
 
 #[derive(Clone, Copy)]
 enum Stage {

@@ -29,6 +29,13 @@ const LANE_TOKENS: u32 = 256;
 const MAX_LANES: u32 = 8;
 const MAX_GROUPS: u32 = 65535;
 
+/// Epilogue flags of a layer (`FLAGS` in `linear.wgsl`).
+pub const RELU: u32 = 1;
+pub const RESIDUAL: u32 = 2;
+pub const PERTURBED: u32 = 4;
+/// LayerNorm the input first (lane kernels only, unperturbed).
+pub const NORMALIZED: u32 = 8;
+
 const BINDS: &[Bind] = &[
     Bind::Uniform,
     Bind::ReadOnly,
@@ -39,12 +46,14 @@ const BINDS: &[Bind] = &[
     Bind::ReadOnly,
 ];
 
-/// How a linear layer's work is spread over invocations.
+/// How the work of the linear layers and of attention is spread over invocations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiling {
-    /// 8 × 8 register blocks (`linear_blocks.wgsl`), for GPUs.
+    /// Many small invocations: 8 × 8 register blocks (`linear_blocks.wgsl`) and
+    /// attention through workgroup memory (`attention_tiles.wgsl`), for GPUs.
     Blocks,
-    /// Columns per invocation, tokens walked alike (generated), for CPU devices.
+    /// One subgroup of 8 per workgroup sharing loads by broadcasts (generated), for
+    /// CPU devices.
     Lanes,
 }
 
@@ -128,7 +137,7 @@ impl LinearKernels {
             }
             Tiling::Lanes => {
                 let c4 = key[1];
-                let src = lane_source(&self.common, in4, c4, out4 / c4, flags & 8 != 0);
+                let src = lane_source(&self.common, in4, c4, out4 / c4, flags & NORMALIZED != 0);
                 let label = format!("learned/linear lanes {in4}x{c4}");
                 validate(&label, &src)?;
                 Kernel::with_constants(ctx, &label, &src, BINDS, &constants)
