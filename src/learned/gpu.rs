@@ -478,9 +478,9 @@ impl LearnedNet {
         let mut attention = None;
         match cfg.kind {
             ModelKind::Lopt => {
-                b.linear(&feat, &mlp, fs, hidden, "mlp.fc1", RELU)?;
-                b.linear(&mlp, &hid, hidden, hidden, "mlp.fc2", RELU)?;
-                b.linear(&hid, &out, hidden, o, "head", 0)?;
+                b.linear(&feat, &mlp, fs, hidden, "mlp.fc1", RELU, None)?;
+                b.linear(&mlp, &hid, hidden, hidden, "mlp.fc2", RELU, None)?;
+                b.linear(&hid, &out, hidden, o, "head", 0, None)?;
             }
             ModelKind::Optimus | ModelKind::Optimus0 => {
                 let ap = ctx.uniform(
@@ -501,17 +501,18 @@ impl LearnedNet {
                 let attn_grid = [block_grid[0], block_grid[1], z];
                 attention = Some(kernel);
                 b.keep.push(ap);
-                b.linear(&feat, &hid, fs, w, "embed", 0)?;
+                b.linear(&feat, &hid, fs, w, "embed", 0, None)?;
                 for l in 0..cfg.layers {
                     let blk = format!("blocks.{l}");
                     let (ln1, qkv_name) = (format!("{blk}.ln1"), format!("{blk}.attn.qkv"));
                     b.norm_linear(&hid, &a, &qkv, w, 3 * w, &ln1, &qkv_name, 0)?;
                     b.ops
                         .push((Stage::Attention, attn_group.clone(), attn_grid));
-                    b.linear(&att, &hid, w, w, &format!("{blk}.attn.out"), RESIDUAL)?;
+                    let (attn_out, fc2) = (format!("{blk}.attn.out"), format!("{blk}.mlp.fc2"));
+                    b.linear(&att, &hid, w, w, &attn_out, RESIDUAL, None)?;
                     let (ln2, fc1) = (format!("{blk}.ln2"), format!("{blk}.mlp.fc1"));
                     b.norm_linear(&hid, &a, &mlp, w, hidden, &ln2, &fc1, RELU)?;
-                    b.linear(&mlp, &hid, hidden, w, &format!("{blk}.mlp.fc2"), RESIDUAL)?;
+                    b.linear(&mlp, &hid, hidden, w, &fc2, RESIDUAL, None)?;
                 }
                 b.norm_linear(&hid, &a, &out, w, o, "ln_f", "head", 0)?;
             }
@@ -760,29 +761,17 @@ impl Builder<'_> {
         flags: u32,
     ) -> Result<()> {
         if self.kernels.linear.tiling() == Tiling::Lanes && self.pert.is_none() {
-            self.linear_with(x, y, n_in, n_out, name, flags, Some(ln))
+            self.linear(x, y, n_in, n_out, name, flags, Some(ln))
         } else {
             self.layernorm(x, a, n_in, ln)?;
-            self.linear(a, y, n_in, n_out, name, flags)
+            self.linear(a, y, n_in, n_out, name, flags, None)
         }
     }
 
-    /// y = act(x·W + b) (or y += …) for layer `name`.
-    fn linear(
-        &mut self,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        n_in: u32,
-        n_out: u32,
-        name: &str,
-        flags: u32,
-    ) -> Result<()> {
-        self.linear_with(x, y, n_in, n_out, name, flags, None)
-    }
-
-    /// [`Builder::linear`] with an optional fused input LayerNorm (lane kernels only).
+    /// y = act(x·W + b) (or y += …) for layer `name`, with the input LayerNorm `ln`
+    /// fused first if given (lane kernels only, unperturbed).
     #[allow(clippy::too_many_arguments)]
-    fn linear_with(
+    fn linear(
         &mut self,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
