@@ -124,6 +124,18 @@ fn learned_steps_match_the_twin_for_awkward_dimensions() {
     }
 }
 
+/// A lane layout whose MLP is too wide for a lane kernel runs those layers with the
+/// block kernel (and their LayerNorm as its own pass); the step must not change.
+#[test]
+fn layers_too_wide_for_lanes_fall_back_to_blocks() {
+    let cfg = ModelConfig {
+        mlp_hidden: 1040,
+        ..model(ModelKind::Optimus, 11).config.clone()
+    };
+    let m = Arc::new(Model::init(cfg, 11).unwrap());
+    check_tiling_against_twin(&problems(&[3, 17]), &m, 2, Tiling::Lanes);
+}
+
 #[test]
 fn learned_steps_match_the_twin_in_a_mixed_batch() {
     for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {

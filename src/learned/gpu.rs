@@ -760,7 +760,11 @@ impl Builder<'_> {
         name: &str,
         flags: u32,
     ) -> Result<()> {
-        if self.kernels.linear.tiling() == Tiling::Lanes && self.pert.is_none() {
+        let lanes = self
+            .kernels
+            .linear
+            .lanes_for(n_in.div_ceil(4), round8(n_out as usize) as u32 / 4);
+        if lanes && self.pert.is_none() {
             self.linear(x, y, n_in, n_out, name, flags, Some(ln))
         } else {
             self.layernorm(x, a, n_in, ln)?;

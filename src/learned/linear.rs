@@ -27,6 +27,11 @@ const BLOCK_WG: u32 = 64;
 const LANE_TOKENS: u32 = 256;
 /// Largest number of invocations of a lane kernel: one SIMD vector on lavapipe.
 const MAX_LANES: u32 = 8;
+/// Most weights (vec4s) one invocation of a lane kernel holds. Wider layers take the
+/// blocks kernel even on a CPU device: their straight-line lane kernels would take
+/// minutes to build on lavapipe (a width-256 model's did not finish in 10). The
+/// default model's largest slice is 384 (64 inputs × 6 vec4 columns of q/k/v).
+const MAX_LANE_WEIGHTS: u32 = 1024;
 const MAX_GROUPS: u32 = 65535;
 
 /// Epilogue flags of a layer (`FLAGS` in `linear.wgsl`).
@@ -94,8 +99,10 @@ impl LinearKernels {
         })
     }
 
-    pub fn tiling(&self) -> Tiling {
-        self.tiling
+    /// Whether a layer from `in4` to `out4` vec4s runs a lane kernel (which can fuse
+    /// the input LayerNorm).
+    pub fn lanes_for(&self, in4: u32, out4: u32) -> bool {
+        self.tiling == Tiling::Lanes && 4 * in4 * columns_per_lane(out4) <= MAX_LANE_WEIGHTS
     }
 
     /// Most token rows one dispatch takes.
@@ -117,30 +124,27 @@ impl LinearKernels {
         out4: u32,
         flags: u32,
     ) -> Result<(Arc<Kernel>, [u32; 3])> {
-        let (key, grid) = match self.tiling {
-            Tiling::Blocks => {
-                let groups = (rows / BLOCK_ROWS).div_ceil(BLOCK_WG);
-                ([0, 0, flags], [groups, out4.div_ceil(2), 1])
-            }
-            Tiling::Lanes => {
-                let c4 = columns_per_lane(out4);
-                ([in4, c4, flags], [rows.div_ceil(LANE_TOKENS), 1, 1])
-            }
+        let lanes = self.lanes_for(in4, out4);
+        let (key, grid) = if lanes {
+            let c4 = columns_per_lane(out4);
+            ([in4, c4, flags], [rows.div_ceil(LANE_TOKENS), 1, 1])
+        } else {
+            let groups = (rows / BLOCK_ROWS).div_ceil(BLOCK_WG);
+            ([0, 0, flags], [groups, out4.div_ceil(2), 1])
         };
         let constants = [("FLAGS", flags as f64)];
-        let k = self.cache.get_or_build(key, || match self.tiling {
-            Tiling::Blocks => {
-                let path = "learned/linear_blocks.wgsl";
-                let src = compose(path)?;
-                validate(path, &src)?;
-                Kernel::with_constants(ctx, path, &src, BINDS, &constants)
-            }
-            Tiling::Lanes => {
+        let k = self.cache.get_or_build(key, || {
+            if lanes {
                 let c4 = key[1];
                 let src = lane_source(&self.common, in4, c4, out4 / c4, flags & NORMALIZED != 0);
                 let label = format!("learned/linear lanes {in4}x{c4}");
                 validate(&label, &src)?;
                 Kernel::with_constants(ctx, &label, &src, BINDS, &constants)
+            } else {
+                let path = "learned/linear_blocks.wgsl";
+                let src = compose(path)?;
+                validate(path, &src)?;
+                Kernel::with_constants(ctx, path, &src, BINDS, &constants)
             }
         })?;
         Ok((k, grid))
@@ -287,6 +291,17 @@ mod tests {
         assert_eq!(columns_per_lane(48), 6);
         assert_eq!(columns_per_lane(16), 2);
         assert_eq!(columns_per_lane(2), 1);
+    }
+
+    #[test]
+    fn wide_layers_take_the_blocks_kernel() {
+        let k = LinearKernels::new(Tiling::Lanes).unwrap();
+        // The default model's q/k/v (64 → 192) and the test's MLP of 1040 (32 → 1040).
+        assert!(k.lanes_for(16, 48));
+        assert!(!k.lanes_for(8, 260));
+        assert!(!LinearKernels::new(Tiling::Blocks)
+            .unwrap()
+            .lanes_for(16, 48));
     }
 
     #[test]
