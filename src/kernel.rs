@@ -7,7 +7,6 @@
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use std::sync::{Arc, Mutex};
 
 /// Invocations per workgroup in every kernel. Each workgroup owns one problem and loops
 /// over its coordinates, so this is independent of the problem dimension.
@@ -351,31 +350,4 @@ pub fn dispatch_group(pass: &mut wgpu::ComputePass<'_>, group: &wgpu::BindGroup,
     let x = n_problems.clamp(1, MAX_GROUPS_X);
     let y = n_problems.div_ceil(MAX_GROUPS_X).max(1);
     pass.dispatch_workgroups(x, y, 1);
-}
-
-/// Pipelines built on first use, by a key (a layer shape, pipeline constants): kernels
-/// generated per shape are built only for the shapes a model has.
-pub struct KernelCache<K>(Mutex<Vec<(K, Arc<Kernel>)>>);
-
-impl<K: PartialEq> Default for KernelCache<K> {
-    fn default() -> Self {
-        Self(Mutex::new(Vec::new()))
-    }
-}
-
-impl<K: PartialEq> KernelCache<K> {
-    /// The kernel under `key`, built by `build` the first time.
-    pub fn get_or_build(
-        &self,
-        key: K,
-        build: impl FnOnce() -> Result<Kernel>,
-    ) -> Result<Arc<Kernel>> {
-        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, k)) = cache.iter().find(|(k, _)| *k == key) {
-            return Ok(k.clone());
-        }
-        let k = Arc::new(build()?);
-        cache.push((key, k.clone()));
-        Ok(k)
-    }
 }

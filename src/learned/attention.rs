@@ -14,7 +14,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{compose, validate, Bind, Kernel, KernelCache};
+use crate::kernel::{compose, validate, Bind, Kernel};
 use crate::learned::linear::Tiling;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -45,11 +45,10 @@ const BINDS: &[Bind] = &[
     Bind::ReadWrite,
 ];
 
-/// Attention pipelines, built on first use, by head width.
+/// Attention pipelines, built on first use by head width and kept in the device's
+/// cache (`GpuContext::cached`).
 pub struct AttentionKernels {
     tiling: Tiling,
-    /// By head width in vec4s and paired heads (blocks) or queries per lane (lanes).
-    cache: KernelCache<(u32, u32)>,
     common: String,
 }
 
@@ -57,7 +56,6 @@ impl AttentionKernels {
     pub fn new(tiling: Tiling) -> Result<Self> {
         Ok(Self {
             tiling,
-            cache: KernelCache::default(),
             common: compose("learned/attention.wgsl")?,
         })
     }
@@ -80,38 +78,30 @@ impl AttentionKernels {
         heads: u32,
         dmax: u32,
     ) -> Result<(Arc<Kernel>, u32)> {
-        let (key, z) = match self.tiling {
+        match self.tiling {
             Tiling::Blocks => {
                 // Two heads per workgroup when every problem fits one 32-query block.
                 let pair = dmax <= 32 && heads.is_multiple_of(2) && hd4 <= 4;
-                ((hd4, pair as u32), if pair { heads / 2 } else { heads })
+                let path = "learned/attention_tiles.wgsl";
+                let k = ctx.cached(&format!("{path} {hd4} pair {pair}"), || {
+                    let src = compose(path)?;
+                    validate(path, &src)?;
+                    let constants = [("HD4", hd4 as f64), ("PAIR", pair as u32 as f64)];
+                    Kernel::with_constants(ctx, path, &src, BINDS, &constants)
+                })?;
+                Ok((k, if pair { heads / 2 } else { heads }))
             }
             Tiling::Lanes => {
                 let qpl = queries_per_lane(dmax);
-                ((hd4, qpl), heads)
+                let label = format!("learned/attention lanes {hd4}x{qpl}");
+                let k = ctx.cached(&label, || {
+                    let src = lane_source(&self.common, hd4, qpl);
+                    validate(&label, &src)?;
+                    Kernel::new(ctx, &label, &src, BINDS)
+                })?;
+                Ok((k, heads))
             }
-        };
-        let k = self.cache.get_or_build(key, || match self.tiling {
-            Tiling::Blocks => {
-                let path = "learned/attention_tiles.wgsl";
-                let src = compose(path)?;
-                validate(path, &src)?;
-                Kernel::with_constants(
-                    ctx,
-                    path,
-                    &src,
-                    BINDS,
-                    &[("HD4", hd4 as f64), ("PAIR", key.1 as f64)],
-                )
-            }
-            Tiling::Lanes => {
-                let label = format!("learned/attention lanes {hd4}x{}", key.1);
-                let src = lane_source(&self.common, hd4, key.1);
-                validate(&label, &src)?;
-                Kernel::new(ctx, &label, &src, BINDS)
-            }
-        })?;
-        Ok((k, z))
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{compose, validate, Bind, Kernel, KernelCache};
+use crate::kernel::{compose, validate, Bind, Kernel};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -82,11 +82,10 @@ pub fn lanes_supported(ctx: &GpuContext) -> bool {
         && ctx.device.adapter_info().subgroup_min_size >= MAX_LANES
 }
 
-/// Linear-layer pipelines, built on first use (lane kernels per layer shape).
+/// Linear-layer pipelines, built on first use (lane kernels per layer shape) and kept
+/// in the device's cache (`GpuContext::cached`), so every run on a device shares them.
 pub struct LinearKernels {
     tiling: Tiling,
-    /// Pipelines by (in4, c4, flags); in4 = c4 = 0 for the blocks kernel.
-    cache: KernelCache<[u32; 3]>,
     common: String,
 }
 
@@ -94,7 +93,6 @@ impl LinearKernels {
     pub fn new(tiling: Tiling) -> Result<Self> {
         Ok(Self {
             tiling,
-            cache: KernelCache::default(),
             common: compose("learned/linear.wgsl")?,
         })
     }
@@ -124,30 +122,28 @@ impl LinearKernels {
         out4: u32,
         flags: u32,
     ) -> Result<(Arc<Kernel>, [u32; 3])> {
-        let lanes = self.lanes_for(in4, out4);
-        let (key, grid) = if lanes {
-            let c4 = columns_per_lane(out4);
-            ([in4, c4, flags], [rows.div_ceil(LANE_TOKENS), 1, 1])
-        } else {
-            let groups = (rows / BLOCK_ROWS).div_ceil(BLOCK_WG);
-            ([0, 0, flags], [groups, out4.div_ceil(2), 1])
-        };
         let constants = [("FLAGS", flags as f64)];
-        let k = self.cache.get_or_build(key, || {
-            if lanes {
-                let c4 = key[1];
+        if self.lanes_for(in4, out4) {
+            let c4 = columns_per_lane(out4);
+            // The source depends on the whole shape and the LayerNorm flag, so all of
+            // it is in the key.
+            let label = format!("learned/linear lanes {in4}x{out4} ({c4} per lane)");
+            let k = ctx.cached(&format!("{label} flags {flags}"), || {
                 let src = lane_source(&self.common, in4, c4, out4 / c4, flags & NORMALIZED != 0);
-                let label = format!("learned/linear lanes {in4}x{c4}");
                 validate(&label, &src)?;
                 Kernel::with_constants(ctx, &label, &src, BINDS, &constants)
-            } else {
-                let path = "learned/linear_blocks.wgsl";
+            })?;
+            Ok((k, [rows.div_ceil(LANE_TOKENS), 1, 1]))
+        } else {
+            let path = "learned/linear_blocks.wgsl";
+            let k = ctx.cached(&format!("{path} flags {flags}"), || {
                 let src = compose(path)?;
                 validate(path, &src)?;
                 Kernel::with_constants(ctx, path, &src, BINDS, &constants)
-            }
-        })?;
-        Ok((k, grid))
+            })?;
+            let groups = (rows / BLOCK_ROWS).div_ceil(BLOCK_WG);
+            Ok((k, [groups, out4.div_ceil(2), 1]))
+        }
     }
 }
 
