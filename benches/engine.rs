@@ -234,8 +234,8 @@ fn bench_optimus(c: &mut Criterion) {
         let mut grad = vec![0.0; D];
         b.iter(|| {
             for (p, st) in problems.iter().zip(states.iter_mut()) {
-                p.cpu_gap_grad(&st.x, &mut grad).unwrap();
-                lcpu::step(&model, st, &grad);
+                let f = p.cpu_gap_grad(&st.x, &mut grad).unwrap();
+                lcpu::step(&model, st, f, &grad);
             }
         })
     });

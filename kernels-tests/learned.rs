@@ -1,7 +1,9 @@
 use crate::common::ctx;
 use optimus_gpu::learned::cpu;
 use optimus_gpu::learned::linear::Tiling;
-use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+use optimus_gpu::learned::model::{
+    Model, ModelConfig, ModelKind, N_FEATURES, N_FEATURES_WITH_LOSS,
+};
 use optimus_gpu::objective::ObjectiveStage;
 use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult};
 use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
@@ -136,6 +138,49 @@ fn layers_too_wide_for_lanes_fall_back_to_blocks() {
     check_tiling_against_twin(&problems(&[3, 17]), &m, 2, Tiling::Lanes);
 }
 
+/// Models with the loss-change input (34 features) match the twin, and the input is
+/// live: zeroing its weight row changes the twin's steps.
+#[test]
+fn the_loss_change_feature_matches_the_twin() {
+    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+        let cfg = ModelConfig {
+            features: N_FEATURES_WITH_LOSS,
+            ..model(kind, 5).config.clone()
+        };
+        let m = Arc::new(Model::init(cfg, 5).unwrap());
+        let ps = problems(&[5, 1, 33, 2]);
+        check_against_twin(&ps, &m, 5);
+        let mut blind = (*m).clone();
+        let first = if kind == ModelKind::Lopt {
+            "mlp.fc1"
+        } else {
+            "embed"
+        };
+        let spec = blind
+            .config
+            .tensors()
+            .into_iter()
+            .find(|t| t.name == format!("{first}.weight"))
+            .unwrap();
+        let w = spec.shape[1];
+        let row = spec.offset + N_FEATURES * w;
+        blind.weights[row..row + w].fill(0.0);
+        let (a, b) = (
+            cpu::run(&m, &ps[0], 5).unwrap(),
+            cpu::run(&blind, &ps[0], 5).unwrap(),
+        );
+        let diff =
+            a.x.iter()
+                .zip(&b.x)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0.0, f64::max);
+        assert!(
+            diff > 1e-6,
+            "{kind:?}: the loss-change input changed nothing ({diff})"
+        );
+    }
+}
+
 #[test]
 fn learned_steps_match_the_twin_in_a_mixed_batch() {
     for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
@@ -184,8 +229,8 @@ fn the_preconditioner_stays_symmetric_positive_semidefinite() {
     let mut st = cpu::LearnedState::new(ModelKind::Optimus, &p.x0);
     let mut g = vec![0.0; 6];
     for _ in 0..10 {
-        p.cpu_gap_grad(&st.x, &mut g).unwrap();
-        cpu::step(&m, &mut st, &g);
+        let f = p.cpu_gap_grad(&st.x, &mut g).unwrap();
+        cpu::step(&m, &mut st, f, &g);
     }
     let b = st.b.unwrap();
     let d = 6;

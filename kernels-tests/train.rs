@@ -129,10 +129,10 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
             let mp = perturbed_model(&m, &e.noise_layout, &noise, sign);
             let mut st = lcpu::LearnedState::new(kind, &spec.x0);
             let mut g = vec![0.0; spec.dim];
-            spec.cpu_gap_grad(&spec.x0, &mut g).unwrap();
-            lcpu::step(&mp, &mut st, &g);
+            let f = spec.cpu_gap_grad(&spec.x0, &mut g).unwrap();
+            lcpu::step(&mp, &mut st, f, &g);
             let mut plain = lcpu::LearnedState::new(kind, &spec.x0);
-            lcpu::step(&m, &mut plain, &g);
+            lcpu::step(&m, &mut plain, f, &g);
             let moved =
                 st.x.iter()
                     .zip(&spec.x0)

@@ -5,7 +5,7 @@
 use crate::context::GpuContext;
 use crate::error::Result;
 use crate::functions::Function;
-use crate::learned::model::{Model, ModelConfig, ModelKind, N_FEATURES};
+use crate::learned::model::{Model, ModelConfig, ModelKind};
 use crate::objective::ObjectiveStage;
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig};
 use crate::problem::{Objective, ProblemSpec, SampleOptions};
@@ -17,7 +17,7 @@ use std::time::Instant;
 /// rank-one update and B s. LayerNorms, features and softmax exponentials are left out.
 pub fn flops_per_step(cfg: &ModelConfig, d: usize) -> f64 {
     let (f, w, h, o) = (
-        N_FEATURES as f64,
+        cfg.features as f64,
         cfg.width as f64,
         cfg.mlp_hidden as f64,
         cfg.head_outputs() as f64,

@@ -1,8 +1,10 @@
 // Accumulators and features of the learned optimizers (shared by Optimus, Optimus-0 and
 // LOpt): updates each coordinate's momenta, second moment and Adafactor-style
-// accumulators with its gradient, then writes its 33 features: 22 channels normalized
-// over the problem's own coordinates and 11 time features. One workgroup per problem.
-// CPU twin: `learned::cpu::update_accumulators` and `learned::cpu::features`.
+// accumulators with its gradient, then writes its 34 features: 22 channels normalized
+// over the problem's own coordinates, 11 time features and the loss change (read only by
+// models with 34 inputs). One workgroup per problem.
+// CPU twin: `learned::cpu::update_accumulators`, `learned::cpu::features` and
+// `learned::cpu::loss_change`.
 
 #include "shared/problem.wgsl"
 #include "shared/reduce.wgsl"
@@ -22,18 +24,26 @@ struct FeatParams {
 @group(0) @binding(4) var<storage, read_write> acc: array<f32>;
 // Steps taken per problem (the time feature's t) and whether it still runs.
 @group(0) @binding(5) var<storage, read> state: array<OptState>;
-// [token][36] features: 33, then zeros up to a multiple of 4 for the vec4 loads of
+// [token][36] features: 34, then zeros up to a multiple of 4 for the vec4 loads of
 // `linear.wgsl`.
 @group(0) @binding(6) var<storage, read_write> feat: array<f32>;
+// Gap f_t of each problem at the current point (state.f still holds f_{t−1}).
+@group(0) @binding(7) var<storage, read> f_in: array<f32>;
 
 #include "shared/opt_state.wgsl"
 
-const NF: u32 = 33u;
+const NF: u32 = 34u;
 const NF_STRIDE: u32 = 36u;
 const ND: u32 = 22u;
 
 fn rs(v: f32) -> f32 {
     return inverseSqrt(v);
+}
+
+// (f_t − f_{t−1}) / (|f_t| + |f_{t−1}|); 0 at the first step and where not finite.
+fn loss_change(f: f32, f_prev: f32, t: u32) -> f32 {
+    let c = (f - f_prev) / (abs(f) + abs(f_prev) + 1e-30);
+    return select(0.0, c, t > 0u && is_finite(c));
 }
 
 @compute @workgroup_size(WG)
@@ -99,6 +109,7 @@ fn main(
     }
     let t = f32(st.iter);
     var taus = array<f32, 11>(1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5);
+    let dl = loss_change(f_in[p], st.f, st.iter);
     for (var i = lid; i < d; i += WG) {
         let base = (off + i) * NF_STRIDE;
         for (var c = 0u; c < ND; c++) {
@@ -107,6 +118,7 @@ fn main(
         for (var k = 0u; k < 11u; k++) {
             feat[base + ND + k] = tanh(t / taus[k] - 1.0);
         }
+        feat[base + NF - 1u] = dl;
         for (var c = NF; c < NF_STRIDE; c++) {
             feat[base + c] = 0.0;
         }

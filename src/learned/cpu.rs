@@ -6,7 +6,7 @@
 //! coordinate. Weights come from a [`Model`] by name, each linear layer computing
 //! y = x·W + b with W of shape [in, out].
 
-use super::model::{Model, ModelKind, N_FEATURES};
+use super::model::{Model, ModelKind, N_FEATURES, N_FEATURES_WITH_LOSS};
 use crate::error::{Error, Result};
 use crate::optim::{ProblemResult, Status};
 use crate::problem::ProblemSpec;
@@ -38,18 +38,38 @@ pub fn update_accumulators(acc: &mut [f64; N_ACC], g: f64) {
     }
 }
 
-/// The 33 features of every coordinate of one problem (twin of `features.wgsl`), from
-/// its updated accumulators, point x, gradient g and step count t. The 22 per-dimension
-/// channels are normalized over the problem's own coordinates: c ← c·rsqrt(1e-5 +
-/// mean c²); the 11 time features are not.
-pub fn features(acc: &[[f64; N_ACC]], x: &[f64], g: &[f64], t: u32) -> Vec<[f64; N_FEATURES]> {
+/// The loss-change feature (f_t − f_{t−1}) / (|f_t| + |f_{t−1}|) in [−1, 1]: scale-free,
+/// and for positive gaps tanh(½ ln(f_t / f_{t−1})). 0 at the first step (no f_{t−1}) and
+/// where it is not finite (twin of `loss_change` in `features.wgsl`).
+pub fn loss_change(f: f64, f_prev: Option<f64>) -> f64 {
+    let Some(fp) = f_prev else { return 0.0 };
+    let c = (f - fp) / (f.abs() + fp.abs() + 1e-30);
+    if c.is_finite() {
+        c
+    } else {
+        0.0
+    }
+}
+
+/// The features of every coordinate of one problem (twin of `features.wgsl`), from its
+/// updated accumulators, point x, gradient g, step count t and loss change: 22
+/// per-dimension channels normalized over the problem's own coordinates (c ←
+/// c·rsqrt(1e-5 + mean c²)), 11 time features, then the loss change; a model with
+/// [`N_FEATURES`] inputs reads only the first 33.
+pub fn features(
+    acc: &[[f64; N_ACC]],
+    x: &[f64],
+    g: &[f64],
+    t: u32,
+    loss_change: f64,
+) -> Vec<[f64; N_FEATURES_WITH_LOSS]> {
     let d = x.len();
     let rs = |v: f64| 1.0 / v.sqrt();
-    let mut out: Vec<[f64; N_FEATURES]> = (0..d)
+    let mut out: Vec<[f64; N_FEATURES_WITH_LOSS]> = (0..d)
         .map(|i| {
             let a = &acc[i];
             let (m, v, r) = ([a[0], a[1], a[2]], a[3], [a[4], a[5], a[6]]);
-            let mut f = [0.0; N_FEATURES];
+            let mut f = [0.0; N_FEATURES_WITH_LOSS];
             f[0] = g[i];
             f[1] = x[i];
             for k in 0..3 {
@@ -76,6 +96,7 @@ pub fn features(acc: &[[f64; N_ACC]], x: &[f64], g: &[f64], t: u32) -> Vec<[f64;
         for (k, tau) in TIME_SCALES.iter().enumerate() {
             f[N_DIM_FEATURES + k] = (t as f64 / tau - 1.0).tanh();
         }
+        f[N_FEATURES] = loss_change;
     }
     out
 }
@@ -163,9 +184,10 @@ fn add(a: &mut [f64], b: &[f64]) {
 
 /// The network's per-token outputs ([d][O]: direction, magnitude, and for Optimus the
 /// rank-one component) for one problem's features.
-pub fn forward(model: &Model, feats: &[[f64; N_FEATURES]]) -> Vec<f64> {
+pub fn forward(model: &Model, feats: &[[f64; N_FEATURES_WITH_LOSS]]) -> Vec<f64> {
     let cfg = &model.config;
-    let x: Vec<f64> = feats.iter().flat_map(|f| f.iter().copied()).collect();
+    let nf = cfg.features;
+    let x: Vec<f64> = feats.iter().flat_map(|f| f[..nf].iter().copied()).collect();
     let lin = |x: &[f64], n_in: usize, name: &str, relu_out: bool| {
         linear(
             x,
@@ -185,13 +207,13 @@ pub fn forward(model: &Model, feats: &[[f64; N_FEATURES]]) -> Vec<f64> {
     };
     match cfg.kind {
         ModelKind::Lopt => {
-            let h1 = lin(&x, N_FEATURES, "mlp.fc1", true);
+            let h1 = lin(&x, nf, "mlp.fc1", true);
             let h2 = lin(&h1, cfg.mlp_hidden, "mlp.fc2", true);
             lin(&h2, cfg.mlp_hidden, "head", false)
         }
         ModelKind::Optimus | ModelKind::Optimus0 => {
             let w = cfg.width;
-            let mut h = lin(&x, N_FEATURES, "embed", false);
+            let mut h = lin(&x, nf, "embed", false);
             for l in 0..cfg.layers {
                 let b = format!("blocks.{l}");
                 let a = ln(&h, &format!("{b}.ln1"));
@@ -220,6 +242,8 @@ pub struct LearnedState {
     pub t: u32,
     /// Dense preconditioner B (d×d row-major), Optimus only; starts at the identity.
     pub b: Option<Vec<f64>>,
+    /// Gap at the previous step, for the loss-change feature.
+    pub f_prev: Option<f64>,
 }
 
 impl LearnedState {
@@ -237,20 +261,23 @@ impl LearnedState {
             acc: vec![[0.0; N_ACC]; d],
             t: 0,
             b,
+            f_prev: None,
         }
     }
 }
 
-/// One step of the learned optimizer given ∇f at the current point (twin of the whole
-/// GPU step): accumulators, features, network, s_i = δ_i·exp(λ_μ μ_i)·λ_s, and for
-/// Optimus B ← B + u uᵀ with u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
-pub fn step(model: &Model, st: &mut LearnedState, g: &[f64]) {
+/// One step of the learned optimizer given the gap f and ∇f at the current point (twin
+/// of the whole GPU step): accumulators, features, network, s_i = δ_i·exp(λ_μ μ_i)·λ_s,
+/// and for Optimus B ← B + u uᵀ with u_i = λ_u·raw_i/√d, then x ← x − B s (x − s
+/// otherwise).
+pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
     let cfg = &model.config;
     let d = st.x.len();
     for i in 0..d {
         update_accumulators(&mut st.acc[i], g[i]);
     }
-    let feats = features(&st.acc, &st.x, g, st.t);
+    let feats = features(&st.acc, &st.x, g, st.t, loss_change(f, st.f_prev));
+    st.f_prev = Some(f);
     let out = forward(model, &feats);
     let o = cfg.head_outputs();
     let s: Vec<f64> = (0..d)
@@ -301,7 +328,7 @@ pub fn run(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<ProblemRe
         if st.t >= steps {
             break Status::Done;
         }
-        step(model, &mut st, &g);
+        step(model, &mut st, f, &g);
     };
     Ok(ProblemResult::from_history(
         status, st.t, evals, &hist, st.x,

@@ -184,7 +184,7 @@ impl LearnedKernels {
                 ctx,
                 "learned/features.wgsl",
                 &[
-                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadWrite,
+                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadWrite, ReadOnly,
                 ],
             )?,
             linear: LinearKernels::new(tiling)?,
@@ -461,7 +461,16 @@ impl LearnedNet {
         );
         let feat_group = kernels.features.bind(
             ctx,
-            &[&fp, &problems.desc, bufs.x, bufs.g, &acc, bufs.state, &feat],
+            &[
+                &fp,
+                &problems.desc,
+                bufs.x,
+                bufs.g,
+                &acc,
+                bufs.state,
+                &feat,
+                bufs.f,
+            ],
         );
         b.push(Stage::Features, feat_group, [0, 0, 0], fp);
         // Blocks of 64 coordinates of one problem: [first coordinate, d, first row,

@@ -28,6 +28,13 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Input features per token: 22 per-dimension features and 11 time features (§1.3).
 pub const N_FEATURES: usize = 33;
 
+/// Input features of a model that also takes the loss-change feature (OPTIMUS.md §1.3's
+/// design choice): (f_t − f_{t−1}) / (|f_t| + |f_{t−1}|), one value shared by all of a
+/// problem's tokens, in slot [`N_FEATURES`]. It is the only input that sees the
+/// objective itself rather than its gradient, so the network can tell an overshooting
+/// step from a good one, as a line search does.
+pub const N_FEATURES_WITH_LOSS: usize = N_FEATURES + 1;
+
 /// Upper bound on the number of weights, so a typo in `model.ron` (say `width: 64000`)
 /// gives an error instead of an attempt to allocate terabytes.
 pub const MAX_PARAMS: usize = 1 << 28;
@@ -109,7 +116,8 @@ pub struct ModelConfig {
     pub mlp_hidden: usize,
     /// Transformer encoder blocks.
     pub layers: usize,
-    /// Input features per token; must be [`N_FEATURES`].
+    /// Input features per token: [`N_FEATURES`], or [`N_FEATURES_WITH_LOSS`] to add the
+    /// loss-change feature.
     pub features: usize,
     /// Magnitude scale λ_μ in s_i = δ_i · exp(λ_μ μ_i) · λ_s.
     pub lambda_mu: f64,
@@ -221,10 +229,11 @@ impl ModelConfig {
         if self.mlp_hidden == 0 {
             return bad("mlp_hidden must be at least 1 (the default is 128)".into());
         }
-        if self.features != N_FEATURES {
+        if self.features != N_FEATURES && self.features != N_FEATURES_WITH_LOSS {
             return bad(format!(
                 "features is {}, but the engine computes {N_FEATURES} input features per \
-                 dimension; set features: {N_FEATURES}",
+                 dimension, or {N_FEATURES_WITH_LOSS} with the loss-change feature; set \
+                 features: {N_FEATURES} or {N_FEATURES_WITH_LOSS}",
                 self.features
             ));
         }
