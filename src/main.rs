@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use optimus_gpu::bench;
 use optimus_gpu::eval::{self, report, EvalConfig};
-use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
+use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind, N_FEATURES_WITH_LOSS};
 use optimus_gpu::motion::{self, eval::MotionEvalConfig};
 use optimus_gpu::train::{self, config::TrainConfig, TrainOptions};
 use optimus_gpu::GpuContext;
@@ -112,6 +112,10 @@ struct InitModelArgs {
     /// Transformer blocks (default 3).
     #[arg(long)]
     layers: Option<usize>,
+    /// Also feed the network the loss change (f_t − f_{t−1}) / (|f_t| + |f_{t−1}|), so it
+    /// sees whether its last step lowered the objective (34 input features instead of 33).
+    #[arg(long)]
+    loss_feature: bool,
 }
 
 #[derive(clap::Args)]
@@ -335,6 +339,9 @@ fn run(cli: Cli) -> Result<()> {
             cfg.heads = a.heads.unwrap_or(cfg.heads);
             cfg.mlp_hidden = a.mlp_hidden.unwrap_or(cfg.mlp_hidden);
             cfg.layers = a.layers.unwrap_or(cfg.layers);
+            if a.loss_feature {
+                cfg.features = N_FEATURES_WITH_LOSS;
+            }
             let model = Model::init(cfg, a.seed)?;
             model.save(&a.out)?;
             println!(
