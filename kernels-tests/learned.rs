@@ -26,6 +26,15 @@ pub fn model(kind: ModelKind, seed: u64) -> Arc<Model> {
     Arc::new(Model::init(cfg, seed).unwrap())
 }
 
+/// [`model`] with the loss-change input (34 features).
+fn loss_model(kind: ModelKind, seed: u64) -> Arc<Model> {
+    let cfg = ModelConfig {
+        features: N_FEATURES_WITH_LOSS,
+        ..model(kind, seed).config.clone()
+    };
+    Arc::new(Model::init(cfg, seed).unwrap())
+}
+
 fn run_gpu(
     problems: &[ProblemSpec],
     m: &Arc<Model>,
@@ -143,11 +152,7 @@ fn layers_too_wide_for_lanes_fall_back_to_blocks() {
 #[test]
 fn the_loss_change_feature_matches_the_twin() {
     for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
-        let cfg = ModelConfig {
-            features: N_FEATURES_WITH_LOSS,
-            ..model(kind, 5).config.clone()
-        };
-        let m = Arc::new(Model::init(cfg, 5).unwrap());
+        let m = loss_model(kind, 5);
         let ps = problems(&[5, 1, 33, 2]);
         check_against_twin(&ps, &m, 5);
         let mut blind = (*m).clone();
@@ -290,7 +295,8 @@ fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
     f[w.x] = s;
 }";
     let (p, d, steps) = (3usize, 7usize, 4u32);
-    let m = model(ModelKind::Optimus, 21);
+    // With the loss-change input, so the caller's f reaches the features too.
+    let m = loss_model(ModelKind::Optimus, 21);
     let problems: Vec<ProblemSpec> = (0..p)
         .map(|k| {
             let mut s = ProblemSpec::sample(
@@ -325,6 +331,11 @@ fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
     )
     .unwrap();
     let group = k.bind(ctx(), &[&dims, &x, &g, &f]);
+    let e = EmbeddedOptimizer::new(ctx(), &m, &vec![d; p], &x, &g, None, steps)
+        .err()
+        .expect("a loss-reading model needs f")
+        .to_string();
+    assert!(e.contains("features: 34"), "{e}");
     let opt = EmbeddedOptimizer::new(ctx(), &m, &vec![d; p], &x, &g, Some(&f), steps).unwrap();
     for _ in 0..=steps {
         let mut enc = ctx().device.create_command_encoder(&Default::default());

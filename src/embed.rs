@@ -14,7 +14,7 @@
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
-use crate::learned::model::Model;
+use crate::learned::model::{Model, N_FEATURES_WITH_LOSS};
 use crate::optim::{OptParams, OptState, Status};
 use crate::problem::GpuProblems;
 
@@ -33,7 +33,8 @@ impl EmbeddedOptimizer {
     /// Binds `model` to problems of dimensions `dims` whose coordinates lie back to back
     /// in `x` and `grad` (f32, Σ d values); `f` holds one objective value per problem,
     /// written by the caller's kernel (None: the engine tracks no objective values and
-    /// flags only non-finite gradients). At most `max_steps` steps are taken.
+    /// flags only non-finite gradients; not allowed for a model that reads the loss
+    /// change, `features: 34`). At most `max_steps` steps are taken.
     pub fn new(
         ctx: &GpuContext,
         model: &Model,
@@ -52,6 +53,13 @@ impl EmbeddedOptimizer {
                 x.size(),
                 grad.size()
             )));
+        }
+        if f.is_none() && model.config.features == N_FEATURES_WITH_LOSS {
+            return Err(Error::Problem(
+                "this model reads the loss change (features: 34), so it needs the objective \
+                 values: pass the buffer f that your kernel writes one value per problem to"
+                    .into(),
+            ));
         }
         let mut owned = Vec::new();
         let f = match f {
