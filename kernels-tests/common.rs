@@ -28,3 +28,11 @@ pub fn relative_error(gpu: &[f32], cpu: &[f64]) -> f64 {
         .sqrt();
     err / norm
 }
+
+/// max_i |a_i − b_i|: how far a point moved, or how far two runs parted.
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(u, v)| (u - v).abs())
+        .fold(0.0, f64::max)
+}

@@ -1,4 +1,4 @@
-use crate::common::ctx;
+use crate::common::{ctx, max_abs_diff};
 use optimus_gpu::learned::cpu;
 use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{
@@ -106,11 +106,7 @@ fn check_tiling_against_twin(problems: &[ProblemSpec], m: &Arc<Model>, steps: u3
             p.dim
         );
         assert_eq!(g.status, c.status, "{what}");
-        let moved: f64 =
-            c.x.iter()
-                .zip(&p.x0)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+        let moved = max_abs_diff(&c.x, &p.x0);
         assert!(
             moved > 1e-4,
             "{what}: the twin barely moved ({moved}); the test would be vacuous"
@@ -161,12 +157,7 @@ fn the_loss_change_feature_matches_the_twin() {
         } else {
             "embed"
         };
-        let spec = blind
-            .config
-            .tensors()
-            .into_iter()
-            .find(|t| t.name == format!("{first}.weight"))
-            .unwrap();
+        let spec = blind.config.tensor(&format!("{first}.weight")).unwrap();
         let w = spec.shape[1];
         let row = spec.offset + N_FEATURES * w;
         blind.weights[row..row + w].fill(0.0);
@@ -174,11 +165,7 @@ fn the_loss_change_feature_matches_the_twin() {
             cpu::run(&m, &ps[0], 5).unwrap(),
             cpu::run(&blind, &ps[0], 5).unwrap(),
         );
-        let diff =
-            a.x.iter()
-                .zip(&b.x)
-                .map(|(u, v)| (u - v).abs())
-                .fold(0.0, f64::max);
+        let diff = max_abs_diff(&a.x, &b.x);
         assert!(
             diff > 1e-6,
             "{kind:?}: the loss-change input changed nothing ({diff})"

@@ -2,7 +2,7 @@
 //! straightforward dense-perturbation route, the estimate against finite differences,
 //! and the trainer's resume, errors and progress.
 
-use crate::common::{assert_close, ctx};
+use crate::common::{assert_close, ctx, max_abs_diff};
 use crate::learned::{model, problems};
 use optimus_gpu::learned::cpu as lcpu;
 use optimus_gpu::learned::linear::Tiling;
@@ -133,11 +133,7 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
             lcpu::step(&mp, &mut st, f, &g);
             let mut plain = lcpu::LearnedState::new(kind, &spec.x0);
             lcpu::step(&m, &mut plain, f, &g);
-            let moved =
-                st.x.iter()
-                    .zip(&spec.x0)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f64::max);
+            let moved = max_abs_diff(&st.x, &spec.x0);
             for i in 0..spec.dim {
                 max_sep = max_sep.max((st.x[i] - plain.x[i]).abs() / moved.max(1e-12));
                 let (dg, dc) = (xs[p][i] as f64 - spec.x0[i], st.x[i] - spec.x0[i]);
