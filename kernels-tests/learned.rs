@@ -27,7 +27,7 @@ pub fn model(kind: ModelKind, seed: u64) -> Arc<Model> {
 }
 
 /// [`model`] with the loss-change input (34 features).
-fn loss_model(kind: ModelKind, seed: u64) -> Arc<Model> {
+pub fn loss_model(kind: ModelKind, seed: u64) -> Arc<Model> {
     let cfg = ModelConfig {
         features: N_FEATURES_WITH_LOSS,
         ..model(kind, seed).config.clone()

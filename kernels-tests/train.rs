@@ -3,7 +3,7 @@
 //! and the trainer's resume, errors and progress.
 
 use crate::common::{assert_close, ctx, max_abs_diff};
-use crate::learned::{model, problems};
+use crate::learned::{loss_model, model, problems};
 use optimus_gpu::learned::cpu as lcpu;
 use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
@@ -100,9 +100,10 @@ fn noise_kernel_matches_its_twin() {
     );
 }
 
-/// One perturbed step of every particle against the CPU twin run with the dense
-/// weights θ ± σ a bᵀ: the rank-one kernels must equal per-particle weight copies, in
-/// both layouts of the linear layers.
+/// Perturbed steps of every particle against the CPU twin run with the dense weights
+/// θ ± σ a bᵀ: the rank-one kernels must equal per-particle weight copies, in both
+/// layouts of the linear layers. One step for each kind, and two for models with the
+/// loss-change input, whose input is 0 at the first step.
 #[test]
 fn perturbed_step_matches_dense_perturbed_twin() {
     for tiling in [Tiling::Lanes, Tiling::Blocks] {
@@ -112,14 +113,19 @@ fn perturbed_step_matches_dense_perturbed_twin() {
 
 fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
     let fx = fixture_tiled(tiling);
-    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
-        let m = model(kind, 5);
+    let kinds = [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt];
+    let cases = kinds
+        .map(|k| (model(k, 5), 1))
+        .into_iter()
+        .chain(kinds.map(|k| (loss_model(k, 5), 2)));
+    for (m, steps) in cases {
+        let kind = m.config.kind;
         let tasks = problems(&[1, 3, 9, 33, 2]);
         let specs = paired(&tasks);
         let sigma = 0.2;
         let e = engine(&fx, &m, &specs, settings(3, 30, sigma));
         e.begin_truncation(ctx(), 2);
-        e.steps(ctx(), 1);
+        e.steps(ctx(), steps);
         let x: Vec<f32> = ctx().read(&e.x, e.problems.n_total as usize).unwrap();
         let xs = e.problems.split(&x);
         let mut max_sep: f64 = 0.0;
@@ -128,11 +134,14 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
             let sign = if p % 2 == 0 { sigma } else { -sigma };
             let mp = perturbed_model(&m, &e.noise_layout, &noise, sign);
             let mut st = lcpu::LearnedState::new(kind, &spec.x0);
-            let mut g = vec![0.0; spec.dim];
-            let f = spec.cpu_gap_grad(&spec.x0, &mut g).unwrap();
-            lcpu::step(&mp, &mut st, f, &g);
             let mut plain = lcpu::LearnedState::new(kind, &spec.x0);
-            lcpu::step(&m, &mut plain, f, &g);
+            let mut g = vec![0.0; spec.dim];
+            for _ in 0..steps {
+                let f = spec.cpu_gap_grad(&st.x, &mut g).unwrap();
+                lcpu::step(&mp, &mut st, f, &g);
+                let f = spec.cpu_gap_grad(&plain.x, &mut g).unwrap();
+                lcpu::step(&m, &mut plain, f, &g);
+            }
             let moved = max_abs_diff(&st.x, &spec.x0);
             for i in 0..spec.dim {
                 max_sep = max_sep.max((st.x[i] - plain.x[i]).abs() / moved.max(1e-12));
