@@ -193,7 +193,7 @@ struct EvalArgs {
     /// assets/objectives/quadratic.wgsl for the signature).
     #[arg(long)]
     objective: Option<PathBuf>,
-    /// Output folder for results.json, results.csv and plots (default: results/eval, or
+    /// Output folder for results.json, results.csv, head_to_head.csv and plots (default: results/eval, or
     /// results/motion with --task motion).
     #[arg(long)]
     out: Option<PathBuf>,

@@ -48,7 +48,7 @@ pub struct EvalConfig {
     pub threshold: f64,
     /// A user WGSL objective in place of the benchmark functions.
     pub objective: Option<PathBuf>,
-    /// Folder for results.json, results.csv and the SVG plots.
+    /// Folder for results.json, results.csv, head_to_head.csv and the SVG plots.
     pub out: PathBuf,
     /// Model directories of the learned optimizers named in `optimizers`; a kind with
     /// none here uses the committed trained model (`assets/models/<kind>`).

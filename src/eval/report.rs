@@ -1,8 +1,9 @@
-//! The output side of `optimus-gpu eval`: a terminal table, JSON and CSV files, and SVG
-//! plots (final gap against dimension, and convergence curves). Everything here only
+//! The output side of `optimus-gpu eval`: a terminal table, JSON and CSV files, head-to-
+//! head counts, and SVG plots (final gap against dimension, and convergence curves). Everything here only
 //! reads an [`EvalResults`]; nothing touches the GPU.
 
 use super::results::{Cell, EvalResults};
+use crate::optim::Method;
 use anyhow::{Context, Result};
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
@@ -204,6 +205,9 @@ pub fn table(res: &EvalResults) -> String {
         push_columns(&mut out, &rows, &right, "");
     }
 
+    if axes(res).2.len() > 1 {
+        head_to_head_table(res, &mut out);
+    }
     if !res.tuned.is_empty() {
         let _ = writeln!(out, "\nTuned learning rates:");
         let rows: Vec<Vec<String>> = res
@@ -220,6 +224,147 @@ pub fn table(res: &EvalResults) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// Head to head
+// ---------------------------------------------------------------------------------------
+
+/// Opponent name of the column that counts cells won against every classic optimizer.
+pub const ALL_CLASSIC: &str = "all classic";
+
+/// How often `optimizer` beats `opponent` over the (function, d) cells both ran.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeadToHead {
+    pub optimizer: String,
+    /// Another optimizer of the run, or [`ALL_CLASSIC`]: every classic optimizer of the
+    /// run at once (a cell counts when it beats each of them).
+    pub opponent: String,
+    pub cells: usize,
+    /// Cells where its mean final gap is lower (a NaN mean, all starts diverged, never is).
+    pub lower_gap: usize,
+    /// Cells where it reached the threshold in fewer mean steps, or where only it did.
+    pub fewer_steps: usize,
+}
+
+fn gap_key(c: &Cell) -> f64 {
+    if c.mean_gap.is_nan() {
+        f64::INFINITY
+    } else {
+        c.mean_gap
+    }
+}
+
+fn lower_gap(a: &Cell, b: &Cell) -> bool {
+    gap_key(a) < gap_key(b)
+}
+
+fn fewer_steps(a: &Cell, b: &Cell) -> bool {
+    match (a.steps_to_threshold, b.steps_to_threshold) {
+        (Some(x), Some(y)) => x < y,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Every optimizer against every other and against all classic ones at once: the
+/// counts behind "beats Adam and L-BFGS on most cells", computed, not read off a table.
+pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
+    let (functions, dims, optimizers) = axes(res);
+    let classic: Vec<&str> = optimizers
+        .iter()
+        .copied()
+        .filter(|o| Method::parse(o).is_ok_and(|m| m.model_kind().is_none()))
+        .collect();
+    let mut out = Vec::new();
+    for &o in &optimizers {
+        let others = optimizers
+            .iter()
+            .filter(|&&p| p != o)
+            .map(|&p| (p, vec![p]));
+        let all = (!classic.is_empty()).then(|| {
+            let rest: Vec<&str> = classic.iter().copied().filter(|&p| p != o).collect();
+            (ALL_CLASSIC, rest)
+        });
+        for (name, opponents) in others.chain(all) {
+            if opponents.is_empty() {
+                continue;
+            }
+            let mut h = HeadToHead {
+                optimizer: o.into(),
+                opponent: name.into(),
+                cells: 0,
+                lower_gap: 0,
+                fewer_steps: 0,
+            };
+            for f in &functions {
+                for &d in &dims {
+                    let Some(a) = find(res, f, d, o) else {
+                        continue;
+                    };
+                    let them: Option<Vec<&Cell>> =
+                        opponents.iter().map(|p| find(res, f, d, p)).collect();
+                    let Some(them) = them else { continue };
+                    h.cells += 1;
+                    h.lower_gap += them.iter().all(|b| lower_gap(a, b)) as usize;
+                    h.fewer_steps += them.iter().all(|b| fewer_steps(a, b)) as usize;
+                }
+            }
+            out.push(h);
+        }
+    }
+    out
+}
+
+/// The head-to-head counts as two matrices (row against column) for the terminal.
+fn head_to_head_table(res: &EvalResults, out: &mut String) {
+    let h = head_to_head(res);
+    let (_, _, optimizers) = axes(res);
+    let mut columns: Vec<&str> = optimizers.clone();
+    if h.iter().any(|x| x.opponent == ALL_CLASSIC) {
+        columns.push(ALL_CLASSIC);
+    }
+    for (title, count) in [
+        (
+            "Head to head, cells where the row's mean final gap is lower than the column's",
+            (|x: &HeadToHead| x.lower_gap) as fn(&HeadToHead) -> usize,
+        ),
+        (
+            "Head to head, cells where the row reaches the threshold in fewer steps",
+            |x: &HeadToHead| x.fewer_steps,
+        ),
+    ] {
+        let _ = writeln!(out, "\n{title} (of the cells both ran):");
+        let mut rows = vec![std::iter::once(String::new())
+            .chain(columns.iter().map(|c| c.to_string()))
+            .collect::<Vec<_>>()];
+        for &o in &optimizers {
+            let mut row = vec![o.to_string()];
+            for &c in &columns {
+                row.push(
+                    h.iter()
+                        .find(|x| x.optimizer == o && x.opponent == c)
+                        .map_or("-".into(), |x| format!("{}/{}", count(x), x.cells)),
+                );
+            }
+            rows.push(row);
+        }
+        let right: Vec<bool> = (0..rows[0].len()).map(|i| i > 0).collect();
+        push_columns(out, &rows, &right, "  ");
+    }
+}
+
+/// Writes the head-to-head counts as CSV, one row per (optimizer, opponent).
+pub fn write_head_to_head(res: &EvalResults, path: &Path) -> Result<()> {
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    for h in head_to_head(res) {
+        w.serialize(h)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -523,8 +668,8 @@ pub fn plot_convergence(res: &EvalResults, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// Creates `dir` and writes everything a run reports (results.json, results.csv and all
-/// plots), returning the written paths so the CLI can list them.
+/// Creates `dir` and writes everything a run reports (results.json, results.csv,
+/// head_to_head.csv and all plots), returning the written paths so the CLI can list them.
 pub fn write_all(res: &EvalResults, dir: &Path) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
@@ -534,6 +679,9 @@ pub fn write_all(res: &EvalResults, dir: &Path) -> Result<Vec<PathBuf>> {
     let csv = dir.join("results.csv");
     write_csv(res, &csv)?;
     written.push(csv);
+    let h2h = dir.join("head_to_head.csv");
+    write_head_to_head(res, &h2h)?;
+    written.push(h2h);
     written.extend(plot_final_vs_dim(res, dir)?);
     written.extend(plot_convergence(res, dir)?);
     Ok(written)
@@ -614,8 +762,8 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let files = write_all(&res, &dir).expect("write_all");
 
-        // results.json, results.csv, 2 final plots, 4 curve plots.
-        assert_eq!(files.len(), 2 + 2 + 4, "{files:?}");
+        // results.json, results.csv, head_to_head.csv, 2 final plots, 4 curve plots.
+        assert_eq!(files.len(), 3 + 2 + 4, "{files:?}");
         for f in &files {
             assert!(f.is_file(), "{} missing", f.display());
         }
@@ -658,6 +806,43 @@ mod tests {
             "{t}"
         );
 
+        let h2h = fs::read_to_string(dir.join("head_to_head.csv")).unwrap();
+        assert!(h2h.contains("adam,bfgs,4,3,1"), "{h2h}");
+        assert!(t.contains("Head to head"), "{t}");
+
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Lower gaps and fewer steps are counted per cell; a NaN mean never wins, and the
+    /// "all classic" column needs a win against every classic optimizer.
+    #[test]
+    fn head_to_head_counts_wins_per_cell() {
+        let mut res = synthetic();
+        // sphere: adam 0 | 3.2e-5 bfgs | NaN vs 1.5; rosenbrock: -1e-16 | 7e-9, 2e-3 | 4.
+        for (f, d, g) in [
+            ("sphere", 2, 1e-7),
+            ("sphere", 10, f64::NAN),
+            ("rosenbrock", 2, 1e-8),
+            ("rosenbrock", 10, 1.0),
+        ] {
+            res.cells.push(cell(f, d, "optimus", g));
+        }
+        res.optimizers.push("optimus".into());
+        let h = head_to_head(&res);
+        let get = |o: &str, p: &str| {
+            h.iter()
+                .find(|x| x.optimizer == o && x.opponent == p)
+                .unwrap()
+        };
+        let ab = get("adam", "bfgs");
+        assert_eq!((ab.cells, ab.lower_gap, ab.fewer_steps), (4, 3, 1));
+        let ba = get("bfgs", "adam");
+        assert_eq!((ba.cells, ba.lower_gap, ba.fewer_steps), (4, 1, 0));
+        // optimus beats bfgs on sphere d = 2 and rosenbrock d = 10, adam nowhere.
+        assert_eq!(get("optimus", "bfgs").lower_gap, 2);
+        assert_eq!(get("optimus", "adam").lower_gap, 0);
+        let all = get("optimus", ALL_CLASSIC);
+        assert_eq!((all.cells, all.lower_gap), (4, 0));
+        assert_eq!(get("adam", ALL_CLASSIC).lower_gap, 3);
     }
 }
