@@ -2,7 +2,8 @@ use crate::common::{ctx, max_abs_diff};
 use optimus_gpu::learned::cpu;
 use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{
-    Model, ModelConfig, ModelKind, N_FEATURES, N_FEATURES_WITH_LOSS,
+    Model, ModelConfig, ModelKind, LOG_SCALE_MAX, N_FEATURES, N_FEATURES_WITH_LOSS,
+    N_FEATURES_WITH_SCALE,
 };
 use optimus_gpu::objective::ObjectiveStage;
 use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult};
@@ -33,6 +34,26 @@ pub fn loss_model(kind: ModelKind, seed: u64) -> Arc<Model> {
         ..model(kind, seed).config.clone()
     };
     Arc::new(Model::init(cfg, seed).unwrap())
+}
+
+/// [`model`] with a learned step scale of rate `rate` and step scale λ_s. `Model::init`
+/// leaves ρ's weights at 0; here they are μ's, and ρ's bias is `bias`, so ℓ moves.
+pub fn scale_model(kind: ModelKind, seed: u64, rate: f64, bias: f32, lambda_s: f64) -> Arc<Model> {
+    let cfg = ModelConfig {
+        features: N_FEATURES_WITH_SCALE,
+        lambda_scale: rate,
+        lambda_s,
+        ..model(kind, seed).config.clone()
+    };
+    let mut m = Model::init(cfg, seed).unwrap();
+    let (o, c) = (m.config.head_outputs(), m.config.scale_output().unwrap());
+    let w = m.config.tensor("head.weight").unwrap();
+    for row in m.weights[w.range()].chunks_mut(o) {
+        row[c] = row[1];
+    }
+    let b = m.config.tensor("head.bias").unwrap();
+    m.weights[b.offset + c] = bias;
+    Arc::new(m)
 }
 
 fn run_gpu(
@@ -171,6 +192,43 @@ fn the_loss_change_feature_matches_the_twin() {
             "{kind:?}: the loss-change input changed nothing ({diff})"
         );
     }
+}
+
+/// Models with a learned step scale match the twin, ℓ is live (zeroing ρ's weights
+/// changes the steps), and ℓ stops at ±LOG_SCALE_MAX: there ρ's bias pushes ℓ up by 4
+/// per step with λ_s = 1e-6, so steps are visible only once ℓ is at the bound, and the
+/// run would leave the calm region if ℓ went past it.
+#[test]
+fn the_learned_step_scale_matches_the_twin() {
+    let ps = problems(&[5, 1, 33, 2]);
+    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+        let m = scale_model(kind, 5, 0.5, 0.0, 0.05);
+        check_against_twin(&ps, &m, 5);
+        let mut blind = (*m).clone();
+        let (o, c) = (m.config.head_outputs(), m.config.scale_output().unwrap());
+        let w = m.config.tensor("head.weight").unwrap();
+        for row in blind.weights[w.range()].chunks_mut(o) {
+            row[c] = 0.0;
+        }
+        let diff = max_abs_diff(
+            &cpu::run(&m, &ps[0], 5).unwrap().x,
+            &cpu::run(&blind, &ps[0], 5).unwrap().x,
+        );
+        assert!(
+            diff > 1e-6,
+            "{kind:?}: the step scale changed nothing ({diff})"
+        );
+    }
+    let m = scale_model(ModelKind::Optimus, 6, 4.0, 10.0, 1e-6);
+    check_tiling_against_twin(&ps, &m, 5, Tiling::Lanes);
+    let p = &ps[0];
+    let mut st = cpu::LearnedState::new(ModelKind::Optimus, &p.x0);
+    let mut g = vec![0.0; p.dim];
+    for _ in 0..4 {
+        let f = p.cpu_gap_grad(&st.x, &mut g).unwrap();
+        cpu::step(&m, &mut st, f, &g);
+    }
+    assert_eq!(st.log_scale, LOG_SCALE_MAX);
 }
 
 #[test]

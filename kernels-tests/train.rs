@@ -3,7 +3,7 @@
 //! and the trainer's resume, errors and progress.
 
 use crate::common::{assert_close, ctx, max_abs_diff};
-use crate::learned::{loss_model, model, problems};
+use crate::learned::{loss_model, model, problems, scale_model};
 use optimus_gpu::learned::cpu as lcpu;
 use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
@@ -103,7 +103,8 @@ fn noise_kernel_matches_its_twin() {
 /// Perturbed steps of every particle against the CPU twin run with the dense weights
 /// θ ± σ a bᵀ: the rank-one kernels must equal per-particle weight copies, in both
 /// layouts of the linear layers. One step for each kind, and two for models with the
-/// loss-change input, whose input is 0 at the first step.
+/// loss-change input, whose input is 0 at the first step, and with the learned step
+/// scale, whose ℓ first moves in the first step.
 #[test]
 fn perturbed_step_matches_dense_perturbed_twin() {
     for tiling in [Tiling::Lanes, Tiling::Blocks] {
@@ -117,7 +118,8 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
     let cases = kinds
         .map(|k| (model(k, 5), 1))
         .into_iter()
-        .chain(kinds.map(|k| (loss_model(k, 5), 2)));
+        .chain(kinds.map(|k| (loss_model(k, 5), 2)))
+        .chain(kinds.map(|k| (scale_model(k, 5, 0.5, 0.0, 0.05), 2)));
     for (m, steps) in cases {
         let kind = m.config.kind;
         let tasks = problems(&[1, 3, 9, 33, 2]);

@@ -54,12 +54,12 @@ impl EmbeddedOptimizer {
                 grad.size()
             )));
         }
-        if f.is_none() && model.config.features == N_FEATURES_WITH_LOSS {
-            return Err(Error::Problem(
-                "this model reads the loss change (features: 34), so it needs the objective \
-                 values: pass the buffer f that your kernel writes one value per problem to"
-                    .into(),
-            ));
+        if f.is_none() && model.config.features >= N_FEATURES_WITH_LOSS {
+            return Err(Error::Problem(format!(
+                "this model reads the loss change (features: {}), so it needs the objective \
+                 values: pass the buffer f that your kernel writes one value per problem to",
+                model.config.features
+            )));
         }
         let mut owned = Vec::new();
         let f = match f {

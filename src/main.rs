@@ -4,7 +4,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use optimus_gpu::bench;
 use optimus_gpu::eval::{self, report, EvalConfig};
-use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind, N_FEATURES_WITH_LOSS};
+use optimus_gpu::learned::model::{
+    Model, ModelConfig, ModelKind, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE,
+};
 use optimus_gpu::motion::{self, eval::MotionEvalConfig};
 use optimus_gpu::train::{self, config::TrainConfig, TrainOptions};
 use optimus_gpu::GpuContext;
@@ -116,6 +118,11 @@ struct InitModelArgs {
     /// sees whether its last step lowered the objective (34 input features instead of 33).
     #[arg(long)]
     loss_feature: bool,
+    /// Give the model a learned per-problem step scale with this rate (e.g. 0.05): each
+    /// step its log scale moves by up to the rate, so steps can grow or shrink by orders
+    /// of magnitude over a run. Implies the loss-change input (35 input features).
+    #[arg(long, value_name = "RATE")]
+    step_scale: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -341,6 +348,10 @@ fn run(cli: Cli) -> Result<()> {
             cfg.layers = a.layers.unwrap_or(cfg.layers);
             if a.loss_feature {
                 cfg.features = N_FEATURES_WITH_LOSS;
+            }
+            if let Some(rate) = a.step_scale {
+                cfg.lambda_scale = rate;
+                cfg.features = N_FEATURES_WITH_SCALE;
             }
             let model = Model::init(cfg, a.seed)?;
             model.save(&a.out)?;

@@ -1,8 +1,9 @@
 // Accumulators and features of the learned optimizers (shared by Optimus, Optimus-0 and
 // LOpt): updates each coordinate's momenta, second moment and Adafactor-style
-// accumulators with its gradient, then writes its 34 features: 22 channels normalized
-// over the problem's own coordinates, 11 time features and the loss change (read only by
-// models with 34 inputs). One workgroup per problem.
+// accumulators with its gradient, then writes its 35 features: 22 channels normalized
+// over the problem's own coordinates, 11 time features, the loss change (read by models
+// with 34 or 35 inputs) and the log step scale (read by models with 35). One workgroup
+// per problem.
 // CPU twin: `learned::cpu::update_accumulators`, `learned::cpu::features` and
 // `learned::cpu::loss_change`.
 
@@ -22,9 +23,10 @@ struct FeatParams {
 @group(0) @binding(3) var<storage, read> g: array<f32>;
 // Seven per-coordinate regions: m (β = 0.9, 0.99, 0.999) | v | r (c = 0.9, 0.99, 0.999).
 @group(0) @binding(4) var<storage, read_write> acc: array<f32>;
-// Steps taken per problem (the time feature's t) and whether it still runs.
+// Steps taken per problem (the time feature's t), whether it still runs, and its log
+// step scale.
 @group(0) @binding(5) var<storage, read> state: array<OptState>;
-// [token][36] features: 34, then zeros up to a multiple of 4 for the vec4 loads of
+// [token][36] features: 35, then zeros up to a multiple of 4 for the vec4 loads of
 // `linear.wgsl`.
 @group(0) @binding(6) var<storage, read_write> feat: array<f32>;
 // Gap f_t of each problem at the current point (state.f still holds f_{t−1}).
@@ -32,7 +34,7 @@ struct FeatParams {
 
 #include "shared/opt_state.wgsl"
 
-const NF: u32 = 34u;
+const NF: u32 = 35u;
 const NF_STRIDE: u32 = 36u;
 const ND: u32 = 22u;
 
@@ -118,7 +120,8 @@ fn main(
         for (var k = 0u; k < 11u; k++) {
             feat[base + ND + k] = tanh(t / taus[k] - 1.0);
         }
-        feat[base + NF - 1u] = dl;
+        feat[base + NF - 2u] = dl;
+        feat[base + NF - 1u] = st.log_scale / LOG_SCALE_MAX;
         for (var c = NF; c < NF_STRIDE; c++) {
             feat[base + c] = 0.0;
         }

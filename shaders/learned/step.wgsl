@@ -1,6 +1,8 @@
 // Step of the learned optimizers, after the network wrote its per-token outputs:
-// s_i = δ_i·exp(λ_μ μ_i)·λ_s and x ← x − s; for Optimus it writes s and the rank-one
-// vector u (u_i = λ_u·raw_i/√d) for `precondition.wgsl`, which applies B instead.
+// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s and x ← x − s; for Optimus it writes s and the rank-one
+// vector u (u_i = λ_u·raw_i/√d) for `precondition.wgsl`, which applies B instead. ℓ is
+// the problem's learned log step scale, ℓ ← clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±12), or 0
+// for models without the ρ output.
 // Records history and flags non-finite problems like the classic optimizers.
 // CPU twin: `learned::cpu::step`.
 
@@ -14,11 +16,13 @@ struct LearnedParams {
     precondition: u32,
     // Start of the s | u scratch regions in `mat`, after every problem's B.
     scratch_off: u32,
-    pad0: u32,
+    // Column of ρ in a head row (read only when lambda_scale > 0).
+    scale_col: u32,
     lambda_mu: f32,
     lambda_s: f32,
     lambda_u: f32,
-    pad1: f32,
+    // Rate of the learned step scale; 0 keeps ℓ = 0.
+    lambda_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: OptParams;
@@ -60,9 +64,19 @@ fn main(
         let o = lp.out_stride;
         let su = lp.scratch_off;
         let inv_sqrt_d = inverseSqrt(f32(d));
+        if lp.lambda_scale > 0.0 {
+            var r = 0.0;
+            for (var i = lid; i < d; i += WG) {
+                r += net_out[(off + i) * o + lp.scale_col];
+            }
+            let mean = wg_sum(lid, r) / f32(d);
+            st.log_scale = clamp(
+                st.log_scale + lp.lambda_scale * tanh(mean), -LOG_SCALE_MAX, LOG_SCALE_MAX
+            );
+        }
         for (var i = lid; i < d; i += WG) {
             let t = (off + i) * o;
-            let s = net_out[t] * exp(lp.lambda_mu * net_out[t + 1u]) * lp.lambda_s;
+            let s = net_out[t] * exp(lp.lambda_mu * net_out[t + 1u] + st.log_scale) * lp.lambda_s;
             if lp.precondition == 1u {
                 mat[su + off + i] = s;
                 mat[su + n + off + i] = lp.lambda_u * net_out[t + 2u] * inv_sqrt_d;

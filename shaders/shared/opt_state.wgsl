@@ -33,9 +33,13 @@ struct OptState {
     k: u32,
     // Ring-buffer slot of the next (s, y) pair (L-BFGS).
     head: u32,
-    pad0: u32,
+    // Learned log step scale ℓ (learned optimizers with a step-scale output); starts at 0.
+    log_scale: f32,
     pad1: u32,
 }
+
+// Bound on the learned log step scale (`model::LOG_SCALE_MAX`).
+const LOG_SCALE_MAX: f32 = 12.0;
 
 const ST_RUNNING: u32 = 0u;
 const ST_DONE: u32 = 1u;

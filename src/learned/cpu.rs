@@ -6,7 +6,9 @@
 //! coordinate. Weights come from a [`Model`] by name, each linear layer computing
 //! y = x·W + b with W of shape [in, out].
 
-use super::model::{Model, ModelKind, N_FEATURES, N_FEATURES_WITH_LOSS};
+use super::model::{
+    Model, ModelKind, LOG_SCALE_MAX, N_FEATURES, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE,
+};
 use crate::error::{Error, Result};
 use crate::optim::{ProblemResult, Status};
 use crate::problem::ProblemSpec;
@@ -52,24 +54,25 @@ pub fn loss_change(f: f64, f_prev: Option<f64>) -> f64 {
 }
 
 /// The features of every coordinate of one problem (twin of `features.wgsl`), from its
-/// updated accumulators, point x, gradient g, step count t and loss change: 22
-/// per-dimension channels normalized over the problem's own coordinates (c ←
-/// c·rsqrt(1e-5 + mean c²)), 11 time features, then the loss change; a model with
-/// [`N_FEATURES`] inputs reads only the first 33.
+/// updated accumulators, point x, gradient g, step count t, loss change and log step
+/// scale ℓ: 22 per-dimension channels normalized over the problem's own coordinates (c ←
+/// c·rsqrt(1e-5 + mean c²)), 11 time features, the loss change, then ℓ / [`LOG_SCALE_MAX`];
+/// a model with `features` inputs reads the first `features`.
 pub fn features(
     acc: &[[f64; N_ACC]],
     x: &[f64],
     g: &[f64],
     t: u32,
     loss_change: f64,
-) -> Vec<[f64; N_FEATURES_WITH_LOSS]> {
+    log_scale: f64,
+) -> Vec<[f64; N_FEATURES_WITH_SCALE]> {
     let d = x.len();
     let rs = |v: f64| 1.0 / v.sqrt();
-    let mut out: Vec<[f64; N_FEATURES_WITH_LOSS]> = (0..d)
+    let mut out: Vec<[f64; N_FEATURES_WITH_SCALE]> = (0..d)
         .map(|i| {
             let a = &acc[i];
             let (m, v, r) = ([a[0], a[1], a[2]], a[3], [a[4], a[5], a[6]]);
-            let mut f = [0.0; N_FEATURES_WITH_LOSS];
+            let mut f = [0.0; N_FEATURES_WITH_SCALE];
             f[0] = g[i];
             f[1] = x[i];
             for k in 0..3 {
@@ -97,6 +100,7 @@ pub fn features(
             f[N_DIM_FEATURES + k] = (t as f64 / tau - 1.0).tanh();
         }
         f[N_FEATURES] = loss_change;
+        f[N_FEATURES_WITH_LOSS] = log_scale / LOG_SCALE_MAX;
     }
     out
 }
@@ -182,9 +186,9 @@ fn add(a: &mut [f64], b: &[f64]) {
     }
 }
 
-/// The network's per-token outputs ([d][O]: direction, magnitude, and for Optimus the
-/// rank-one component) for one problem's features.
-pub fn forward(model: &Model, feats: &[[f64; N_FEATURES_WITH_LOSS]]) -> Vec<f64> {
+/// The network's per-token outputs ([d][O]: direction, magnitude, for Optimus the
+/// rank-one component, and ρ for a learned step scale) for one problem's features.
+pub fn forward(model: &Model, feats: &[[f64; N_FEATURES_WITH_SCALE]]) -> Vec<f64> {
     let cfg = &model.config;
     let nf = cfg.features;
     let x: Vec<f64> = feats.iter().flat_map(|f| f[..nf].iter().copied()).collect();
@@ -244,6 +248,8 @@ pub struct LearnedState {
     pub b: Option<Vec<f64>>,
     /// Gap at the previous step, for the loss-change feature.
     pub f_prev: Option<f64>,
+    /// Learned log step scale ℓ (0 for models without one).
+    pub log_scale: f64,
 }
 
 impl LearnedState {
@@ -262,26 +268,34 @@ impl LearnedState {
             t: 0,
             b,
             f_prev: None,
+            log_scale: 0.0,
         }
     }
 }
 
 /// One step of the learned optimizer given the gap f and ∇f at the current point (twin
-/// of the whole GPU step): accumulators, features, network, s_i = δ_i·exp(λ_μ μ_i)·λ_s,
-/// and for Optimus B ← B + u uᵀ with u_i = λ_u·raw_i/√d, then x ← x − B s (x − s
-/// otherwise).
+/// of the whole GPU step): accumulators, features, network, the log step scale ℓ ←
+/// clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±[`LOG_SCALE_MAX`]) if the model has one,
+/// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s, and for Optimus B ← B + u uᵀ with
+/// u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
 pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
     let cfg = &model.config;
     let d = st.x.len();
     for i in 0..d {
         update_accumulators(&mut st.acc[i], g[i]);
     }
-    let feats = features(&st.acc, &st.x, g, st.t, loss_change(f, st.f_prev));
+    let lc = loss_change(f, st.f_prev);
+    let feats = features(&st.acc, &st.x, g, st.t, lc, st.log_scale);
     st.f_prev = Some(f);
     let out = forward(model, &feats);
     let o = cfg.head_outputs();
+    if let Some(c) = cfg.scale_output() {
+        let mean = (0..d).map(|i| out[i * o + c]).sum::<f64>() / d as f64;
+        st.log_scale =
+            (st.log_scale + cfg.lambda_scale * mean.tanh()).clamp(-LOG_SCALE_MAX, LOG_SCALE_MAX);
+    }
     let s: Vec<f64> = (0..d)
-        .map(|i| out[i * o] * (cfg.lambda_mu * out[i * o + 1]).exp() * cfg.lambda_s)
+        .map(|i| out[i * o] * (cfg.lambda_mu * out[i * o + 1] + st.log_scale).exp() * cfg.lambda_s)
         .collect();
     match &mut st.b {
         Some(b) => {

@@ -273,11 +273,11 @@ struct LearnedParams {
     out_stride: u32,
     precondition: u32,
     scratch_off: u32,
-    pad0: u32,
+    scale_col: u32,
     lambda_mu: f32,
     lambda_s: f32,
     lambda_u: f32,
-    pad1: f32,
+    lambda_scale: f32,
 }
 
 #[derive(Clone, Copy)]
@@ -547,11 +547,11 @@ impl LearnedNet {
                 out_stride: out_stride as u32,
                 precondition: precondition as u32,
                 scratch_off: mat_len as u32,
-                pad0: 0,
+                scale_col: cfg.scale_output().unwrap_or(0) as u32,
                 lambda_mu: cfg.lambda_mu as f32,
                 lambda_s: cfg.lambda_s as f32,
                 lambda_u: cfg.lambda_u as f32,
-                pad1: 0.0,
+                lambda_scale: cfg.lambda_scale as f32,
             },
         );
         let step_group = kernels.step.bind(

@@ -35,6 +35,14 @@ pub const N_FEATURES: usize = 33;
 /// step from a good one, as a line search does.
 pub const N_FEATURES_WITH_LOSS: usize = N_FEATURES + 1;
 
+/// Input features of a model with a learned step scale (`lambda_scale > 0`): the loss
+/// change, then the problem's log step scale ℓ / [`LOG_SCALE_MAX`] in slot
+/// [`N_FEATURES_WITH_LOSS`], so the network knows how far it has already scaled its steps.
+pub const N_FEATURES_WITH_SCALE: usize = N_FEATURES + 2;
+
+/// Bound on the learned log step scale ℓ: steps are scaled by at most e^±12.
+pub const LOG_SCALE_MAX: f64 = 12.0;
+
 /// Upper bound on the number of weights, so a typo in `model.ron` (say `width: 64000`)
 /// gives an error instead of an attempt to allocate terabytes.
 pub const MAX_PARAMS: usize = 1 << 28;
@@ -116,8 +124,8 @@ pub struct ModelConfig {
     pub mlp_hidden: usize,
     /// Transformer encoder blocks.
     pub layers: usize,
-    /// Input features per token: [`N_FEATURES`], or [`N_FEATURES_WITH_LOSS`] to add the
-    /// loss-change feature.
+    /// Input features per token: [`N_FEATURES`], [`N_FEATURES_WITH_LOSS`] to add the
+    /// loss-change feature, or [`N_FEATURES_WITH_SCALE`] (required by `lambda_scale > 0`).
     pub features: usize,
     /// Magnitude scale λ_μ in s_i = δ_i · exp(λ_μ μ_i) · λ_s.
     pub lambda_mu: f64,
@@ -126,6 +134,14 @@ pub struct ModelConfig {
     /// Rank-one scale: u_i = λ_u · raw_i / √d, which keeps B independent of d; 0.1 so a
     /// fresh network's B grows by about 0.01 per step and stays near I over a horizon.
     pub lambda_u: f64,
+    /// Rate of the learned per-problem step scale; 0 (the default) leaves it out. With
+    /// λ > 0 the head has one more output ρ_i, and each problem keeps a log scale
+    /// ℓ ← clamp(ℓ + λ·tanh(mean_i ρ_i), ±[`LOG_SCALE_MAX`]) that multiplies its steps by
+    /// e^ℓ. Every per-coordinate feature is normalized over the problem, so without it
+    /// the network cannot see how wide a problem is, and its steps are absolute; ℓ is a
+    /// state that can grow or shrink them by orders of magnitude over a run, as a trust
+    /// region's radius does.
+    pub lambda_scale: f64,
 }
 
 impl Default for ModelConfig {
@@ -141,6 +157,7 @@ impl Default for ModelConfig {
             lambda_mu: 1e-3,
             lambda_s: 1e-3,
             lambda_u: 0.1,
+            lambda_scale: 0.0,
         }
     }
 }
@@ -229,12 +246,27 @@ impl ModelConfig {
         if self.mlp_hidden == 0 {
             return bad("mlp_hidden must be at least 1 (the default is 128)".into());
         }
-        if self.features != N_FEATURES && self.features != N_FEATURES_WITH_LOSS {
+        if ![N_FEATURES, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE].contains(&self.features) {
             return bad(format!(
                 "features is {}, but the engine computes {N_FEATURES} input features per \
-                 dimension, or {N_FEATURES_WITH_LOSS} with the loss-change feature; set \
-                 features: {N_FEATURES} or {N_FEATURES_WITH_LOSS}",
+                 dimension, {N_FEATURES_WITH_LOSS} with the loss-change feature, or \
+                 {N_FEATURES_WITH_SCALE} with the loss change and the step scale; set \
+                 features: {N_FEATURES}, {N_FEATURES_WITH_LOSS} or {N_FEATURES_WITH_SCALE}",
                 self.features
+            ));
+        }
+        if !(self.lambda_scale >= 0.0 && self.lambda_scale.is_finite()) {
+            return bad(format!(
+                "lambda_scale must be 0 (no learned step scale) or positive and finite, got {}",
+                self.lambda_scale
+            ));
+        }
+        if self.has_step_scale() != (self.features == N_FEATURES_WITH_SCALE) {
+            return bad(format!(
+                "lambda_scale is {} and features is {}: a learned step scale (lambda_scale \
+                 > 0) reads its log scale as input {N_FEATURES_WITH_SCALE}, so set both \
+                 (e.g. lambda_scale: 0.05, features: {N_FEATURES_WITH_SCALE}) or neither",
+                self.lambda_scale, self.features
             ));
         }
         for (name, v, default) in [
@@ -258,13 +290,20 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Outputs per token: direction and magnitude, plus u for Optimus.
+    /// Whether the model keeps a learned per-problem step scale.
+    pub fn has_step_scale(&self) -> bool {
+        self.lambda_scale > 0.0
+    }
+
+    /// Outputs per token: direction and magnitude, then u for Optimus, then ρ for a
+    /// learned step scale.
     pub fn head_outputs(&self) -> usize {
-        if self.kind.has_rank_one() {
-            3
-        } else {
-            2
-        }
+        2 + self.kind.has_rank_one() as usize + self.has_step_scale() as usize
+    }
+
+    /// Column of ρ, the step-scale output, among the head's outputs.
+    pub fn scale_output(&self) -> Option<usize> {
+        self.has_step_scale().then(|| self.head_outputs() - 1)
     }
 
     /// Name and shape of every tensor, in canonical order (without offsets).
@@ -360,7 +399,7 @@ impl ModelConfig {
 }
 
 /// Strips the "invalid configuration: " prefix so a wrapped message reads once.
-fn config_message(e: Error) -> String {
+pub(crate) fn config_message(e: Error) -> String {
     match e {
         Error::Config(m) => m,
         other => other.to_string(),
@@ -376,7 +415,7 @@ pub struct Model {
 
 impl Model {
     /// A freshly initialized model: matrices ~ N(0, 1/fan_in), LayerNorm gains 1, biases
-    /// 0. The draw is ChaCha8 from `seed`, so it is the same on every platform.
+    /// 0, and the step-scale output's weights 0. The draw is ChaCha8 from `seed`, so it is the same on every platform.
     pub fn init(config: ModelConfig, seed: u64) -> Result<Model> {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -394,6 +433,13 @@ impl Model {
                 out.fill(1.0);
             }
         }
+        // ρ starts at 0, so a fresh model's step scale stays at 1 until training moves it.
+        if let (Some(c), Some(head)) = (config.scale_output(), config.tensor("head.weight")) {
+            let o = config.head_outputs();
+            for row in weights[head.range()].chunks_mut(o) {
+                row[c] = 0.0;
+            }
+        }
         Ok(Model { config, weights })
     }
 
@@ -409,6 +455,71 @@ impl Model {
             )));
         }
         Ok(Model { config, weights })
+    }
+
+    /// This model under `config`, which may add inputs (more `features`) or the
+    /// step-scale output: their weights start at 0, so the grown model takes the same
+    /// steps as this one until training moves them. Everything else must match. Lets a
+    /// trained model be fine-tuned with a new input instead of retrained from scratch.
+    pub fn grown_to(&self, config: &ModelConfig) -> Result<Model> {
+        config.validate()?;
+        let old = &self.config;
+        let same_rest = ModelConfig {
+            features: old.features,
+            lambda_scale: old.lambda_scale,
+            ..config.clone()
+        } == *old;
+        let grows = config.features >= old.features
+            && (old.has_step_scale() == config.has_step_scale() || !old.has_step_scale());
+        if !(same_rest && grows) {
+            return Err(Error::Config(format!(
+                "a {} model of width {}, {} heads, mlp_hidden {}, {} layers, {} features, \
+                 lambda_mu {}, lambda_s {}, lambda_u {}, lambda_scale {} cannot become one of \
+                 width {}, {} heads, mlp_hidden {}, {} layers, {} features, lambda_mu {}, \
+                 lambda_s {}, lambda_u {}, lambda_scale {} ({}); only features and \
+                 lambda_scale may grow",
+                old.kind,
+                old.width,
+                old.heads,
+                old.mlp_hidden,
+                old.layers,
+                old.features,
+                old.lambda_mu,
+                old.lambda_s,
+                old.lambda_u,
+                old.lambda_scale,
+                config.width,
+                config.heads,
+                config.mlp_hidden,
+                config.layers,
+                config.features,
+                config.lambda_mu,
+                config.lambda_s,
+                config.lambda_u,
+                config.lambda_scale,
+                config.kind,
+            )));
+        }
+        let mut weights = vec![0.0f32; config.n_params()];
+        for new in config.tensors() {
+            let from = old
+                .tensor(&new.name)
+                .expect("the same kind and sizes have the same tensor names");
+            let src = &self.weights[from.range()];
+            let dst = &mut weights[new.range()];
+            // Rows (inputs) are appended, and columns (outputs) are appended to each row.
+            let (src_cols, dst_cols) = (
+                *from.shape.last().expect("tensors have a shape"),
+                *new.shape.last().expect("tensors have a shape"),
+            );
+            for (s_row, d_row) in src.chunks(src_cols).zip(dst.chunks_mut(dst_cols)) {
+                d_row[..src_cols].copy_from_slice(s_row);
+            }
+        }
+        Ok(Model {
+            config: config.clone(),
+            weights,
+        })
     }
 
     /// The weights of one tensor by name (row-major).
@@ -736,6 +847,22 @@ mod tests {
             ..ModelConfig::default()
         });
         assert!(e.contains("limit"), "{e}");
+        let e = err(ModelConfig {
+            lambda_scale: 0.05,
+            ..ModelConfig::default()
+        });
+        assert!(e.contains("features: 35"), "{e}");
+        let e = err(ModelConfig {
+            features: N_FEATURES_WITH_SCALE,
+            ..ModelConfig::default()
+        });
+        assert!(e.contains("lambda_scale is 0"), "{e}");
+        let e = err(ModelConfig {
+            lambda_scale: -1.0,
+            features: N_FEATURES_WITH_SCALE,
+            ..ModelConfig::default()
+        });
+        assert!(e.contains("lambda_scale must be 0"), "{e}");
         // LOpt has no attention, so heads and layers do not matter.
         ModelConfig {
             kind: ModelKind::Lopt,
@@ -745,6 +872,59 @@ mod tests {
         }
         .validate()
         .unwrap();
+    }
+
+    fn with_scale(c: ModelConfig) -> ModelConfig {
+        ModelConfig {
+            features: N_FEATURES_WITH_SCALE,
+            lambda_scale: 0.1,
+            ..c
+        }
+    }
+
+    /// The step-scale output is the last column, and a fresh model's is 0 (ℓ stays 0).
+    #[test]
+    fn the_step_scale_output_is_a_last_column_that_starts_at_zero() {
+        for kind in ModelKind::ALL {
+            let c = with_scale(small(kind));
+            let base = small(kind).head_outputs();
+            assert_eq!(c.head_outputs(), base + 1);
+            assert_eq!(c.scale_output(), Some(base));
+            assert_eq!(small(kind).scale_output(), None);
+            let m = Model::init(c.clone(), 3).unwrap();
+            let head: Vec<&[f32]> = m.tensor("head.weight").unwrap().chunks(base + 1).collect();
+            assert!(head.iter().all(|row| row[base] == 0.0));
+            assert!(head.iter().any(|row| row[0] != 0.0));
+        }
+    }
+
+    /// A model grown by the loss input and the step scale takes the same steps as the
+    /// original until its new weights move; other changes are refused.
+    #[test]
+    fn a_grown_model_steps_like_the_original() {
+        use crate::learned::cpu::{step, LearnedState};
+        for kind in ModelKind::ALL {
+            let m = Model::init(small(kind), 4).unwrap();
+            let grown = m.grown_to(&with_scale(small(kind))).unwrap();
+            assert_eq!(grown.config.features, N_FEATURES_WITH_SCALE);
+            let x0 = [0.3, -1.2, 2.0];
+            let (mut a, mut b) = (LearnedState::new(kind, &x0), LearnedState::new(kind, &x0));
+            for t in 0..3 {
+                let f = 5.0 - t as f64;
+                let g = [0.1 * f, -0.2, 0.3 + t as f64];
+                step(&m, &mut a, f, &g);
+                step(&grown, &mut b, f, &g);
+            }
+            assert_eq!(a.x, b.x, "{kind}");
+            let wider = ModelConfig {
+                mlp_hidden: 16,
+                ..with_scale(small(kind))
+            };
+            let e = m.grown_to(&wider).unwrap_err().to_string();
+            assert!(e.contains("only features and lambda_scale may grow"), "{e}");
+            let e = grown.grown_to(&small(kind)).unwrap_err().to_string();
+            assert!(e.contains("only features and lambda_scale may grow"), "{e}");
+        }
     }
 
     #[test]

@@ -259,7 +259,9 @@ pub struct OptState {
     pub ls: [f32; 12],
     pub k: u32,
     pub head: u32,
-    pub pad: [u32; 2],
+    /// Learned log step scale ℓ (learned optimizers with `lambda_scale > 0`); starts at 0.
+    pub log_scale: f32,
+    pub pad: u32,
 }
 
 /// Mirrors `struct OptParams` in `shaders/shared/opt_state.wgsl`.

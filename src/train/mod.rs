@@ -15,7 +15,7 @@ pub mod report;
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::learned::model::{Model, ModelConfig, ModelKind};
+use crate::learned::model::{config_message, Model, ModelConfig, ModelKind};
 use crate::motion::body::Body;
 use crate::motion::clip::Family;
 use crate::motion::gpu::MotionEvaluator;
@@ -52,7 +52,8 @@ pub struct TrainOptions {
     pub out: PathBuf,
     pub resume: bool,
     /// Start θ from this model instead of random weights (e.g. a model meta-trained on
-    /// benchmark functions, fine-tuned on motion); it must match the run's architecture.
+    /// benchmark functions, fine-tuned on motion); it must match the run's architecture,
+    /// which may add inputs or the step-scale output (`Model::grown_to`).
     pub init: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
@@ -274,28 +275,13 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     let stage = ObjectiveStage::new(ctx, None)?;
     let pes_kernels = PesKernels::new(ctx)?;
     let init = match &opts.init {
-        Some(dir) => {
-            let m = Model::load(dir)?;
-            if m.config != model_cfg {
-                return Err(Error::Config(format!(
-                    "--init {}: that model is {} width {}, {} heads, mlp_hidden {}, {} layers; \
-                     this run trains {} width {}, {} heads, mlp_hidden {}, {} layers. Set the \
-                     config's model to match",
-                    dir.display(),
-                    m.config.kind,
-                    m.config.width,
-                    m.config.heads,
-                    m.config.mlp_hidden,
-                    m.config.layers,
-                    model_cfg.kind,
-                    model_cfg.width,
-                    model_cfg.heads,
-                    model_cfg.mlp_hidden,
-                    model_cfg.layers
-                )));
-            }
-            m
-        }
+        Some(dir) => Model::load(dir)?.grown_to(&model_cfg).map_err(|e| {
+            Error::Config(format!(
+                "--init {}: {}. Set the config's model to match",
+                dir.display(),
+                config_message(e)
+            ))
+        })?,
         None => Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL]))?,
     };
     let vseed = cfg.validation.seed;
