@@ -290,6 +290,24 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// Kind, sizes and output scales in one line, for messages.
+    fn summary(&self) -> String {
+        format!(
+            "({}, width {}, {} heads, mlp_hidden {}, {} layers, {} features, lambda_mu {}, \
+             lambda_s {}, lambda_u {}, lambda_scale {})",
+            self.kind,
+            self.width,
+            self.heads,
+            self.mlp_hidden,
+            self.layers,
+            self.features,
+            self.lambda_mu,
+            self.lambda_s,
+            self.lambda_u,
+            self.lambda_scale
+        )
+    }
+
     /// Whether the model keeps a learned per-problem step scale.
     pub fn has_step_scale(&self) -> bool {
         self.lambda_scale > 0.0
@@ -415,7 +433,8 @@ pub struct Model {
 
 impl Model {
     /// A freshly initialized model: matrices ~ N(0, 1/fan_in), LayerNorm gains 1, biases
-    /// 0, and the step-scale output's weights 0. The draw is ChaCha8 from `seed`, so it is the same on every platform.
+    /// 0, and the step-scale output's weights 0. The draw is ChaCha8 from `seed`, so it
+    /// is the same on every platform.
     pub fn init(config: ModelConfig, seed: u64) -> Result<Model> {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -469,35 +488,13 @@ impl Model {
             lambda_scale: old.lambda_scale,
             ..config.clone()
         } == *old;
-        let grows = config.features >= old.features
-            && (old.has_step_scale() == config.has_step_scale() || !old.has_step_scale());
+        let grows =
+            config.features >= old.features && (config.has_step_scale() || !old.has_step_scale());
         if !(same_rest && grows) {
             return Err(Error::Config(format!(
-                "a {} model of width {}, {} heads, mlp_hidden {}, {} layers, {} features, \
-                 lambda_mu {}, lambda_s {}, lambda_u {}, lambda_scale {} cannot become one of \
-                 width {}, {} heads, mlp_hidden {}, {} layers, {} features, lambda_mu {}, \
-                 lambda_s {}, lambda_u {}, lambda_scale {} ({}); only features and \
-                 lambda_scale may grow",
-                old.kind,
-                old.width,
-                old.heads,
-                old.mlp_hidden,
-                old.layers,
-                old.features,
-                old.lambda_mu,
-                old.lambda_s,
-                old.lambda_u,
-                old.lambda_scale,
-                config.width,
-                config.heads,
-                config.mlp_hidden,
-                config.layers,
-                config.features,
-                config.lambda_mu,
-                config.lambda_s,
-                config.lambda_u,
-                config.lambda_scale,
-                config.kind,
+                "a model {} cannot become one {}; only features and lambda_scale may grow",
+                old.summary(),
+                config.summary()
             )));
         }
         let mut weights = vec![0.0f32; config.n_params()];
