@@ -34,7 +34,7 @@ impl EmbeddedOptimizer {
     /// in `x` and `grad` (f32, Σ d values); `f` holds one objective value per problem,
     /// written by the caller's kernel (None: the engine tracks no objective values and
     /// flags only non-finite gradients; not allowed for a model that reads the loss
-    /// change, `features: 34`). At most `max_steps` steps are taken.
+    /// change, `features` 34 or 35). At most `max_steps` steps are taken.
     pub fn new(
         ctx: &GpuContext,
         model: &Model,
