@@ -46,14 +46,19 @@ pub fn scale_model(kind: ModelKind, seed: u64, rate: f64, bias: f32, lambda_s: f
         ..model(kind, seed).config.clone()
     };
     let mut m = Model::init(cfg, seed).unwrap();
+    set_rho_weights(&mut m, |row| row[1]);
+    let b = m.config.tensor("head.bias").unwrap();
+    m.weights[b.offset + m.config.scale_output().unwrap()] = bias;
+    Arc::new(m)
+}
+
+/// Sets ρ's weight in every row of the head from that row.
+fn set_rho_weights(m: &mut Model, value: impl Fn(&[f32]) -> f32) {
     let (o, c) = (m.config.head_outputs(), m.config.scale_output().unwrap());
     let w = m.config.tensor("head.weight").unwrap();
     for row in m.weights[w.range()].chunks_mut(o) {
-        row[c] = row[1];
+        row[c] = value(row);
     }
-    let b = m.config.tensor("head.bias").unwrap();
-    m.weights[b.offset + c] = bias;
-    Arc::new(m)
 }
 
 fn run_gpu(
@@ -205,11 +210,7 @@ fn the_learned_step_scale_matches_the_twin() {
         let m = scale_model(kind, 5, 0.5, 0.0, 0.05);
         check_against_twin(&ps, &m, 5);
         let mut blind = (*m).clone();
-        let (o, c) = (m.config.head_outputs(), m.config.scale_output().unwrap());
-        let w = m.config.tensor("head.weight").unwrap();
-        for row in blind.weights[w.range()].chunks_mut(o) {
-            row[c] = 0.0;
-        }
+        set_rho_weights(&mut blind, |_| 0.0);
         let diff = max_abs_diff(
             &cpu::run(&m, &ps[0], 5).unwrap().x,
             &cpu::run(&blind, &ps[0], 5).unwrap().x,

@@ -200,8 +200,8 @@ struct EvalArgs {
     /// assets/objectives/quadratic.wgsl for the signature).
     #[arg(long)]
     objective: Option<PathBuf>,
-    /// Output folder for results.json, results.csv, head_to_head.csv and plots (default: results/eval, or
-    /// results/motion with --task motion).
+    /// Output folder for results.json, results.csv, head_to_head.csv and plots (default:
+    /// results/eval, or results/motion with --task motion).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Learned-optimizer model directories (comma-separated), one per kind used by
