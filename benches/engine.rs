@@ -25,6 +25,7 @@ fn problems() -> Vec<ProblemSpec> {
         shift: 0.1,
         rotate: true,
         log10_scale: (0.0, 0.0),
+        log10_width: (0.0, 0.0),
         start_fraction: 1.0,
     };
     (0..P)
@@ -116,6 +117,7 @@ fn bench(c: &mut Criterion) {
                 shift: 0.1,
                 rotate: true,
                 log10_scale: (0.0, 0.0),
+                log10_width: (0.0, 0.0),
                 start_fraction: 1.0,
             };
             ProblemSpec::sample(Objective::Builtin(Function::Rosenbrock), D, &opts, i as u64)
@@ -288,6 +290,7 @@ fn bench_pes(c: &mut Criterion) {
         sigma,
         seed: 1,
         loss_clip: 3.0,
+        loss_ramp: 0.0,
         use_sign: false,
         beta1: 0.9,
         beta2: 0.999,

@@ -93,6 +93,7 @@ pub fn problems(dims: &[usize]) -> Vec<ProblemSpec> {
                 shift: 0.2,
                 rotate: k % 2 == 1 && d <= 64,
                 log10_scale: (0.0, 0.0),
+                log10_width: (0.0, 0.0),
                 start_fraction: 1.0,
             };
             let mut p = ProblemSpec::sample(

@@ -22,6 +22,7 @@ fn rosenbrock_classic() -> ProblemSpec {
         objective: Objective::Builtin(Function::Rosenbrock),
         dim: 2,
         scale: 1.0,
+        width: 1.0,
         center: vec![1.0, 1.0],
         rotation: None,
         x0: vec![-1.2, 1.0],
@@ -118,6 +119,7 @@ fn mixed_batch() -> Vec<ProblemSpec> {
                 shift: 0.2,
                 rotate: k % 2 == 1,
                 log10_scale: (0.0, 0.0),
+                log10_width: (0.0, 0.0),
                 start_fraction: 1.0,
             };
             let mut p =
@@ -283,6 +285,7 @@ fn near_the_drivers_loop_limit_results_stay_right_and_past_it_runs_are_refused()
         shift: 0.1,
         rotate: false,
         log10_scale: (0.0, 0.0),
+        log10_width: (0.0, 0.0),
         start_fraction: 1.0,
     };
     let mut p =

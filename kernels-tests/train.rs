@@ -25,6 +25,7 @@ fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
         sigma,
         seed: 1234,
         loss_clip: 3.0,
+        loss_ramp: 0.0,
         use_sign: false,
         beta1: 0.9,
         beta2: 0.999,
@@ -163,45 +164,55 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
 }
 
 /// The meta-loss kernel against its twin: three perturbed steps of every particle, then
-/// each particle's sum of l_t = ln(f_t + 1e-10) − ln(f_0 + 1e-10) over the evaluations,
-/// against the dense-perturbed CPU run's gaps.
+/// each particle's sum of w_t·l_t, l_t = ln(f_t + 1e-10) − ln(f_0 + 1e-10), over the
+/// evaluations, against the dense-perturbed CPU run's gaps; uniform weights and a ramp.
 #[test]
 fn meta_loss_sums_match_the_twin() {
     let fx = fixture();
     let kind = ModelKind::Lopt;
     let m = model(kind, 9);
     let specs = paired(&problems(&[1, 4, 7, 2]));
-    let (sigma, steps) = (0.2, 3u32);
-    let e = engine(&fx, &m, &specs, settings(steps, 30, sigma));
-    e.begin_truncation(ctx(), 0);
-    e.steps(ctx(), steps);
-    let loss: Vec<f32> = ctx().read(&e.loss, 2 * specs.len()).unwrap();
-    let mut spread: f64 = 0.0;
-    for (p, spec) in specs.iter().enumerate() {
-        let noise = e.noise_layout.draw(1234, 0, (p / 2) as u32);
-        let sign = if p % 2 == 0 { sigma } else { -sigma };
-        let mp = perturbed_model(&m, &e.noise_layout, &noise, sign);
-        let r = lcpu::run(&mp, spec, steps - 1).unwrap();
-        let l0 = cpu::log_gap(r.gaps[0]);
-        let want: f64 = r
-            .gaps
-            .iter()
-            .map(|&f| cpu::meta_loss_term(f, l0, 3.0, false))
-            .sum();
-        spread = spread.max(want.abs());
-        assert_close(
-            loss[2 * p] as f64,
-            want,
-            1e-3,
-            1e-3,
-            "meta-loss before the reset",
+    let (sigma, steps, horizon) = (0.2, 3u32, 5u32);
+    for ramp in [0.0, 1.5] {
+        let s = PesSettings {
+            loss_ramp: ramp as f32,
+            ..settings(steps, horizon, sigma)
+        };
+        let e = engine(&fx, &m, &specs, s);
+        e.begin_truncation(ctx(), 0);
+        e.steps(ctx(), steps);
+        let loss: Vec<f32> = ctx().read(&e.loss, 2 * specs.len()).unwrap();
+        let mut spread: f64 = 0.0;
+        for (p, spec) in specs.iter().enumerate() {
+            let noise = e.noise_layout.draw(1234, 0, (p / 2) as u32);
+            let sign = if p % 2 == 0 { sigma } else { -sigma };
+            let mp = perturbed_model(&m, &e.noise_layout, &noise, sign);
+            let r = lcpu::run(&mp, spec, steps - 1).unwrap();
+            let l0 = cpu::log_gap(r.gaps[0]);
+            let want: f64 = r
+                .gaps
+                .iter()
+                .enumerate()
+                .map(|(t, &f)| {
+                    cpu::step_weight(t as u32, horizon, ramp)
+                        * cpu::meta_loss_term(f, l0, 3.0, false)
+                })
+                .sum();
+            spread = spread.max(want.abs());
+            assert_close(
+                loss[2 * p] as f64,
+                want,
+                1e-3,
+                1e-3,
+                &format!("meta-loss before the reset (ramp {ramp})"),
+            );
+            assert_eq!(loss[2 * p + 1], 0.0, "no reset, nothing after it");
+        }
+        assert!(
+            spread > 1e-3,
+            "the runs barely moved ({spread}); the test would be vacuous"
         );
-        assert_eq!(loss[2 * p + 1], 0.0, "no reset, nothing after it");
     }
-    assert!(
-        spread > 1e-3,
-        "the runs barely moved ({spread}); the test would be vacuous"
-    );
 }
 
 /// The gradient reduction, statistics and Adam step against their twins, from random
@@ -317,6 +328,7 @@ fn pes_estimate_agrees_with_finite_differences() {
                 shift: 0.3,
                 rotate: false,
                 log10_scale: (0.0, 0.0),
+                log10_width: (0.0, 0.0),
                 start_fraction: 1.0,
             };
             let mut p = ProblemSpec::sample(
@@ -483,6 +495,10 @@ fn bad_training_input_gets_clear_errors() {
     assert!(e.contains("powell"), "{e}");
     let e = err("(truncation: 20, horizon: 10)");
     assert!(e.contains("horizon"), "{e}");
+    let e = err("(loss_ramp: -1.0)");
+    assert!(e.contains("loss_ramp must be in [0, 8]"), "{e}");
+    let e = err("(tasks: (log10_width: (0.0, 9.0)))");
+    assert!(e.contains("log10_width (0, 9)") && e.contains("±4"), "{e}");
 
     // A checkpoint of another model size is refused, and a failed checkpoint write
     // leaves the last good one intact.

@@ -308,7 +308,7 @@ fn main(
     cur_dim = d;
     let n = params.n_total;
 
-    // e = R (x − center), or x − center without a rotation.
+    // e = R (x − center) / width, or (x − center) / width without a rotation.
     for (var i = lid; i < d; i += WG) {
         var e = 0.0;
         if prob.rot == ROT_NONE {
@@ -319,7 +319,7 @@ fn main(
                 e += rot[row + j] * (x[off + j] - center[off + j]);
             }
         }
-        scratch[off + i] = e;
+        scratch[off + i] = e * prob.inv_width;
     }
     storageBarrier();
 
@@ -344,7 +344,7 @@ fn main(
     let total = wg_sum(lid, value) + global_gap(cur_func, sums, d);
     storageBarrier();
 
-    // ∇_x f = scale · Rᵀ ∇_z F.
+    // ∇_x f = (scale / width) · Rᵀ ∇_z F.
     for (var j = lid; j < d; j += WG) {
         var g = 0.0;
         if prob.rot == ROT_NONE {
@@ -354,7 +354,7 @@ fn main(
                 g += rot[prob.rot + i * d + j] * scratch[2u * n + off + i];
             }
         }
-        grad[off + j] = prob.scale * g;
+        grad[off + j] = prob.scale * prob.inv_width * g;
     }
     if lid == 0u {
         f_out[p] = prob.scale * total;

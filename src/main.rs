@@ -196,6 +196,11 @@ struct EvalArgs {
     /// Shift each minimizer by up to this fraction of the domain's half-width.
     #[arg(long)]
     shift: Option<f64>,
+    /// Stretch each problem's domain by this factor (start points and minimizer that many
+    /// times farther apart; 1: the textbook functions). Learned optimizers see only
+    /// per-problem normalized inputs, so this tests whether their steps adapt.
+    #[arg(long)]
+    width: Option<f64>,
     /// User WGSL objective instead of the benchmark functions (see
     /// assets/objectives/quadratic.wgsl for the signature).
     #[arg(long)]
@@ -244,6 +249,7 @@ impl EvalArgs {
             ("--starts", self.starts.is_some()),
             ("--rotate", self.rotate),
             ("--shift", self.shift.is_some()),
+            ("--width", self.width.is_some()),
             ("--objective", self.objective.is_some()),
         ];
         if let Some((flag, _)) = function_flags.iter().find(|(_, set)| *set) {
@@ -292,6 +298,14 @@ impl EvalArgs {
         }
         if let Some(s) = self.shift {
             cfg.sample.shift = s;
+        }
+        if let Some(w) = self.width {
+            if !(w.is_finite() && w > 0.0) {
+                anyhow::bail!(
+                    "--width must be a positive number (1: the textbook functions), got {w}"
+                );
+            }
+            cfg.sample.log10_width = (w.log10(), w.log10());
         }
         Ok(cfg)
     }

@@ -1,10 +1,10 @@
 //! A batch of problems: what each one is (function, dimension, shift, rotation, scale,
 //! start point), how it is sampled, and how the batch is laid out on the GPU.
 //!
-//! Problem p minimizes f(x) = scale · F(z* + R (x − c)) where F is a benchmark function
-//! with minimizer z*, R an orthogonal matrix (identity unless rotated) and c the
-//! problem's minimizer in x-space. With no shift and no rotation, c = z* and x = z: the
-//! textbook function.
+//! Problem p minimizes f(x) = scale · F(z* + R (x − c) / w) where F is a benchmark
+//! function with minimizer z*, R an orthogonal matrix (identity unless rotated), c the
+//! problem's minimizer in x-space and w its width (x-space is z-space stretched by w).
+//! With no shift, no rotation and w = 1, c = z* and x = z: the textbook function.
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
@@ -79,6 +79,10 @@ pub struct SampleOptions {
     pub rotate: bool,
     /// log10 of the objective scale is drawn uniformly from this range.
     pub log10_scale: (f64, f64),
+    /// log10 of the width w (x = w·z around the origin) is drawn uniformly from this
+    /// range: how far apart start and minimizer are, which a scale-free optimizer must
+    /// find out for itself, since its inputs are normalized per problem.
+    pub log10_width: (f64, f64),
     /// Start points are drawn from this fraction (0, 1] of the function's start domain,
     /// around its centre.
     pub start_fraction: f64,
@@ -90,6 +94,7 @@ impl Default for SampleOptions {
             shift: 0.0,
             rotate: false,
             log10_scale: (0.0, 0.0),
+            log10_width: (0.0, 0.0),
             start_fraction: 1.0,
         }
     }
@@ -101,6 +106,8 @@ pub struct ProblemSpec {
     pub objective: Objective,
     pub dim: usize,
     pub scale: f64,
+    /// Width w: f(x) = scale · F(z* + R (x − center) / w).
+    pub width: f64,
     /// Minimizer in x-space.
     pub center: Vec<f64>,
     /// Row-major d×d orthogonal matrix, or None for the identity.
@@ -143,13 +150,22 @@ impl ProblemSpec {
             })
             .collect();
         let rotation = (opts.rotate && !user && d > 1).then(|| random_orthogonal(d, &mut rng));
-        let (a, b) = opts.log10_scale;
-        let scale = if a == b {
-            10f64.powf(a)
-        } else {
-            10f64.powf(rng.random_range(a.min(b)..=a.max(b)))
+        // A fixed value draws nothing, so adding an option leaves older draws as they were.
+        let mut log_uniform = |(a, b): (f64, f64)| {
+            if a == b {
+                10f64.powf(a)
+            } else {
+                10f64.powf(rng.random_range(a.min(b)..=a.max(b)))
+            }
         };
-        // x0 = c + Rᵀ (z0 − z*), so that z(x0) = z0.
+        let scale = log_uniform(opts.log10_scale);
+        let width = if user {
+            1.0
+        } else {
+            log_uniform(opts.log10_width)
+        };
+        let center: Vec<f64> = center.iter().map(|c| width * c).collect();
+        // x0 = c + w Rᵀ (z0 − z*), so that z(x0) = z0.
         let dz: Vec<f64> = (0..d).map(|i| z0[i] - objective.minimizer(i, d)).collect();
         let x0 = (0..d)
             .map(|j| {
@@ -157,13 +173,14 @@ impl ProblemSpec {
                     Some(r) => (0..d).map(|i| r[i * d + j] * dz[i]).sum(),
                     None => dz[j],
                 };
-                center[j] + rdz
+                center[j] + width * rdz
             })
             .collect();
         let spec = Self {
             objective,
             dim: d,
             scale,
+            width,
             center,
             rotation,
             x0,
@@ -192,11 +209,12 @@ impl ProblemSpec {
                 self.x0[i]
             )));
         }
-        if !(self.scale.is_finite() && self.scale > 0.0) {
-            return Err(Error::Problem(format!(
-                "{name}: scale must be positive and finite, got {}",
-                self.scale
-            )));
+        for (what, v) in [("scale", self.scale), ("width", self.width)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::Problem(format!(
+                    "{name}: {what} must be positive and finite, got {v}"
+                )));
+            }
         }
         if let Some(r) = &self.rotation {
             if r.len() != d * d {
@@ -222,7 +240,9 @@ impl ProblemSpec {
             return None;
         };
         let d = self.dim;
-        let dx: Vec<f64> = (0..d).map(|j| x[j] - self.center[j]).collect();
+        let dx: Vec<f64> = (0..d)
+            .map(|j| (x[j] - self.center[j]) / self.width)
+            .collect();
         let e: Vec<f64> = match &self.rotation {
             Some(r) => (0..d)
                 .map(|i| (0..d).map(|j| r[i * d + j] * dx[j]).sum())
@@ -232,7 +252,7 @@ impl ProblemSpec {
         let mut gz = vec![0.0; d];
         let gap = func.gap_grad(&e, &mut gz);
         for j in 0..d {
-            grad[j] = self.scale
+            grad[j] = self.scale / self.width
                 * match &self.rotation {
                     Some(r) => (0..d).map(|i| r[i * d + j] * gz[i]).sum(),
                     None => gz[j],
@@ -285,7 +305,8 @@ pub struct ProblemDesc {
     pub func: u32,
     pub rot: u32,
     pub scale: f32,
-    pub pad: [u32; 3],
+    pub inv_width: f32,
+    pub pad: [u32; 2],
 }
 
 /// A batch of problems laid out on the GPU: coordinates back to back (ragged), so
@@ -329,7 +350,8 @@ impl GpuProblems {
             func: p.objective.id(),
             rot: if p.rotation.is_some() { rot } else { u32::MAX },
             scale: p.scale as f32,
-            pad: [0; 3],
+            inv_width: (1.0 / p.width) as f32,
+            pad: [0; 2],
         }
     }
 
@@ -446,7 +468,8 @@ impl GpuProblems {
                 func: 13,
                 rot: u32::MAX,
                 scale: 1.0,
-                pad: [0; 3],
+                inv_width: 1.0,
+                pad: [0; 2],
             });
             offsets.push(offset);
             offset += d as u32;

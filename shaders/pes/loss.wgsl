@@ -3,16 +3,18 @@
 // horizon's start point, so every task counts the same whatever its scale. A diverged or
 // non-finite particle gets the bounded penalty `clip` (and l_t is clipped above by it),
 // so it never poisons the batch. Steps before the pair's reset in this truncation add
-// to slot 0, steps after it to slot 1 (PES credits them to different noise).
-// CPU twin: `train::meta_loss_term`.
+// to slot 0, steps after it to slot 1 (PES credits them to different noise). With
+// `ramp` p > 0, step t of the horizon T counts (p + 1)·(t/T)^p times, so the final
+// steps, which the evaluation scores, weigh more.
+// CPU twins: `train::cpu::meta_loss_term` and `train::cpu::step_weight`.
 
 #include "shared/opt_state.wgsl"
 
 struct LossParams {
     n_particles: u32,
     clip: f32,
-    pad0: u32,
-    pad1: u32,
+    horizon: u32,
+    ramp: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: LossParams;
@@ -44,6 +46,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         l = params.clip;
     }
     l = min(l, params.clip);
+    if params.ramp > 0.0 {
+        // pow(0, p) is undefined in WGSL; the weight at t = 0 is 0.
+        let u = f32(st.iter) / f32(params.horizon);
+        l *= select(0.0, (params.ramp + 1.0) * pow(u, params.ramp), u > 0.0);
+    }
     let slot = 2u * p + phase[p >> 1u];
     loss[slot] += l;
 }

@@ -8,9 +8,9 @@ struct Problem {
     func: u32,
     // Start of the problem's d×d row-major rotation in `rot`, or ROT_NONE.
     rot: u32,
-    // f(x) = scale · F(z*(d) + R (x − center)).
+    // f(x) = scale · F(z*(d) + R (x − center) / width).
     scale: f32,
-    pad0: u32,
+    inv_width: f32,
     pad1: u32,
     pad2: u32,
 }

@@ -550,6 +550,7 @@ impl MotionEvaluator {
                 objective: crate::problem::Objective::Pipeline(format!("motion:{}", w.source)),
                 dim: w.x0.len(),
                 scale: 1.0,
+                width: 1.0,
                 center: vec![0.0; w.x0.len()],
                 rotation: None,
                 x0: w.x0.clone(),

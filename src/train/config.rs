@@ -27,6 +27,9 @@ pub struct TaskConfig {
     pub rotate_prob: f64,
     /// log10 of the objective scale is uniform in this range.
     pub log10_scale: (f64, f64),
+    /// log10 of the problem's width is uniform in this range: x-space is the function's
+    /// domain stretched by it, so start points lie that much farther from the minimizer.
+    pub log10_width: (f64, f64),
     /// Start points are uniform in this fraction (0, 1] of each function's start
     /// domain, around its centre.
     pub start_fraction: f64,
@@ -58,6 +61,7 @@ impl Default for TaskConfig {
             shift: 0.5,
             rotate_prob: 0.5,
             log10_scale: (-1.0, 1.0),
+            log10_width: (0.0, 0.0),
             start_fraction: 1.0,
         }
     }
@@ -112,6 +116,12 @@ pub struct TrainConfig {
     pub clip_norm: f64,
     /// Bound on a step's meta-loss (and the penalty of a diverged particle).
     pub loss_clip: f64,
+    /// Weights step t of a horizon T by (p + 1)·(t/T)^p with this p, so the weights
+    /// average 1: 0 counts every step the same (the mean log-gap, which pays a model
+    /// for early gains); larger values count the final steps more, as the evaluation
+    /// does (it scores the last point). Training only: the validation meta-loss stays
+    /// the plain mean, comparable across runs.
+    pub loss_ramp: f64,
     /// Use sign(Δ) instead of Δ (VeLO's variance reduction).
     pub use_sign: bool,
     pub seed: u64,
@@ -141,6 +151,7 @@ impl Default for TrainConfig {
             adam_eps: 1e-8,
             clip_norm: 10.0,
             loss_clip: 3.0,
+            loss_ramp: 0.0,
             use_sign: false,
             seed: 0,
             log_every: 10,
@@ -208,6 +219,12 @@ impl TrainConfig {
             ("loss_clip", self.loss_clip),
         ] {
             positive(n, v)?;
+        }
+        if !(0.0..=8.0).contains(&self.loss_ramp) {
+            return bad(format!(
+                "loss_ramp must be in [0, 8] (0: every step counts the same), got {}",
+                self.loss_ramp
+            ));
         }
         for (n, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&v) {
@@ -324,11 +341,15 @@ impl TaskSampler {
                 cfg.start_fraction
             ));
         }
-        let (a, b) = cfg.log10_scale;
-        if !(a.is_finite() && b.is_finite() && a.abs() <= 10.0 && b.abs() <= 10.0) {
-            return bad(format!(
-                "log10_scale ({a}, {b}) must be finite and within ±10"
-            ));
+        for (name, (a, b), bound) in [
+            ("log10_scale", cfg.log10_scale, 10.0),
+            ("log10_width", cfg.log10_width, 4.0),
+        ] {
+            if !(a.is_finite() && b.is_finite() && a.abs() <= bound && b.abs() <= bound) {
+                return bad(format!(
+                    "{name} ({a}, {b}) must be finite and within ±{bound}"
+                ));
+            }
         }
         Ok(Self {
             cfg: cfg.clone(),
@@ -359,6 +380,7 @@ impl TaskSampler {
             shift: self.cfg.shift,
             rotate: rng.random_bool(self.cfg.rotate_prob),
             log10_scale: self.cfg.log10_scale,
+            log10_width: self.cfg.log10_width,
             start_fraction: self.cfg.start_fraction,
         };
         ProblemSpec::sample(Objective::Builtin(f), d, &opts, rng.random())

@@ -123,6 +123,8 @@ pub struct PesSettings {
     pub sigma: f32,
     pub seed: u32,
     pub loss_clip: f32,
+    /// Exponent p of the per-step meta-loss weight (see `TrainConfig::loss_ramp`).
+    pub loss_ramp: f32,
     pub use_sign: bool,
     pub beta1: f32,
     pub beta2: f32,
@@ -353,7 +355,15 @@ impl<'a> PesEngine<'a> {
             },
         );
         let coef_group = pes.coef.bind(ctx, &[&coef_params, &loss, &since, &coef]);
-        let loss_params = ctx.uniform("loss params", &[np as u32, s.loss_clip.to_bits(), 0, 0]);
+        let loss_params = ctx.uniform(
+            "loss params",
+            &[
+                np as u32,
+                s.loss_clip.to_bits(),
+                s.horizon,
+                s.loss_ramp.to_bits(),
+            ],
+        );
         let loss_group = pes
             .loss
             .bind(ctx, &[&loss_params, &f, &state, &phase, &logf0, &loss]);
