@@ -33,6 +33,17 @@ fn a_small_evaluation_produces_every_cell_and_file() {
         .unwrap();
     assert_eq!(sphere_bfgs.success_rate, 1.0);
     assert!(sphere_bfgs.steps_to_threshold.unwrap() <= 3.0);
+    assert_eq!(sphere_bfgs.reached_threshold, cfg.starts);
+    // A start that ends at or below the threshold has reached it (one above it may have
+    // reached it and left again), and the mean steps exist exactly when one did.
+    for c in &res.cells {
+        let below = c.final_gaps.iter().filter(|&&g| g <= cfg.threshold).count();
+        assert!(
+            c.reached_threshold >= below && c.reached_threshold <= cfg.starts,
+            "{c:?}"
+        );
+        assert_eq!(c.steps_to_threshold.is_some(), c.reached_threshold > 0);
+    }
     let dir = std::env::temp_dir().join(format!("optimus-eval-test-{}", std::process::id()));
     let files = report::write_all(&res, &dir).unwrap();
     assert!(files.iter().any(|f| f.ends_with("results.json")));

@@ -524,6 +524,7 @@ fn cell(
             .then(|| mean(&reached.iter().map(|r| r.0 as f64).collect::<Vec<_>>())),
         evals_to_threshold: (!reached.is_empty())
             .then(|| mean(&reached.iter().map(|r| r.1 as f64).collect::<Vec<_>>())),
+        reached_threshold: reached.len(),
         diverged: res.iter().filter(|r| r.status == Status::Diverged).count(),
         final_gaps,
         curve,

@@ -21,6 +21,9 @@ pub struct Cell {
     pub steps_to_threshold: Option<f64>,
     /// Mean objective/gradient evaluations to reach the threshold, likewise.
     pub evals_to_threshold: Option<f64>,
+    /// Start points that reached the threshold (the two means above are over these).
+    #[serde(default)]
+    pub reached_threshold: usize,
     /// Start points whose run hit NaN or infinity (flagged, excluded from the mean).
     pub diverged: usize,
     /// Median gap over start points at each iteration 0..=T (convergence curve).
