@@ -600,3 +600,31 @@ fn motion_training_runs_and_resumes() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// Every committed training config (each run's `train.ron` in assets/models/ and the
+/// top-level ones) still parses, and every committed model directory still loads: a
+/// config field or model change must not orphan the records of how the models were made.
+#[test]
+fn committed_configs_and_models_still_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let mut dirs = vec![root.clone()];
+    let (mut configs, mut models) = (0, 0);
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if name == "train.ron" || name == "train_motion.ron" {
+                let text = std::fs::read_to_string(&path).unwrap();
+                TrainConfig::from_ron(&text, &path.display().to_string())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                configs += 1;
+            } else if name == "model.ron" {
+                Model::load(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                models += 1;
+            }
+        }
+    }
+    assert!(configs >= 20 && models >= 6, "{configs} configs, {models} models found");
+}
