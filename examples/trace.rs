@@ -3,7 +3,9 @@
 //! evaluation's start domains, seeded). It shows what a model does with its state, e.g.
 //! whether ℓ follows the problem or a fixed schedule.
 //!
-//!     cargo run --release --example trace -- MODEL_DIR [FUNCTION:D ...]
+//!     cargo run --release --example trace -- MODEL_DIR [FUNCTION:D[:WIDTH] ...]
+//!
+//! WIDTH stretches the problem's domain (as `eval --width`), e.g. `rosenbrock:10:10`.
 //!
 //! Default problems: rastrigin:2 rastrigin:10 levy:10 rosenbrock:10 dixon-price:10
 //! perm:10 ackley:10 griewank:10, three start points each, 200 steps.
@@ -21,7 +23,9 @@ const STARTS: u64 = 3;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first() else {
-        bail!("usage: trace MODEL_DIR [FUNCTION:D ...], e.g. trace assets/models/optimus levy:10");
+        bail!(
+            "usage: trace MODEL_DIR [FUNCTION:D[:WIDTH] ...], e.g. trace assets/models/optimus levy:10"
+        );
     };
     let model = Model::load(Path::new(dir))?;
     let defaults = [
@@ -41,18 +45,30 @@ fn main() -> Result<()> {
     };
     println!("columns: t = ℓ / f − f* every {EVERY} steps");
     for spec in &problems {
-        let (name, d) = spec
-            .split_once(':')
-            .with_context(|| format!("'{spec}' is not FUNCTION:D, e.g. levy:10"))?;
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (name, d, width) = match parts[..] {
+            [name, d] => (name, d, "1"),
+            [name, d, w] => (name, d, w),
+            _ => bail!("'{spec}' is not FUNCTION:D or FUNCTION:D:WIDTH, e.g. levy:10"),
+        };
         let f = Function::parse(name).map_err(anyhow::Error::msg)?;
         let d: usize = d
             .parse()
             .with_context(|| format!("'{d}' in '{spec}' is not a dimension"))?;
+        let width: f64 = width
+            .parse()
+            .ok()
+            .filter(|w: &f64| w.is_finite() && *w > 0.0)
+            .with_context(|| format!("'{width}' in '{spec}' is not a positive width"))?;
+        let opts = SampleOptions {
+            log10_width: (width.log10(), width.log10()),
+            ..SampleOptions::default()
+        };
         for seed in 0..STARTS {
-            let p = ProblemSpec::sample(Objective::Builtin(f), d, &SampleOptions::default(), seed)?;
+            let p = ProblemSpec::sample(Objective::Builtin(f), d, &opts, seed)?;
             let mut st = cpu::LearnedState::new(model.config.kind, &p.x0);
             let mut g = vec![0.0; d];
-            let mut line = format!("{name:>11} d = {d:<3} start {seed}:");
+            let mut line = format!("{name:>11} d = {d:<3} w = {width} start {seed}:");
             let mut gap = 0.0;
             for t in 0..=STEPS {
                 gap = p

@@ -626,5 +626,8 @@ fn committed_configs_and_models_still_load() {
             }
         }
     }
-    assert!(configs >= 20 && models >= 6, "{configs} configs, {models} models found");
+    assert!(
+        configs >= 20 && models >= 6,
+        "{configs} configs, {models} models found"
+    );
 }
