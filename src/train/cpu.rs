@@ -21,13 +21,10 @@ pub fn meta_loss_term(f: f64, logf0: f64, clip: f64, diverged: bool) -> f64 {
 }
 
 /// Weight of step `t` of a horizon in the training meta-loss (twin of `pes/loss.wgsl`):
-/// (p + 1)·(t/T)^p, which averages 1 over the horizon; 1 for p = 0.
+/// (p + 1)·(t/T)^p, which averages 1 over the horizon; 1 for p = 0 (Rust's powf has
+/// 0⁰ = 1, so unlike the shader this needs no special case).
 pub fn step_weight(t: u32, horizon: u32, ramp: f64) -> f64 {
-    if ramp == 0.0 {
-        1.0
-    } else {
-        (ramp + 1.0) * (t as f64 / horizon as f64).powf(ramp)
-    }
+    (ramp + 1.0) * (t as f64 / horizon as f64).powf(ramp)
 }
 
 /// Mean meta-loss of one run's gap history f_0..f_T (validation): steps after a
