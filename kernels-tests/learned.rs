@@ -52,6 +52,17 @@ pub fn scale_model(kind: ModelKind, seed: u64, rate: f64, bias: f32, lambda_s: f
     Arc::new(m)
 }
 
+/// [`model`] with steps in units of the secant step length, and with an absolute part.
+pub fn secant_model(kind: ModelKind, seed: u64, absolute_steps: bool) -> Arc<Model> {
+    let cfg = ModelConfig {
+        secant_scale: true,
+        absolute_steps,
+        lambda_s: 0.2,
+        ..model(kind, seed).config.clone()
+    };
+    Arc::new(Model::init(cfg, seed).unwrap())
+}
+
 /// Sets ρ's weight in every row of the head from that row.
 fn set_rho_weights(m: &mut Model, value: impl Fn(&[f32]) -> f32) {
     let (o, c) = (m.config.head_outputs(), m.config.scale_output().unwrap());
@@ -231,6 +242,64 @@ fn the_learned_step_scale_matches_the_twin() {
         cpu::step(&m, &mut st, f, &g);
     }
     assert_eq!(st.log_scale, LOG_SCALE_MAX);
+}
+
+/// Models with the secant step length, without and with absolute steps, match the twin
+/// in a mixed batch (d = 1 included), and the absolute part is live; on Sphere,
+/// f = ‖x − c‖², whose γ = sᵀy / yᵀy is 1/2 exactly, the twin's ℓ is log rms(x − c) at
+/// the point where it was measured.
+#[test]
+fn the_secant_step_length_matches_the_twin() {
+    let ps = problems(&[5, 1, 33, 2, 70]);
+    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+        check_against_twin(&ps, &secant_model(kind, 9, false), 6);
+        let m = secant_model(kind, 9, true);
+        check_against_twin(&ps, &m, 6);
+        let mut relative = (*m).clone();
+        let (o, c) = (m.config.head_outputs(), m.config.absolute_output().unwrap());
+        let (w, b) = (
+            relative.config.tensor("head.weight").unwrap(),
+            relative.config.tensor("head.bias").unwrap(),
+        );
+        for row in relative.weights[w.range()].chunks_mut(o) {
+            row[c] = 0.0;
+        }
+        relative.weights[b.offset + c] = -1e3;
+        let diff = max_abs_diff(
+            &cpu::run(&m, &ps[0], 6).unwrap().x,
+            &cpu::run(&relative, &ps[0], 6).unwrap().x,
+        );
+        assert!(
+            diff > 1e-6,
+            "{kind:?}: the absolute part changed nothing ({diff})"
+        );
+    }
+    let m = secant_model(ModelKind::Optimus, 4, false);
+    let opts = SampleOptions {
+        shift: 0.0,
+        rotate: false,
+        log10_scale: (0.0, 0.0),
+        log10_width: (0.0, 0.0),
+        start_fraction: 0.5,
+    };
+    let p = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 7, &opts, 3).unwrap();
+    let mut st = cpu::LearnedState::new(ModelKind::Optimus, &p.x0);
+    let mut g = vec![0.0; p.dim];
+    for t in 0..4 {
+        let f = p.cpu_gap_grad(&st.x, &mut g).unwrap();
+        let rms = (f / p.dim as f64).sqrt();
+        cpu::step(&m, &mut st, f, &g);
+        if t == 0 {
+            assert_eq!(st.log_scale, 0.0, "the first step has no secant pair");
+        } else {
+            assert!(
+                (st.log_scale - rms.ln()).abs() < 1e-9,
+                "step {t}: ℓ = {}, log rms(x − c) = {}",
+                st.log_scale,
+                rms.ln()
+            );
+        }
+    }
 }
 
 #[test]

@@ -123,6 +123,15 @@ struct InitModelArgs {
     /// of magnitude over a run. Implies the loss-change input (35 input features).
     #[arg(long, value_name = "RATE")]
     step_scale: Option<f64>,
+    /// Scale steps by the problem's secant (Barzilai–Borwein) step length γ·rms(g),
+    /// γ = sᵀy / yᵀy, so they shrink near a minimizer and grow with the problem's width.
+    /// Not together with --step-scale.
+    #[arg(long)]
+    secant_scale: bool,
+    /// With --secant-scale, give steps an absolute part as well, with its own magnitude
+    /// output, so the network can keep taking steps of a fixed size.
+    #[arg(long, requires = "secant_scale")]
+    absolute_steps: bool,
 }
 
 #[derive(clap::Args)]
@@ -367,6 +376,8 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.lambda_scale = rate;
                 cfg.features = N_FEATURES_WITH_SCALE;
             }
+            cfg.secant_scale = a.secant_scale;
+            cfg.absolute_steps = a.absolute_steps;
             let model = Model::init(cfg, a.seed)?;
             model.save(&a.out)?;
             println!(

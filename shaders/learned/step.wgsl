@@ -1,8 +1,10 @@
 // Step of the learned optimizers, after the network wrote its per-token outputs:
 // s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s and x ← x − s; for Optimus it writes s and the rank-one
 // vector u (u_i = λ_u·raw_i/√d) for `precondition.wgsl`, which applies B instead. ℓ is
-// the problem's learned log step scale, ℓ ← clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±12), or 0
-// for models without the ρ output.
+// the problem's learned log step scale, ℓ ← clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±12), or,
+// with the secant scale, the log of σ = γ·rms(g), γ = sᵀy / yᵀy over the last step (kept
+// while sᵀy ≤ 0; 0 on the first step), or 0 for models with neither. Models with
+// absolute steps add δ_i·λ_s·exp(λ_μ ν_i) to s_i.
 // Records history and flags non-finite problems like the classic optimizers.
 // CPU twin: `learned::cpu::step`.
 
@@ -23,7 +25,17 @@ struct LearnedParams {
     lambda_u: f32,
     // Rate of the learned step scale; 0 keeps ℓ = 0.
     lambda_scale: f32,
+    // 1 when ℓ is the log secant step length; the previous x and g are then kept in
+    // `mat` after the s | u scratch.
+    secant: u32,
+    // 1 when steps have an absolute part δ_i·λ_s·exp(λ_μ ν_i), ν in column `abs_col`.
+    absolute: u32,
+    abs_col: u32,
+    pad0: u32,
 }
+
+// Bound on the log secant step length (`model::SECANT_LOG_MAX`).
+const SECANT_LOG_MAX: f32 = 30.0;
 
 @group(0) @binding(0) var<uniform> params: OptParams;
 @group(0) @binding(1) var<uniform> lp: LearnedParams;
@@ -74,9 +86,34 @@ fn main(
                 st.log_scale + lp.lambda_scale * tanh(mean), -LOG_SCALE_MAX, LOG_SCALE_MAX
             );
         }
+        if lp.secant == 1u {
+            let px = su + 2u * n + off;
+            let pg = su + 3u * n + off;
+            // sᵀy, yᵀy and gᵀg.
+            var acc = vec4<f32>(0.0);
+            for (var i = lid; i < d; i += WG) {
+                let gi = g[off + i];
+                let xi = x[off + i];
+                let si = xi - mat[px + i];
+                let yi = gi - mat[pg + i];
+                acc += vec4<f32>(si * yi, yi * yi, gi * gi, 0.0);
+                mat[px + i] = xi;
+                mat[pg + i] = gi;
+            }
+            let r = wg_sum4(lid, acc);
+            if st.iter > 0u && r.x > 0.0 && r.y > 0.0 && r.z > 0.0 {
+                st.log_scale = clamp(
+                    log(r.x / r.y) + 0.5 * log(r.z / f32(d)), -SECANT_LOG_MAX, SECANT_LOG_MAX
+                );
+            }
+        }
         for (var i = lid; i < d; i += WG) {
             let t = (off + i) * o;
-            let s = net_out[t] * exp(lp.lambda_mu * net_out[t + 1u] + st.log_scale) * lp.lambda_s;
+            var m = exp(lp.lambda_mu * net_out[t + 1u] + st.log_scale);
+            if lp.absolute == 1u {
+                m += exp(lp.lambda_mu * net_out[t + lp.abs_col]);
+            }
+            let s = net_out[t] * m * lp.lambda_s;
             if lp.precondition == 1u {
                 mat[su + off + i] = s;
                 mat[su + n + off + i] = lp.lambda_u * net_out[t + 2u] * inv_sqrt_d;

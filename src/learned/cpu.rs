@@ -8,6 +8,7 @@
 
 use super::model::{
     Model, ModelKind, LOG_SCALE_MAX, N_FEATURES, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE,
+    SECANT_LOG_MAX,
 };
 use crate::error::{Error, Result};
 use crate::optim::{ProblemResult, Status};
@@ -248,8 +249,11 @@ pub struct LearnedState {
     pub b: Option<Vec<f64>>,
     /// Gap at the previous step, for the loss-change feature.
     pub f_prev: Option<f64>,
-    /// Learned log step scale ℓ (0 for models without one).
+    /// Log step scale ℓ: learned, or the log secant step length (0 for models with
+    /// neither).
     pub log_scale: f64,
+    /// The previous x and g, for the secant step length.
+    pub prev: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 impl LearnedState {
@@ -269,14 +273,16 @@ impl LearnedState {
             b,
             f_prev: None,
             log_scale: 0.0,
+            prev: None,
         }
     }
 }
 
 /// One step of the learned optimizer given the gap f and ∇f at the current point (twin
 /// of the whole GPU step): accumulators, features, network, the log step scale ℓ ←
-/// clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±[`LOG_SCALE_MAX`]) if the model has one,
-/// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s, and for Optimus B ← B + u uᵀ with
+/// clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±[`LOG_SCALE_MAX`]) if the model has one, or
+/// ℓ = log(γ·rms(g)) with γ = sᵀy / yᵀy for the secant scale (kept while sᵀy ≤ 0), then
+/// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s (plus δ_i·exp(λ_μ ν_i)·λ_s with absolute steps), and for Optimus B ← B + u uᵀ with
 /// u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
 pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
     let cfg = &model.config;
@@ -294,8 +300,30 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
         st.log_scale =
             (st.log_scale + cfg.lambda_scale * mean.tanh()).clamp(-LOG_SCALE_MAX, LOG_SCALE_MAX);
     }
+    if cfg.secant_scale {
+        if let Some((px, pg)) = &st.prev {
+            let (mut sy, mut yy) = (0.0, 0.0);
+            for i in 0..d {
+                let (s, y) = (st.x[i] - px[i], g[i] - pg[i]);
+                sy += s * y;
+                yy += y * y;
+            }
+            let gg: f64 = g.iter().map(|v| v * v).sum();
+            if sy > 0.0 && yy > 0.0 && gg > 0.0 {
+                st.log_scale = ((sy / yy).ln() + 0.5 * (gg / d as f64).ln())
+                    .clamp(-SECANT_LOG_MAX, SECANT_LOG_MAX);
+            }
+        }
+        st.prev = Some((st.x.clone(), g.to_vec()));
+    }
     let s: Vec<f64> = (0..d)
-        .map(|i| out[i * o] * (cfg.lambda_mu * out[i * o + 1] + st.log_scale).exp() * cfg.lambda_s)
+        .map(|i| {
+            let mut m = (cfg.lambda_mu * out[i * o + 1] + st.log_scale).exp();
+            if let Some(c) = cfg.absolute_output() {
+                m += (cfg.lambda_mu * out[i * o + c]).exp();
+            }
+            out[i * o] * m * cfg.lambda_s
+        })
         .collect();
     match &mut st.b {
         Some(b) => {

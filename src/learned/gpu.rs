@@ -278,6 +278,10 @@ struct LearnedParams {
     lambda_s: f32,
     lambda_u: f32,
     lambda_scale: f32,
+    secant: u32,
+    absolute: u32,
+    abs_col: u32,
+    pad: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -329,6 +333,8 @@ pub struct LearnedNet {
     pub(crate) acc: wgpu::Buffer,
     pub(crate) mat: wgpu::Buffer,
     mat_init: Vec<f32>,
+    /// Whether `mat` starts with every problem's B (Optimus).
+    precondition: bool,
     /// The packed weights when the net holds its own (not under a perturbation).
     own_theta: Option<wgpu::Buffer>,
     _buffers: Vec<wgpu::Buffer>,
@@ -527,11 +533,13 @@ impl LearnedNet {
             }
         }
 
-        // Preconditioner storage: identity blocks, then the s | u scratch.
+        // Preconditioner storage: identity blocks, then the s | u scratch, then the
+        // previous x | g for the secant scale.
         let precondition = cfg.kind == ModelKind::Optimus;
         let (moffs, total) = problems.square_offsets();
         let mat_len = if precondition { total } else { 0 };
-        let mut mat_host = vec![0f32; mat_len + 2 * nu];
+        let secant_len = if cfg.secant_scale { 2 * nu } else { 0 };
+        let mut mat_host = vec![0f32; mat_len + 2 * nu + secant_len];
         if precondition {
             for (&moff, &d) in moffs.iter().zip(&problems.dims) {
                 let (moff, d) = (moff as usize, d as usize);
@@ -552,6 +560,10 @@ impl LearnedNet {
                 lambda_s: cfg.lambda_s as f32,
                 lambda_u: cfg.lambda_u as f32,
                 lambda_scale: cfg.lambda_scale as f32,
+                secant: cfg.secant_scale as u32,
+                absolute: cfg.absolute_steps as u32,
+                abs_col: cfg.absolute_output().unwrap_or(0) as u32,
+                pad: 0,
             },
         );
         let step_group = kernels.step.bind(
@@ -594,6 +606,7 @@ impl LearnedNet {
             acc,
             mat,
             mat_init: mat_host,
+            precondition,
             own_theta,
             _buffers: buffers,
         })
@@ -610,8 +623,9 @@ impl LearnedNet {
             ctx.queue
                 .write_buffer(&self.acc, (k * n + off) * 4, bytemuck::cast_slice(&zeros));
         }
-        // `mat_init` is every B (Optimus only), then the s | u scratch of 2n floats.
-        if self.mat_init.len() > 2 * n as usize {
+        // The previous x | g of the secant scale need no reset: the first step only
+        // writes them.
+        if self.precondition {
             let moff = moff as usize;
             ctx.queue.write_buffer(
                 &self.mat,

@@ -43,6 +43,10 @@ pub const N_FEATURES_WITH_SCALE: usize = N_FEATURES + 2;
 /// Bound on the learned log step scale ℓ: steps are scaled by at most e^±12.
 pub const LOG_SCALE_MAX: f64 = 12.0;
 
+/// Bound on the log of the secant step length (`secant_scale`), wide enough for f32
+/// iterates of any magnitude to converge to their precision.
+pub const SECANT_LOG_MAX: f64 = 30.0;
+
 /// Upper bound on the number of weights, so a typo in `model.ron` (say `width: 64000`)
 /// gives an error instead of an attempt to allocate terabytes.
 pub const MAX_PARAMS: usize = 1 << 28;
@@ -142,6 +146,20 @@ pub struct ModelConfig {
     /// state that can grow or shrink them by orders of magnitude over a run, as a trust
     /// region's radius does.
     pub lambda_scale: f64,
+    /// Measure steps in the problem's own units: s_i = δ_i·exp(λ_μ μ_i)·λ_s·σ with σ =
+    /// γ·rms(g), γ = sᵀy / yᵀy over the last step (s = x_t − x_{t−1}, y = g_t − g_{t−1}),
+    /// the Barzilai–Borwein step length that L-BFGS starts each line search from. σ keeps
+    /// its last value while the curvature sᵀy is not positive, and is 1 on the first
+    /// step. Absolute steps cannot shrink as the iterate nears a minimizer (the network
+    /// sees only normalized features), so they stall at a precision set by λ_s; σ shrinks
+    /// with the distance to the minimizer on smooth problems and grows with the width of
+    /// the problem. Not together with `lambda_scale`, which keeps the same state.
+    pub secant_scale: bool,
+    /// With `secant_scale`, add an absolute part to every step: a second magnitude
+    /// output ν_i and s_i = δ_i·λ_s·(exp(λ_μ μ_i)·σ + exp(λ_μ ν_i)). Steps in secant
+    /// units shrink into the nearest local minimum (Rastrigin's); the absolute part lets
+    /// the network keep steps of a fixed size to leave it, and drop them to converge.
+    pub absolute_steps: bool,
 }
 
 impl Default for ModelConfig {
@@ -158,6 +176,8 @@ impl Default for ModelConfig {
             lambda_s: 1e-3,
             lambda_u: 0.1,
             lambda_scale: 0.0,
+            secant_scale: false,
+            absolute_steps: false,
         }
     }
 }
@@ -269,6 +289,21 @@ impl ModelConfig {
                 self.lambda_scale, self.features
             ));
         }
+        if self.secant_scale && self.has_step_scale() {
+            return bad(format!(
+                "secant_scale and lambda_scale ({}) both set the step scale; choose one \
+                 (lambda_scale: 0 with secant_scale: true, or secant_scale: false)",
+                self.lambda_scale
+            ));
+        }
+        if self.absolute_steps && !self.secant_scale {
+            return bad(
+                "absolute_steps adds an absolute part to steps in secant units; set \
+                 secant_scale: true with it (steps without the secant scale are absolute \
+                 already)"
+                    .into(),
+            );
+        }
         for (name, v, default) in [
             ("lambda_mu", self.lambda_mu, "1e-3"),
             ("lambda_s", self.lambda_s, "1e-3"),
@@ -294,7 +329,7 @@ impl ModelConfig {
     fn summary(&self) -> String {
         format!(
             "({}, width {}, {} heads, mlp_hidden {}, {} layers, {} features, lambda_mu {}, \
-             lambda_s {}, lambda_u {}, lambda_scale {})",
+             lambda_s {}, lambda_u {}, lambda_scale {}, secant_scale {}, absolute_steps {})",
             self.kind,
             self.width,
             self.heads,
@@ -304,7 +339,9 @@ impl ModelConfig {
             self.lambda_mu,
             self.lambda_s,
             self.lambda_u,
-            self.lambda_scale
+            self.lambda_scale,
+            self.secant_scale,
+            self.absolute_steps
         )
     }
 
@@ -314,9 +351,17 @@ impl ModelConfig {
     }
 
     /// Outputs per token: direction and magnitude, then u for Optimus, then ρ for a
-    /// learned step scale.
+    /// learned step scale or ν for absolute steps (never both).
     pub fn head_outputs(&self) -> usize {
-        2 + self.kind.has_rank_one() as usize + self.has_step_scale() as usize
+        2 + self.kind.has_rank_one() as usize
+            + self.has_step_scale() as usize
+            + self.absolute_steps as usize
+    }
+
+    /// Column of ν, the magnitude of the absolute part of a step, among the head's
+    /// outputs.
+    pub fn absolute_output(&self) -> Option<usize> {
+        self.absolute_steps.then(|| self.head_outputs() - 1)
     }
 
     /// Column of ρ, the step-scale output, among the head's outputs.
@@ -860,6 +905,18 @@ mod tests {
             ..ModelConfig::default()
         });
         assert!(e.contains("lambda_scale must be 0"), "{e}");
+        let e = err(ModelConfig {
+            lambda_scale: 0.1,
+            features: N_FEATURES_WITH_SCALE,
+            secant_scale: true,
+            ..ModelConfig::default()
+        });
+        assert!(e.contains("choose one"), "{e}");
+        let e = err(ModelConfig {
+            absolute_steps: true,
+            ..ModelConfig::default()
+        });
+        assert!(e.contains("set secant_scale: true"), "{e}");
         // LOpt has no attention, so heads and layers do not matter.
         ModelConfig {
             kind: ModelKind::Lopt,
