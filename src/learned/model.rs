@@ -148,7 +148,7 @@ pub struct ModelConfig {
     pub lambda_scale: f64,
     /// Measure steps in the problem's own units: s_i = δ_i·exp(λ_μ μ_i)·λ_s·σ with σ =
     /// γ·rms(g), γ = sᵀy / yᵀy over the last step (s = x_t − x_{t−1}, y = g_t − g_{t−1}),
-    /// the Barzilai–Borwein step length that L-BFGS starts each line search from. σ keeps
+    /// the Barzilai–Borwein scaling that L-BFGS gives its initial inverse Hessian. σ keeps
     /// its last value while the curvature sᵀy is not positive, and is 1 on the first
     /// step. Absolute steps cannot shrink as the iterate nears a minimizer (the network
     /// sees only normalized features), so they stall at a precision set by λ_s; σ shrinks
