@@ -46,9 +46,10 @@ pub fn scale_model(kind: ModelKind, seed: u64, rate: f64, bias: f32, lambda_s: f
         ..model(kind, seed).config.clone()
     };
     let mut m = Model::init(cfg, seed).unwrap();
-    set_rho_weights(&mut m, |row| row[1]);
+    let c = m.config.scale_output().unwrap();
+    set_head_column(&mut m, c, |row| row[1]);
     let b = m.config.tensor("head.bias").unwrap();
-    m.weights[b.offset + m.config.scale_output().unwrap()] = bias;
+    m.weights[b.offset + c] = bias;
     Arc::new(m)
 }
 
@@ -63,13 +64,22 @@ pub fn secant_model(kind: ModelKind, seed: u64, absolute_steps: bool) -> Arc<Mod
     Arc::new(Model::init(cfg, seed).unwrap())
 }
 
-/// Sets ρ's weight in every row of the head from that row.
-fn set_rho_weights(m: &mut Model, value: impl Fn(&[f32]) -> f32) {
-    let (o, c) = (m.config.head_outputs(), m.config.scale_output().unwrap());
+/// Sets the weight of head output `c` in every row of the head from that row.
+fn set_head_column(m: &mut Model, c: usize, value: impl Fn(&[f32]) -> f32) {
+    let o = m.config.head_outputs();
     let w = m.config.tensor("head.weight").unwrap();
     for row in m.weights[w.range()].chunks_mut(o) {
         row[c] = value(row);
     }
+}
+
+/// Largest difference between where the twin takes `p` under `a` and under `b`, for
+/// checks that an input or output is live.
+fn twin_difference(a: &Model, b: &Model, p: &ProblemSpec, steps: u32) -> f64 {
+    max_abs_diff(
+        &cpu::run(a, p, steps).unwrap().x,
+        &cpu::run(b, p, steps).unwrap().x,
+    )
 }
 
 fn run_gpu(
@@ -199,11 +209,7 @@ fn the_loss_change_feature_matches_the_twin() {
         let w = spec.shape[1];
         let row = spec.offset + N_FEATURES * w;
         blind.weights[row..row + w].fill(0.0);
-        let (a, b) = (
-            cpu::run(&m, &ps[0], 5).unwrap(),
-            cpu::run(&blind, &ps[0], 5).unwrap(),
-        );
-        let diff = max_abs_diff(&a.x, &b.x);
+        let diff = twin_difference(&m, &blind, &ps[0], 5);
         assert!(
             diff > 1e-6,
             "{kind:?}: the loss-change input changed nothing ({diff})"
@@ -222,11 +228,8 @@ fn the_learned_step_scale_matches_the_twin() {
         let m = scale_model(kind, 5, 0.5, 0.0, 0.05);
         check_against_twin(&ps, &m, 5);
         let mut blind = (*m).clone();
-        set_rho_weights(&mut blind, |_| 0.0);
-        let diff = max_abs_diff(
-            &cpu::run(&m, &ps[0], 5).unwrap().x,
-            &cpu::run(&blind, &ps[0], 5).unwrap().x,
-        );
+        set_head_column(&mut blind, m.config.scale_output().unwrap(), |_| 0.0);
+        let diff = twin_difference(&m, &blind, &ps[0], 5);
         assert!(
             diff > 1e-6,
             "{kind:?}: the step scale changed nothing ({diff})"
@@ -255,20 +258,13 @@ fn the_secant_step_length_matches_the_twin() {
         check_against_twin(&ps, &secant_model(kind, 9, false), 6);
         let m = secant_model(kind, 9, true);
         check_against_twin(&ps, &m, 6);
+        // ν = −1000 everywhere: no absolute part.
         let mut relative = (*m).clone();
-        let (o, c) = (m.config.head_outputs(), m.config.absolute_output().unwrap());
-        let (w, b) = (
-            relative.config.tensor("head.weight").unwrap(),
-            relative.config.tensor("head.bias").unwrap(),
-        );
-        for row in relative.weights[w.range()].chunks_mut(o) {
-            row[c] = 0.0;
-        }
-        relative.weights[b.offset + c] = -1e3;
-        let diff = max_abs_diff(
-            &cpu::run(&m, &ps[0], 6).unwrap().x,
-            &cpu::run(&relative, &ps[0], 6).unwrap().x,
-        );
+        let c = m.config.absolute_output().unwrap();
+        set_head_column(&mut relative, c, |_| 0.0);
+        let b = relative.config.tensor("head.bias").unwrap().offset;
+        relative.weights[b + c] = -1e3;
+        let diff = twin_difference(&m, &relative, &ps[0], 6);
         assert!(
             diff > 1e-6,
             "{kind:?}: the absolute part changed nothing ({diff})"

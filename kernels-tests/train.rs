@@ -3,7 +3,7 @@
 //! and the trainer's resume, errors and progress.
 
 use crate::common::{assert_close, ctx, max_abs_diff};
-use crate::learned::{loss_model, model, problems, scale_model};
+use crate::learned::{loss_model, model, problems, scale_model, secant_model};
 use optimus_gpu::learned::cpu as lcpu;
 use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
@@ -105,7 +105,8 @@ fn noise_kernel_matches_its_twin() {
 /// θ ± σ a bᵀ: the rank-one kernels must equal per-particle weight copies, in both
 /// layouts of the linear layers. One step for each kind, and two for models with the
 /// loss-change input, whose input is 0 at the first step, and with the learned step
-/// scale, whose ℓ first moves in the first step.
+/// scale, whose ℓ first moves in the first step; three with the secant length and
+/// absolute steps, whose ℓ is first measured at the second step.
 #[test]
 fn perturbed_step_matches_dense_perturbed_twin() {
     for tiling in [Tiling::Lanes, Tiling::Blocks] {
@@ -120,7 +121,8 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
         .map(|k| (model(k, 5), 1))
         .into_iter()
         .chain(kinds.map(|k| (loss_model(k, 5), 2)))
-        .chain(kinds.map(|k| (scale_model(k, 5, 0.5, 0.0, 0.05), 2)));
+        .chain(kinds.map(|k| (scale_model(k, 5, 0.5, 0.0, 0.05), 2)))
+        .chain(kinds.map(|k| (secant_model(k, 5, true), 3)));
     for (m, steps) in cases {
         let kind = m.config.kind;
         let tasks = problems(&[1, 3, 9, 33, 2]);

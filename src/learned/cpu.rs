@@ -282,8 +282,8 @@ impl LearnedState {
 /// of the whole GPU step): accumulators, features, network, the log step scale ℓ ←
 /// clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±[`LOG_SCALE_MAX`]) if the model has one, or
 /// ℓ = log(γ·rms(g)) with γ = sᵀy / yᵀy for the secant scale (kept while sᵀy ≤ 0), then
-/// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s (plus δ_i·exp(λ_μ ν_i)·λ_s with absolute steps), and for Optimus B ← B + u uᵀ with
-/// u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
+/// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s (plus δ_i·exp(λ_μ ν_i)·λ_s with absolute steps), and
+/// for Optimus B ← B + u uᵀ with u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
 pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
     let cfg = &model.config;
     let d = st.x.len();
