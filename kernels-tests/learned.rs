@@ -3,7 +3,7 @@ use optimus_gpu::learned::cpu;
 use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{
     Model, ModelConfig, ModelKind, LOG_SCALE_MAX, N_FEATURES, N_FEATURES_WITH_LOSS,
-    N_FEATURES_WITH_SCALE,
+    N_FEATURES_WITH_SCALE, N_FEATURES_WITH_SECANT,
 };
 use optimus_gpu::objective::ObjectiveStage;
 use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult};
@@ -62,6 +62,34 @@ pub fn secant_model(kind: ModelKind, seed: u64, absolute_steps: bool) -> Arc<Mod
         ..model(kind, seed).config.clone()
     };
     Arc::new(Model::init(cfg, seed).unwrap())
+}
+
+/// [`secant_model`] with absolute steps that also reads the last step s and gradient
+/// change y (37 features).
+pub fn secant_feature_model(kind: ModelKind, seed: u64) -> Arc<Model> {
+    let cfg = ModelConfig {
+        features: N_FEATURES_WITH_SECANT,
+        ..secant_model(kind, seed, true).config.clone()
+    };
+    Arc::new(Model::init(cfg, seed).unwrap())
+}
+
+/// The name of a model's first layer, which reads the features.
+fn first_layer(kind: ModelKind) -> &'static str {
+    if kind == ModelKind::Lopt {
+        "mlp.fc1.weight"
+    } else {
+        "embed.weight"
+    }
+}
+
+/// `m` with the first layer's weight rows of input features `rows` zeroed.
+fn blind_to(m: &Model, rows: std::ops::Range<usize>) -> Model {
+    let mut blind = m.clone();
+    let spec = blind.config.tensor(first_layer(m.config.kind)).unwrap();
+    let w = spec.shape[1];
+    blind.weights[spec.offset + rows.start * w..spec.offset + rows.end * w].fill(0.0);
+    blind
 }
 
 /// Sets the weight of head output `c` in every row of the head from that row.
@@ -199,16 +227,7 @@ fn the_loss_change_feature_matches_the_twin() {
         let m = loss_model(kind, 5);
         let ps = problems(&[5, 1, 33, 2]);
         check_against_twin(&ps, &m, 5);
-        let mut blind = (*m).clone();
-        let first = if kind == ModelKind::Lopt {
-            "mlp.fc1"
-        } else {
-            "embed"
-        };
-        let spec = blind.config.tensor(&format!("{first}.weight")).unwrap();
-        let w = spec.shape[1];
-        let row = spec.offset + N_FEATURES * w;
-        blind.weights[row..row + w].fill(0.0);
+        let blind = blind_to(&m, N_FEATURES..N_FEATURES + 1);
         let diff = twin_difference(&m, &blind, &ps[0], 5);
         assert!(
             diff > 1e-6,
@@ -245,6 +264,47 @@ fn the_learned_step_scale_matches_the_twin() {
         cpu::step(&m, &mut st, f, &g);
     }
     assert_eq!(st.log_scale, LOG_SCALE_MAX);
+}
+
+/// On problems with |g| ≈ 1e12 (as on Perm at d ≥ 30; here Sphere scaled by 1e11 and
+/// Rosenbrock by 1e8) the accumulators v and r_k reach 1e21–1e25, whose squares overflow
+/// f32: the GPU's channel normalization must still match the twin's.
+#[test]
+fn features_of_steep_problems_do_not_overflow() {
+    let ps: Vec<ProblemSpec> = [(Function::Sphere, 6, 11.0), (Function::Rosenbrock, 33, 8.0)]
+        .into_iter()
+        .map(|(f, d, log10_scale)| {
+            let opts = SampleOptions {
+                shift: 0.0,
+                rotate: false,
+                log10_scale: (log10_scale, log10_scale),
+                log10_width: (0.0, 0.0),
+                start_fraction: 1.0,
+            };
+            ProblemSpec::sample(Objective::Builtin(f), d, &opts, 5).unwrap()
+        })
+        .collect();
+    for kind in [ModelKind::Optimus, ModelKind::Lopt] {
+        check_against_twin(&ps, &model(kind, 2), 3);
+    }
+}
+
+/// Models that read the last step s and gradient change y (features 35 and 36) match
+/// the twin in a mixed batch (d = 1 included; s and y are 0 at the first step), and
+/// those inputs are live: zeroing their weight rows changes the steps.
+#[test]
+fn the_secant_features_match_the_twin() {
+    let ps = problems(&[5, 1, 33, 2, 70]);
+    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+        let m = secant_feature_model(kind, 3);
+        check_against_twin(&ps, &m, 6);
+        let blind = blind_to(&m, N_FEATURES_WITH_SCALE..N_FEATURES_WITH_SECANT);
+        let diff = twin_difference(&m, &blind, &ps[0], 6);
+        assert!(
+            diff > 1e-6,
+            "{kind:?}: the secant inputs changed nothing ({diff})"
+        );
+    }
 }
 
 /// Models with the secant step length, without and with absolute steps, match the twin

@@ -3,7 +3,9 @@
 //! and the trainer's resume, errors and progress.
 
 use crate::common::{assert_close, ctx, max_abs_diff};
-use crate::learned::{loss_model, model, problems, scale_model, secant_model};
+use crate::learned::{
+    loss_model, model, problems, scale_model, secant_feature_model, secant_model,
+};
 use optimus_gpu::learned::cpu as lcpu;
 use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
@@ -122,7 +124,8 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
         .into_iter()
         .chain(kinds.map(|k| (loss_model(k, 5), 2)))
         .chain(kinds.map(|k| (scale_model(k, 5, 0.5, 0.0, 0.05), 2)))
-        .chain(kinds.map(|k| (secant_model(k, 5, true), 3)));
+        .chain(kinds.map(|k| (secant_model(k, 5, true), 3)))
+        .chain(kinds.map(|k| (secant_feature_model(k, 5), 3)));
     for (m, steps) in cases {
         let kind = m.config.kind;
         let tasks = problems(&[1, 3, 9, 33, 2]);
@@ -153,7 +156,8 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
                 let (dg, dc) = (xs[p][i] as f64 - spec.x0[i], st.x[i] - spec.x0[i]);
                 assert!(
                     (dg - dc).abs() <= 2e-3 * moved + 1e-5,
-                    "{kind} ({tiling:?}) particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
+                    "{kind} ({tiling:?}, {} features) particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
+                    m.config.features,
                     spec.dim
                 );
             }

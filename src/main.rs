@@ -6,6 +6,7 @@ use optimus_gpu::bench;
 use optimus_gpu::eval::{self, report, EvalConfig};
 use optimus_gpu::learned::model::{
     Model, ModelConfig, ModelKind, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE,
+    N_FEATURES_WITH_SECANT,
 };
 use optimus_gpu::motion::{self, eval::MotionEvalConfig};
 use optimus_gpu::train::{self, config::TrainConfig, TrainOptions};
@@ -132,6 +133,11 @@ struct InitModelArgs {
     /// output, so the network can keep taking steps of a fixed size.
     #[arg(long, requires = "secant_scale")]
     absolute_steps: bool,
+    /// With --secant-scale, also feed the network the last step s = x − x_prev and the
+    /// gradient change y = g − g_prev (BFGS's pairs), the loss change and the log secant
+    /// length (37 input features).
+    #[arg(long, requires = "secant_scale")]
+    secant_features: bool,
 }
 
 #[derive(clap::Args)]
@@ -378,6 +384,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             cfg.secant_scale = a.secant_scale;
             cfg.absolute_steps = a.absolute_steps;
+            if a.secant_features {
+                cfg.features = N_FEATURES_WITH_SECANT;
+            }
             let model = Model::init(cfg, a.seed)?;
             model.save(&a.out)?;
             println!(

@@ -1,9 +1,11 @@
 // Accumulators and features of the learned optimizers (shared by Optimus, Optimus-0 and
 // LOpt): updates each coordinate's momenta, second moment and Adafactor-style
-// accumulators with its gradient, then writes its 35 features: 22 channels normalized
+// accumulators with its gradient, then writes its 37 features: 22 channels normalized
 // over the problem's own coordinates, 11 time features, the loss change (read by models
-// with 34 or 35 inputs) and the log step scale (read by models with 35). One workgroup
-// per problem.
+// with 34 inputs or more), the log step scale (35 or more), and the last step
+// s = x − x_prev and gradient change y = g − g_prev, normalized like the 22 (37; 0 at
+// the first step and for models without the secant scale, which keeps x_prev and
+// g_prev). One workgroup per problem.
 // CPU twin: `learned::cpu::update_accumulators`, `learned::cpu::features` and
 // `learned::cpu::loss_change`.
 
@@ -13,6 +15,12 @@
 struct FeatParams {
     n_problems: u32,
     n_total: u32,
+    // Whether `mat` holds the previous x | g (secant scale), and where they start.
+    secant: u32,
+    prev_off: u32,
+    // The model's input features, and the row stride of `feat` (a multiple of 4 above).
+    n_features: u32,
+    stride: u32,
     pad0: u32,
     pad1: u32,
 }
@@ -26,17 +34,25 @@ struct FeatParams {
 // Steps taken per problem (the time feature's t), whether it still runs, and its log
 // step scale.
 @group(0) @binding(5) var<storage, read> state: array<OptState>;
-// [token][36] features: 35, then zeros up to a multiple of 4 for the vec4 loads of
-// `linear.wgsl`.
+// [token][stride] features: the model's n_features, then zeros up to a multiple of 4
+// for the vec4 loads of `linear.wgsl` (so the zero padding rows of the input weights
+// never meet a value).
 @group(0) @binding(6) var<storage, read_write> feat: array<f32>;
 // Gap f_t of each problem at the current point (state.f still holds f_{t−1}).
 @group(0) @binding(7) var<storage, read> f_in: array<f32>;
+// The learned step's storage (`step.wgsl`): x_prev at prev_off, g_prev n_total later.
+@group(0) @binding(8) var<storage, read> mat: array<f32>;
 
 #include "shared/opt_state.wgsl"
 
-const NF: u32 = 35u;
-const NF_STRIDE: u32 = 36u;
 const ND: u32 = 22u;
+// Channels are summed as (c·K)², K = 2^-40 (exact scaling), and scaled back in the
+// normalization: v and r_k grow like g², so for |g| ≈ 1e10 (Perm or Zakharov at d ≥ 30)
+// their plain squares overflow f32 and the channel would normalize to 0. What
+// underflows instead (|c| < 1e-7) is hidden by the mean square's floor 1e-5.
+const NORM_K: f32 = 9.094947017729282e-13;
+// Slot of s; y follows it. Both are normalized, in channels 22 and 23 of `sq`.
+const SECANT_SLOT: u32 = 35u;
 
 fn rs(v: f32) -> f32 {
     return inverseSqrt(v);
@@ -67,6 +83,9 @@ fn main(
     let off = prob.offset;
     let n = params.n_total;
     var sq: array<f32, 24>;
+    let has_prev = params.secant == 1u && st.iter > 0u;
+    let nf = params.n_features;
+    let want_sy = nf > SECANT_SLOT;
     for (var i = lid; i < d; i += WG) {
         let gi = g[off + i];
         let betas = vec3<f32>(0.9, 0.99, 0.999);
@@ -95,34 +114,53 @@ fn main(
         }
         f[5] = v;
         f[9] = rs(v + 1e-6);
-        let base = (off + i) * NF_STRIDE;
+        let base = (off + i) * params.stride;
         for (var c = 0u; c < ND; c++) {
             feat[base + c] = f[c];
-            sq[c] += f[c] * f[c];
+            let fk = f[c] * NORM_K;
+            sq[c] += fk * fk;
+        }
+        if want_sy {
+            var sy = vec2<f32>(0.0);
+            if has_prev {
+                sy = vec2<f32>(
+                    x[off + i] - mat[params.prev_off + off + i],
+                    gi - mat[params.prev_off + n + off + i]
+                );
+            }
+            feat[base + SECANT_SLOT] = sy.x;
+            feat[base + SECANT_SLOT + 1u] = sy.y;
+            let syk = sy * NORM_K;
+            sq[ND] += syk.x * syk.x;
+            sq[ND + 1u] += syk.y * syk.y;
         }
     }
-    // Mean square of each channel over the problem's coordinates.
+    // Normalization of each channel by its root mean square over the problem's coordinates.
     var scale: array<f32, 24>;
     for (var c4 = 0u; c4 < 24u; c4 += 4u) {
         let s = wg_sum4(lid, vec4<f32>(sq[c4], sq[c4 + 1u], sq[c4 + 2u], sq[c4 + 3u]));
         for (var k = 0u; k < 4u; k++) {
-            scale[c4 + k] = rs(1e-5 + s[k] / f32(d));
+            scale[c4 + k] = NORM_K * rs(1e-5 * NORM_K * NORM_K + s[k] / f32(d));
         }
     }
     let t = f32(st.iter);
     var taus = array<f32, 11>(1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5);
     let dl = loss_change(f_in[p], st.f, st.iter);
     for (var i = lid; i < d; i += WG) {
-        let base = (off + i) * NF_STRIDE;
+        let base = (off + i) * params.stride;
         for (var c = 0u; c < ND; c++) {
             feat[base + c] *= scale[c];
         }
         for (var k = 0u; k < 11u; k++) {
             feat[base + ND + k] = tanh(t / taus[k] - 1.0);
         }
-        feat[base + NF - 2u] = dl;
-        feat[base + NF - 1u] = st.log_scale / LOG_SCALE_MAX;
-        for (var c = NF; c < NF_STRIDE; c++) {
+        feat[base + SECANT_SLOT - 2u] = dl;
+        feat[base + SECANT_SLOT - 1u] = st.log_scale / LOG_SCALE_MAX;
+        if want_sy {
+            feat[base + SECANT_SLOT] *= scale[ND];
+            feat[base + SECANT_SLOT + 1u] *= scale[ND + 1u];
+        }
+        for (var c = nf; c < params.stride; c++) {
             feat[base + c] = 0.0;
         }
     }

@@ -8,7 +8,7 @@
 
 use super::model::{
     Model, ModelKind, LOG_SCALE_MAX, N_FEATURES, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE,
-    SECANT_LOG_MAX,
+    N_FEATURES_WITH_SECANT, SECANT_LOG_MAX,
 };
 use crate::error::{Error, Result};
 use crate::optim::{ProblemResult, Status};
@@ -54,11 +54,16 @@ pub fn loss_change(f: f64, f_prev: Option<f64>) -> f64 {
     }
 }
 
+/// Features of every coordinate of one problem: [`N_FEATURES_WITH_SECANT`] values.
+pub type Features = [f64; N_FEATURES_WITH_SECANT];
+
 /// The features of every coordinate of one problem (twin of `features.wgsl`), from its
-/// updated accumulators, point x, gradient g, step count t, loss change and log step
-/// scale ℓ: 22 per-dimension channels normalized over the problem's own coordinates (c ←
-/// c·rsqrt(1e-5 + mean c²)), 11 time features, the loss change, then ℓ / [`LOG_SCALE_MAX`];
-/// a model with `features` inputs reads the first `features`.
+/// updated accumulators, point x, gradient g, step count t, loss change, log step
+/// scale ℓ and the previous x and g if kept (secant scale, after the first step): 22
+/// per-dimension channels normalized over the problem's own coordinates (c ←
+/// c·rsqrt(1e-5 + mean c²)), 11 time features, the loss change, ℓ / [`LOG_SCALE_MAX`],
+/// then s = x − x_prev and y = g − g_prev, normalized the same way (0 without a previous
+/// point); a model with `features` inputs reads the first `features`.
 pub fn features(
     acc: &[[f64; N_ACC]],
     x: &[f64],
@@ -66,14 +71,15 @@ pub fn features(
     t: u32,
     loss_change: f64,
     log_scale: f64,
-) -> Vec<[f64; N_FEATURES_WITH_SCALE]> {
+    prev: Option<(&[f64], &[f64])>,
+) -> Vec<Features> {
     let d = x.len();
     let rs = |v: f64| 1.0 / v.sqrt();
-    let mut out: Vec<[f64; N_FEATURES_WITH_SCALE]> = (0..d)
+    let mut out: Vec<Features> = (0..d)
         .map(|i| {
             let a = &acc[i];
             let (m, v, r) = ([a[0], a[1], a[2]], a[3], [a[4], a[5], a[6]]);
-            let mut f = [0.0; N_FEATURES_WITH_SCALE];
+            let mut f = [0.0; N_FEATURES_WITH_SECANT];
             f[0] = g[i];
             f[1] = x[i];
             for k in 0..3 {
@@ -86,10 +92,15 @@ pub fn features(
             }
             f[5] = v;
             f[9] = rs(v + 1e-6);
+            if let Some((px, pg)) = prev {
+                f[N_FEATURES_WITH_SCALE] = x[i] - px[i];
+                f[N_FEATURES_WITH_SCALE + 1] = g[i] - pg[i];
+            }
             f
         })
         .collect();
-    for c in 0..N_DIM_FEATURES {
+    let normalized = (0..N_DIM_FEATURES).chain(N_FEATURES_WITH_SCALE..N_FEATURES_WITH_SECANT);
+    for c in normalized {
         let ms = out.iter().map(|f| f[c] * f[c]).sum::<f64>() / d as f64;
         let scale = rs(1e-5 + ms);
         for f in out.iter_mut() {
@@ -189,7 +200,7 @@ fn add(a: &mut [f64], b: &[f64]) {
 
 /// The network's per-token outputs ([d][O]: direction, magnitude, for Optimus the
 /// rank-one component, and ρ for a learned step scale) for one problem's features.
-pub fn forward(model: &Model, feats: &[[f64; N_FEATURES_WITH_SCALE]]) -> Vec<f64> {
+pub fn forward(model: &Model, feats: &[Features]) -> Vec<f64> {
     let cfg = &model.config;
     let nf = cfg.features;
     let x: Vec<f64> = feats.iter().flat_map(|f| f[..nf].iter().copied()).collect();
@@ -291,7 +302,11 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
         update_accumulators(&mut st.acc[i], g[i]);
     }
     let lc = loss_change(f, st.f_prev);
-    let feats = features(&st.acc, &st.x, g, st.t, lc, st.log_scale);
+    let prev = st
+        .prev
+        .as_ref()
+        .map(|(px, pg)| (px.as_slice(), pg.as_slice()));
+    let feats = features(&st.acc, &st.x, g, st.t, lc, st.log_scale, prev);
     st.f_prev = Some(f);
     let out = forward(model, &feats);
     let o = cfg.head_outputs();

@@ -22,8 +22,6 @@ use std::sync::Arc;
 const ATTN_BLOCK: u32 = super::attention::BLOCK;
 /// Largest head width the attention kernels hold in registers (`MAX_HEAD4` vec4s).
 pub const MAX_HEAD_WIDTH: usize = 32;
-/// Features per token row on the GPU (33 padded to a multiple of 4).
-const FEATURE_STRIDE: usize = 36;
 const MAX_GROUPS: u32 = 65535;
 
 fn round4(n: usize) -> usize {
@@ -184,7 +182,8 @@ impl LearnedKernels {
                 ctx,
                 "learned/features.wgsl",
                 &[
-                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadWrite, ReadOnly,
+                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadWrite,
+                    ReadOnly, ReadOnly,
                 ],
             )?,
             linear: LinearKernels::new(tiling)?,
@@ -264,6 +263,10 @@ struct AttnParams {
 struct FeatParams {
     n_problems: u32,
     n_total: u32,
+    secant: u32,
+    prev_off: u32,
+    n_features: u32,
+    stride: u32,
     pad: [u32; 2],
 }
 
@@ -417,7 +420,10 @@ impl LearnedNet {
         let nu = n as usize;
         let ru = rows as usize;
         let out_stride = round8(o as usize);
-        let feat = ctx.storage_zeroed("features", ru * FEATURE_STRIDE)?;
+        // Features per token row: the model's, padded to a multiple of 4 (the input
+        // weights' padded rows).
+        let fs = round4(cfg.features);
+        let feat = ctx.storage_zeroed("features", ru * fs)?;
         let acc = ctx.storage_zeroed("accumulators", 7 * nu)?;
         let hid = ctx.storage_zeroed("hidden", ru * cfg.width.max(cfg.mlp_hidden))?;
         let a = ctx.storage_zeroed("normalized", ru * cfg.width.max(cfg.mlp_hidden))?;
@@ -457,11 +463,31 @@ impl LearnedNet {
             ops: Vec::new(),
             keep: Vec::new(),
         };
+        // Preconditioner storage: identity blocks, then the s | u scratch, then the
+        // previous x | g for the secant scale.
+        let precondition = cfg.kind == ModelKind::Optimus;
+        let (moffs, total) = problems.square_offsets();
+        let mat_len = if precondition { total } else { 0 };
+        let secant_len = if cfg.secant_scale { 2 * nu } else { 0 };
+        let mut mat_host = vec![0f32; mat_len + 2 * nu + secant_len];
+        if precondition {
+            for (&moff, &d) in moffs.iter().zip(&problems.dims) {
+                let (moff, d) = (moff as usize, d as usize);
+                for i in 0..d {
+                    mat_host[moff + i * d + i] = 1.0;
+                }
+            }
+        }
+        let mat = ctx.storage("preconditioner", &mat_host)?;
         let fp = ctx.uniform(
             "features params",
             &FeatParams {
                 n_problems: problems.n_problems,
                 n_total: n,
+                secant: cfg.secant_scale as u32,
+                prev_off: (mat_len + 2 * nu) as u32,
+                n_features: cfg.features as u32,
+                stride: fs as u32,
                 pad: [0; 2],
             },
         );
@@ -476,6 +502,7 @@ impl LearnedNet {
                 bufs.state,
                 &feat,
                 bufs.f,
+                &mat,
             ],
         );
         b.push(Stage::Features, feat_group, [0, 0, 0], fp);
@@ -489,7 +516,7 @@ impl LearnedNet {
         }
         let blocks_buf = ctx.storage("blocks", &blocks)?;
         let block_grid = grid_1d(blocks.len() as u32);
-        let fs = FEATURE_STRIDE as u32;
+        let fs = fs as u32;
         let mut attention = None;
         match cfg.kind {
             ModelKind::Lopt => {
@@ -533,22 +560,6 @@ impl LearnedNet {
             }
         }
 
-        // Preconditioner storage: identity blocks, then the s | u scratch, then the
-        // previous x | g for the secant scale.
-        let precondition = cfg.kind == ModelKind::Optimus;
-        let (moffs, total) = problems.square_offsets();
-        let mat_len = if precondition { total } else { 0 };
-        let secant_len = if cfg.secant_scale { 2 * nu } else { 0 };
-        let mut mat_host = vec![0f32; mat_len + 2 * nu + secant_len];
-        if precondition {
-            for (&moff, &d) in moffs.iter().zip(&problems.dims) {
-                let (moff, d) = (moff as usize, d as usize);
-                for i in 0..d {
-                    mat_host[moff + i * d + i] = 1.0;
-                }
-            }
-        }
-        let mat = ctx.storage("preconditioner", &mat_host)?;
         let lp = ctx.uniform(
             "learned params",
             &LearnedParams {

@@ -40,6 +40,14 @@ pub const N_FEATURES_WITH_LOSS: usize = N_FEATURES + 1;
 /// [`N_FEATURES_WITH_LOSS`], so the network knows how far it has already scaled its steps.
 pub const N_FEATURES_WITH_SCALE: usize = N_FEATURES + 2;
 
+/// Input features of a model that sees its last step and the gradient change it caused
+/// (needs `secant_scale`, which keeps the previous x and g): the 35 above (slot
+/// [`N_FEATURES_WITH_LOSS`] holds the log secant length ℓ / [`LOG_SCALE_MAX`]), then
+/// s_i = x_i − x_i,prev and y_i = g_i − g_i,prev, each normalized over the problem like
+/// the other per-coordinate channels. These are the pairs from which BFGS builds its
+/// rank-one updates, so the rank-one head can learn curvature along the last step.
+pub const N_FEATURES_WITH_SECANT: usize = N_FEATURES + 4;
+
 /// Bound on the learned log step scale ℓ: steps are scaled by at most e^±12.
 pub const LOG_SCALE_MAX: f64 = 12.0;
 
@@ -129,7 +137,8 @@ pub struct ModelConfig {
     /// Transformer encoder blocks.
     pub layers: usize,
     /// Input features per token: [`N_FEATURES`], [`N_FEATURES_WITH_LOSS`] to add the
-    /// loss-change feature, or [`N_FEATURES_WITH_SCALE`] (required by `lambda_scale > 0`).
+    /// loss-change feature, [`N_FEATURES_WITH_SCALE`] (required by `lambda_scale > 0`),
+    /// or [`N_FEATURES_WITH_SECANT`] (with `secant_scale`).
     pub features: usize,
     /// Magnitude scale λ_μ in s_i = δ_i · exp(λ_μ μ_i) · λ_s.
     pub lambda_mu: f64,
@@ -266,13 +275,27 @@ impl ModelConfig {
         if self.mlp_hidden == 0 {
             return bad("mlp_hidden must be at least 1 (the default is 128)".into());
         }
-        if ![N_FEATURES, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE].contains(&self.features) {
+        let known = [
+            N_FEATURES,
+            N_FEATURES_WITH_LOSS,
+            N_FEATURES_WITH_SCALE,
+            N_FEATURES_WITH_SECANT,
+        ];
+        if !known.contains(&self.features) {
             return bad(format!(
                 "features is {}, but the engine computes {N_FEATURES} input features per \
-                 dimension, {N_FEATURES_WITH_LOSS} with the loss-change feature, or \
-                 {N_FEATURES_WITH_SCALE} with the loss change and the step scale; set \
-                 features: {N_FEATURES}, {N_FEATURES_WITH_LOSS} or {N_FEATURES_WITH_SCALE}",
+                 dimension, {N_FEATURES_WITH_LOSS} with the loss-change feature, \
+                 {N_FEATURES_WITH_SCALE} with the loss change and the step scale, or \
+                 {N_FEATURES_WITH_SECANT} with the last step and gradient change too \
+                 (secant_scale); set features: {N_FEATURES}, {N_FEATURES_WITH_LOSS}, \
+                 {N_FEATURES_WITH_SCALE} or {N_FEATURES_WITH_SECANT}",
                 self.features
+            ));
+        }
+        if self.features == N_FEATURES_WITH_SECANT && !self.secant_scale {
+            return bad(format!(
+                "features: {N_FEATURES_WITH_SECANT} reads the last step and gradient change, \
+                 which only secant_scale keeps; set secant_scale: true with it"
             ));
         }
         if !(self.lambda_scale >= 0.0 && self.lambda_scale.is_finite()) {
@@ -905,6 +928,18 @@ mod tests {
             ..ModelConfig::default()
         });
         assert!(e.contains("lambda_scale must be 0"), "{e}");
+        let e = err(ModelConfig {
+            features: N_FEATURES_WITH_SECANT,
+            ..ModelConfig::default()
+        });
+        assert!(e.contains("set secant_scale: true"), "{e}");
+        ModelConfig {
+            features: N_FEATURES_WITH_SECANT,
+            secant_scale: true,
+            ..ModelConfig::default()
+        }
+        .validate()
+        .unwrap();
         let e = err(ModelConfig {
             lambda_scale: 0.1,
             features: N_FEATURES_WITH_SCALE,
