@@ -289,7 +289,7 @@ fn features_of_steep_problems_do_not_overflow() {
     }
 }
 
-/// Models that read the last step s and gradient change y (features 35 and 36) match
+/// Models that read the last step s and gradient change y (input slots 35 and 36) match
 /// the twin in a mixed batch (d = 1 included; s and y are 0 at the first step), and
 /// those inputs are live: zeroing their weight rows changes the steps.
 #[test]

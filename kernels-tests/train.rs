@@ -108,7 +108,8 @@ fn noise_kernel_matches_its_twin() {
 /// layouts of the linear layers. One step for each kind, and two for models with the
 /// loss-change input, whose input is 0 at the first step, and with the learned step
 /// scale, whose ℓ first moves in the first step; three with the secant length and
-/// absolute steps, whose ℓ is first measured at the second step.
+/// absolute steps, whose ℓ is first measured at the second step, and with the last-step
+/// inputs (37 features), which are first nonzero there too.
 #[test]
 fn perturbed_step_matches_dense_perturbed_twin() {
     for tiling in [Tiling::Lanes, Tiling::Blocks] {
