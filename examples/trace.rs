@@ -1,7 +1,8 @@
 //! Traces a learned optimizer on the CPU twin: every 25 steps, the gap f − f* and, for a
 //! model with a learned step scale, its log scale ℓ, on textbook benchmark problems (the
 //! evaluation's start domains, seeded). It shows what a model does with its state, e.g.
-//! whether ℓ follows the problem or a fixed schedule.
+//! whether ℓ follows the problem or a fixed schedule, and the rms per coordinate of the
+//! first two steps, which no secant length scales yet.
 //!
 //!     cargo run --release --example trace -- MODEL_DIR [FUNCTION:D[:WIDTH] ...]
 //!
@@ -70,6 +71,7 @@ fn main() -> Result<()> {
             let mut g = vec![0.0; d];
             let mut line = format!("{name:>11} d = {d:<3} w = {width} start {seed}:");
             let mut gap = 0.0;
+            let mut first = Vec::new();
             for t in 0..=STEPS {
                 gap = p
                     .cpu_gap_grad(&st.x, &mut g)
@@ -80,9 +82,17 @@ fn main() -> Result<()> {
                 if !gap.is_finite() || t == STEPS {
                     break;
                 }
+                let before = st.x.clone();
                 cpu::step(&model, &mut st, gap, &g);
+                if t < 2 {
+                    let ss: f64 = st.x.iter().zip(&before).map(|(a, b)| (a - b).powi(2)).sum();
+                    first.push(format!("{:.2}", (ss / d as f64).sqrt()));
+                }
             }
-            println!("{line}  (end {gap:.2e})");
+            println!(
+                "{line}  (end {gap:.2e}; first steps rms {})",
+                first.join(", ")
+            );
         }
     }
     Ok(())
