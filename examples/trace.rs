@@ -2,7 +2,7 @@
 //! model with a learned step scale, its log scale ℓ, on textbook benchmark problems (the
 //! evaluation's start domains, seeded). It shows what a model does with its state, e.g.
 //! whether ℓ follows the problem or a fixed schedule, and the rms per coordinate of the
-//! first two steps, which no secant length scales yet.
+//! first two steps (the first has no secant length to scale it).
 //!
 //!     cargo run --release --example trace -- MODEL_DIR [FUNCTION:D[:WIDTH] ...]
 //!
@@ -82,9 +82,9 @@ fn main() -> Result<()> {
                 if !gap.is_finite() || t == STEPS {
                     break;
                 }
-                let before = st.x.clone();
+                let before = (t < 2).then(|| st.x.clone());
                 cpu::step(&model, &mut st, gap, &g);
-                if t < 2 {
+                if let Some(before) = before {
                     let ss: f64 = st.x.iter().zip(&before).map(|(a, b)| (a - b).powi(2)).sum();
                     first.push(format!("{:.2}", (ss / d as f64).sqrt()));
                 }
