@@ -64,6 +64,15 @@ pub fn secant_model(kind: ModelKind, seed: u64, absolute_steps: bool) -> Arc<Mod
     Arc::new(Model::init(cfg, seed).unwrap())
 }
 
+/// [`secant_model`] with absolute steps whose first step has L-BFGS's first length.
+pub fn unit_first_model(kind: ModelKind, seed: u64) -> Arc<Model> {
+    let cfg = ModelConfig {
+        unit_first_step: true,
+        ..secant_model(kind, seed, true).config.clone()
+    };
+    Arc::new(Model::init(cfg, seed).unwrap())
+}
+
 /// [`secant_model`] with absolute steps that also reads the last step s and gradient
 /// change y (37 features).
 pub fn secant_feature_model(kind: ModelKind, seed: u64) -> Arc<Model> {
@@ -307,10 +316,11 @@ fn the_secant_features_match_the_twin() {
     }
 }
 
-/// Models with the secant step length, without and with absolute steps, match the twin
-/// in a mixed batch (d = 1 included), and the absolute part is live; on Sphere,
-/// f = ‖x − c‖², whose γ = sᵀy / yᵀy is 1/2 exactly, the twin's ℓ is log rms(x − c) at
-/// the point where it was measured.
+/// Models with the secant step length, without and with absolute steps and with the
+/// unit first step, match the twin in a mixed batch (d = 1 included), and the absolute
+/// part is live; on Sphere, f = ‖x − c‖², whose γ = sᵀy / yᵀy is 1/2 exactly, the twin's
+/// ℓ is log rms(x − c) at the point where it was measured, and on the first step 0, or
+/// log min(rms(g), 1/√d) with the unit first step.
 #[test]
 fn the_secant_step_length_matches_the_twin() {
     let ps = problems(&[5, 1, 33, 2, 70]);
@@ -318,6 +328,7 @@ fn the_secant_step_length_matches_the_twin() {
         check_against_twin(&ps, &secant_model(kind, 9, false), 6);
         let m = secant_model(kind, 9, true);
         check_against_twin(&ps, &m, 6);
+        check_against_twin(&ps, &unit_first_model(kind, 9), 6);
         // ν = −1000 everywhere: no absolute part.
         let mut relative = (*m).clone();
         let c = m.config.absolute_output().unwrap();
@@ -330,7 +341,6 @@ fn the_secant_step_length_matches_the_twin() {
             "{kind:?}: the absolute part changed nothing ({diff})"
         );
     }
-    let m = secant_model(ModelKind::Optimus, 4, false);
     let opts = SampleOptions {
         shift: 0.0,
         rotate: false,
@@ -338,14 +348,36 @@ fn the_secant_step_length_matches_the_twin() {
         log10_width: (0.0, 0.0),
         start_fraction: 0.5,
     };
-    let p = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 7, &opts, 3).unwrap();
+    // d = 7 starts with rms(g) > 1/√d, d = 1 below it: both sides of the min.
+    for (d, unit_first) in [(7, false), (7, true), (1, true)] {
+        let m = if unit_first {
+            unit_first_model(ModelKind::Optimus, 4)
+        } else {
+            secant_model(ModelKind::Optimus, 4, false)
+        };
+        let p = ProblemSpec::sample(Objective::Builtin(Function::Sphere), d, &opts, 3).unwrap();
+        check_secant_lengths(&m, &p, unit_first);
+    }
+}
+
+/// Steps `m` on the Sphere problem `p` with the twin and checks ℓ after each step.
+fn check_secant_lengths(m: &Model, p: &ProblemSpec, unit_first: bool) {
     let mut st = cpu::LearnedState::new(ModelKind::Optimus, &p.x0);
     let mut g = vec![0.0; p.dim];
     for t in 0..4 {
         let f = p.cpu_gap_grad(&st.x, &mut g).unwrap();
         let rms = (f / p.dim as f64).sqrt();
-        cpu::step(&m, &mut st, f, &g);
-        if t == 0 {
+        let rms_g = 2.0 * rms;
+        cpu::step(m, &mut st, f, &g);
+        if t == 0 && unit_first {
+            let want = rms_g.min(1.0 / (p.dim as f64).sqrt()).ln();
+            assert!(
+                (st.log_scale - want).abs() < 1e-9,
+                "d = {}: first ℓ = {}, log min(rms(g), 1/√d) = {want}",
+                p.dim,
+                st.log_scale
+            );
+        } else if t == 0 {
             assert_eq!(st.log_scale, 0.0, "the first step has no secant pair");
         } else {
             assert!(

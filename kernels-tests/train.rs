@@ -4,7 +4,7 @@
 
 use crate::common::{assert_close, ctx, max_abs_diff};
 use crate::learned::{
-    loss_model, model, problems, scale_model, secant_feature_model, secant_model,
+    loss_model, model, problems, scale_model, secant_feature_model, secant_model, unit_first_model,
 };
 use optimus_gpu::learned::cpu as lcpu;
 use optimus_gpu::learned::linear::Tiling;
@@ -126,6 +126,7 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
         .chain(kinds.map(|k| (loss_model(k, 5), 2)))
         .chain(kinds.map(|k| (scale_model(k, 5, 0.5, 0.0, 0.05), 2)))
         .chain(kinds.map(|k| (secant_model(k, 5, true), 3)))
+        .chain(kinds.map(|k| (unit_first_model(k, 5), 3)))
         .chain(kinds.map(|k| (secant_feature_model(k, 5), 3)));
     for (m, steps) in cases {
         let kind = m.config.kind;

@@ -3,7 +3,8 @@
 // vector u (u_i = λ_u·raw_i/√d) for `precondition.wgsl`, which applies B instead. ℓ is
 // the problem's learned log step scale, ℓ ← clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±12), or,
 // with the secant scale, the log of σ = γ·rms(g), γ = sᵀy / yᵀy over the last step (kept
-// while sᵀy ≤ 0; 0 on the first step), or 0 for models with neither. Models with
+// while sᵀy ≤ 0; on the first step 0, or with `unit_first` log min(rms(g), 1/√d), the
+// length of L-BFGS's first trial), or 0 for models with neither. Models with
 // absolute steps add δ_i·λ_s·exp(λ_μ ν_i) to s_i.
 // Records history and flags non-finite problems like the classic optimizers.
 // CPU twin: `learned::cpu::step`.
@@ -31,7 +32,8 @@ struct LearnedParams {
     // 1 when steps have an absolute part δ_i·λ_s·exp(λ_μ ν_i), ν in column `abs_col`.
     absolute: u32,
     abs_col: u32,
-    pad0: u32,
+    // 1 when the first step's secant length is L-BFGS's first trial, min(rms(g), 1/√d).
+    unit_first: u32,
 }
 
 // Bound on the log secant step length (`model::SECANT_LOG_MAX`).
@@ -101,9 +103,12 @@ fn main(
                 mat[pg + i] = gi;
             }
             let r = wg_sum4(lid, acc);
+            let log_rms_g = 0.5 * log(r.z / f32(d));
             if st.iter > 0u && r.x > 0.0 && r.y > 0.0 && r.z > 0.0 {
+                st.log_scale = clamp(log(r.x / r.y) + log_rms_g, -SECANT_LOG_MAX, SECANT_LOG_MAX);
+            } else if st.iter == 0u && lp.unit_first == 1u && r.z > 0.0 {
                 st.log_scale = clamp(
-                    log(r.x / r.y) + 0.5 * log(r.z / f32(d)), -SECANT_LOG_MAX, SECANT_LOG_MAX
+                    min(log_rms_g, -0.5 * log(f32(d))), -SECANT_LOG_MAX, SECANT_LOG_MAX
                 );
             }
         }

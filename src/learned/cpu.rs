@@ -292,7 +292,8 @@ impl LearnedState {
 /// One step of the learned optimizer given the gap f and ∇f at the current point (twin
 /// of the whole GPU step): accumulators, features, network, the log step scale ℓ ←
 /// clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±[`LOG_SCALE_MAX`]) if the model has one, or
-/// ℓ = log(γ·rms(g)) with γ = sᵀy / yᵀy for the secant scale (kept while sᵀy ≤ 0), then
+/// ℓ = log(γ·rms(g)) with γ = sᵀy / yᵀy for the secant scale (kept while sᵀy ≤ 0; on the
+/// first step γ = min(1, 1/‖g‖) with `unit_first_step`, else ℓ = 0), then
 /// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s (plus δ_i·exp(λ_μ ν_i)·λ_s with absolute steps), and
 /// for Optimus B ← B + u uᵀ with u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
 pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
@@ -316,6 +317,8 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
             (st.log_scale + cfg.lambda_scale * mean.tanh()).clamp(-LOG_SCALE_MAX, LOG_SCALE_MAX);
     }
     if cfg.secant_scale {
+        let gg: f64 = g.iter().map(|v| v * v).sum();
+        let log_rms_g = 0.5 * (gg / d as f64).ln();
         if let Some((px, pg)) = &st.prev {
             let (mut sy, mut yy) = (0.0, 0.0);
             for i in 0..d {
@@ -323,11 +326,13 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
                 sy += s * y;
                 yy += y * y;
             }
-            let gg: f64 = g.iter().map(|v| v * v).sum();
             if sy > 0.0 && yy > 0.0 && gg > 0.0 {
-                st.log_scale = ((sy / yy).ln() + 0.5 * (gg / d as f64).ln())
-                    .clamp(-SECANT_LOG_MAX, SECANT_LOG_MAX);
+                st.log_scale = ((sy / yy).ln() + log_rms_g).clamp(-SECANT_LOG_MAX, SECANT_LOG_MAX);
             }
+        } else if cfg.unit_first_step && gg > 0.0 {
+            st.log_scale = log_rms_g
+                .min(-0.5 * (d as f64).ln())
+                .clamp(-SECANT_LOG_MAX, SECANT_LOG_MAX);
         }
         st.prev = Some((st.x.clone(), g.to_vec()));
     }

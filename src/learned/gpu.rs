@@ -284,7 +284,7 @@ struct LearnedParams {
     secant: u32,
     absolute: u32,
     abs_col: u32,
-    pad: u32,
+    unit_first: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -574,7 +574,7 @@ impl LearnedNet {
                 secant: cfg.secant_scale as u32,
                 absolute: cfg.absolute_steps as u32,
                 abs_col: cfg.absolute_output().unwrap_or(0) as u32,
-                pad: 0,
+                unit_first: cfg.unit_first_step as u32,
             },
         );
         let step_group = kernels.step.bind(
