@@ -456,6 +456,16 @@ fn short_training_lowers_the_validation_meta_loss() {
     }
     let trained = Model::load(&out.join("model")).unwrap();
     assert_eq!(trained.config.width, 16);
+    // best-model/ holds θ of the lowest logged validation, not the initial one (the
+    // loss went down): the final θ if the last row is the lowest, else another.
+    let best = train::best_row(&s.log).unwrap();
+    assert!(best.val_loss <= last && best.iteration > 0, "{best:?}");
+    let kept = Model::load(&s.best_dir).unwrap();
+    assert_eq!(
+        kept.weights == trained.weights,
+        best.iteration == s.iterations,
+        "best-model/ is the final θ exactly when the last validation is the lowest ({best:?})"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

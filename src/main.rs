@@ -74,7 +74,8 @@ struct TrainArgs {
     /// kind with --resume].
     #[arg(long)]
     model: Option<String>,
-    /// Output directory: checkpoint.safetensors, log.csv, meta_loss.svg, model/.
+    /// Output directory: checkpoint.safetensors, log.csv, meta_loss.svg, model/ (latest
+    /// θ) and best-model/ (θ of the lowest validation meta-loss).
     #[arg(long, default_value = "results/train")]
     out: PathBuf,
     /// Continue from --out's checkpoint (same result as an uninterrupted run).
@@ -488,6 +489,14 @@ fn run(cli: Cli) -> Result<()> {
                 s.log.first().map_or(f64::NAN, |r| r.val_loss),
                 s.model_dir.display()
             );
+            if let Some(b) = train::best_row(&s.log) {
+                println!(
+                    "lowest validation meta-loss {:.4} at iteration {}: model in {}",
+                    b.val_loss,
+                    b.iteration,
+                    s.best_dir.display()
+                );
+            }
             if s.interrupted {
                 println!(
                     "resume with: optimus-gpu train --resume --out {}",

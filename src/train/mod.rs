@@ -26,7 +26,7 @@ use crate::problem::ProblemSpec;
 use checkpoint::{CheckpointMeta, LogRow, CHECKPOINT_FILE, CHECKPOINT_VERSION};
 use config::{mix_seed, TaskSampler, TrainConfig};
 use pes::{PesEngine, PesKernels, PesSettings};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,6 +66,8 @@ pub struct TrainSummary {
     pub interrupted: bool,
     pub log: Vec<LogRow>,
     pub model_dir: PathBuf,
+    /// θ of the lowest validation meta-loss ([`best_row`]).
+    pub best_dir: PathBuf,
     pub elapsed_seconds: f64,
 }
 
@@ -376,6 +378,21 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         None => (0, Vec::new(), 0.0),
     };
     let model_dir = opts.out.join("model");
+    let best_dir = opts.out.join(BEST_MODEL_DIR);
+    // θ as a model file, for `model/` at checkpoints and `best-model/` at new bests.
+    let save_theta = |theta: &[f32], dir: &Path| -> Result<()> {
+        Model::from_weights(model_cfg.clone(), engine.packed.unpack(theta))?.save(dir)
+    };
+    let read_theta = || -> Result<Vec<f32>> {
+        let (_, buf) = run
+            .state_buffers(&engine)
+            .into_iter()
+            .find(|(name, _)| *name == "theta")
+            .expect("θ is one of the state buffers");
+        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&read_bytes(
+            ctx, buf,
+        )?))
+    };
     let bar = progress_bar(opts.progress, cfg.iterations as u64, n as u64);
     let started = Instant::now();
     let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
@@ -392,6 +409,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
             elapsed_seconds: elapsed(&started),
         });
         say(&bar, format!("iteration 0: validation meta-loss {val:.4}"));
+        save_theta(&read_theta()?, &best_dir)?;
     }
     let mut interrupted = false;
     let mut window_start = (Instant::now(), n);
@@ -426,6 +444,9 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
                 );
             }
             bar.set_message(format!("val {val:.3}"));
+            if best_row(&log).is_none_or(|b| val < b.val_loss) {
+                save_theta(&read_theta()?, &best_dir)?;
+            }
             log.push(row);
             report::write_csv(&log, &opts.out.join("log.csv"))?;
             report::plot(&log, &opts.out.join("meta_loss.svg"), &model_cfg)?;
@@ -451,8 +472,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
                 .find(|(name, _)| *name == "theta")
                 .map(|(_, bytes)| bytemuck::pod_collect_to_vec::<u8, f32>(bytes))
                 .expect("θ is one of the state buffers");
-            Model::from_weights(model_cfg.clone(), engine.packed.unpack(&theta))?
-                .save(&model_dir)?;
+            save_theta(&theta, &model_dir)?;
         }
         if interrupted {
             break;
@@ -464,8 +484,22 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         interrupted,
         log,
         model_dir,
+        best_dir,
         elapsed_seconds: elapsed(&started),
     })
+}
+
+/// Where a run keeps θ of its lowest validation meta-loss so far, next to `model/` (the
+/// latest θ): PES runs' validation curves can climb for a hundred iterations and come
+/// back (README: Meta-training), so the last θ is not always the best one.
+pub const BEST_MODEL_DIR: &str = "best-model";
+
+/// The logged row with the lowest validation meta-loss (the first of equals), which
+/// `best-model/` holds.
+pub fn best_row(log: &[LogRow]) -> Option<&LogRow> {
+    log.iter()
+        .filter(|r| !r.val_loss.is_nan())
+        .reduce(|a, b| if b.val_loss < a.val_loss { b } else { a })
 }
 
 /// One meta-iteration: truncation n's K steps with the resets that fall in it, then the
