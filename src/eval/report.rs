@@ -251,6 +251,12 @@ pub struct HeadToHead {
     /// start that never reaches it counting as T + 1 (so reaching it from more starts
     /// counts, and a cell neither reaches is a tie).
     pub fewer_steps: usize,
+    /// Cells where its median gap gets to the opponent's final median gap in fewer
+    /// steps than the opponent's own (see [`speedup_to_level`]).
+    pub sooner_to_level: usize,
+    /// Of those, cells where it gets there in a tenth of the opponent's steps or fewer:
+    /// the paper's "10x fewer steps".
+    pub ten_times_sooner: usize,
 }
 
 fn gap_key(c: &Cell) -> f64 {
@@ -276,6 +282,27 @@ fn censored_steps(c: &Cell, budget: u32) -> f64 {
 
 fn fewer_steps(a: &Cell, b: &Cell, budget: u32) -> bool {
     censored_steps(a, budget) < censored_steps(b, budget)
+}
+
+/// Relative slack on an opponent's final level: its median curve can creep down by a
+/// hair until the last step, which would otherwise date its arrival at T.
+const LEVEL_SLACK: f64 = 0.01;
+
+/// How many times sooner `a` reaches what `b` ends at: the first iteration at which b's
+/// median gap is within 1 % of b's final median gap, over the first at which a's is
+/// (at least 1). A fixed threshold such as 1e-3 is never reached on the rugged functions
+/// within the budget, this level always is by `b`. None where b's final median is not
+/// finite, `a` never gets there, or b never moves from the start.
+pub fn speedup_to_level(a: &Cell, b: &Cell) -> Option<f64> {
+    let level = *b.curve.last()?;
+    if !level.is_finite() {
+        return None;
+    }
+    let level = level + LEVEL_SLACK * level.abs();
+    let first = |c: &Cell| c.curve.iter().position(|&g| g <= level);
+    let tb = first(b)?;
+    let ta = first(a)?;
+    (tb > 0).then(|| tb as f64 / ta.max(1) as f64)
 }
 
 /// Every optimizer against every other and against all classic ones at once: the
@@ -307,6 +334,8 @@ pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
                 cells: 0,
                 lower_gap: 0,
                 fewer_steps: 0,
+                sooner_to_level: 0,
+                ten_times_sooner: 0,
             };
             for f in &functions {
                 for &d in &dims {
@@ -319,6 +348,12 @@ pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
                     h.cells += 1;
                     h.lower_gap += them.iter().all(|b| lower_gap(a, b)) as usize;
                     h.fewer_steps += them.iter().all(|b| fewer_steps(a, b, res.steps)) as usize;
+                    let speedups: Vec<f64> = them
+                        .iter()
+                        .map(|b| speedup_to_level(a, b).unwrap_or(0.0))
+                        .collect();
+                    h.sooner_to_level += speedups.iter().all(|&s| s > 1.0) as usize;
+                    h.ten_times_sooner += speedups.iter().all(|&s| s >= 10.0) as usize;
                 }
             }
             out.push(h);
@@ -327,7 +362,7 @@ pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
     out
 }
 
-/// The head-to-head counts as two matrices (row against column) for the terminal.
+/// The head-to-head counts as matrices (row against column) for the terminal.
 fn head_to_head_table(res: &EvalResults, out: &mut String) {
     let h = head_to_head(res);
     let (_, _, optimizers) = axes(res);
@@ -343,6 +378,15 @@ fn head_to_head_table(res: &EvalResults, out: &mut String) {
         (
             "Head to head, cells where the row reaches the threshold in fewer steps",
             |x: &HeadToHead| x.fewer_steps,
+        ),
+        (
+            "Head to head, cells where the row's median gap reaches the column's final \
+             median gap (within 1 %) in fewer steps than the column",
+            |x: &HeadToHead| x.sooner_to_level,
+        ),
+        (
+            "Head to head, the same in at most a tenth of the column's steps (10x fewer)",
+            |x: &HeadToHead| x.ten_times_sooner,
         ),
     ] {
         let _ = writeln!(out, "\n{title} (of the cells both ran):");
@@ -858,6 +902,70 @@ mod tests {
         let all = get("optimus", ALL_CLASSIC);
         assert_eq!((all.cells, all.lower_gap), (4, 0));
         assert_eq!(get("adam", ALL_CLASSIC).lower_gap, 3);
+    }
+
+    /// The speed-up to an opponent's final level: the opponent's arrival within 1 % of
+    /// its final median over the row's arrival; none where the row never gets there,
+    /// the level is NaN, or the opponent never moved.
+    #[test]
+    fn speedup_to_level_compares_arrivals_at_the_opponents_final_gap() {
+        let with_curve = |curve: Vec<f64>| Cell {
+            curve,
+            ..cell("sphere", 2, "adam", 0.0)
+        };
+        // Slow: 100 → 1.0 by step 40, then a creep to 0.998 at step 60 (within 1 %).
+        let slow = with_curve(
+            (0..=60)
+                .map(|i| {
+                    if i < 40 {
+                        100.0 - 2.0 * i as f64
+                    } else {
+                        1.0 - i as f64 * 1e-4 + 0.004
+                    }
+                })
+                .collect(),
+        );
+        assert_eq!(slow.curve[40], 1.0);
+        let fast = with_curve((0..=60).map(|i| 100.0 * 0.5f64.powi(i)).collect());
+        // fast is at 100/128 < 1.005 from step 7 on: 40 / 7.
+        let s = speedup_to_level(&fast, &slow).unwrap();
+        assert!((s - 40.0 / 7.0).abs() < 1e-12, "{s}");
+        // slow gets to fast's final level (about 1e-16) never.
+        assert_eq!(speedup_to_level(&slow, &fast), None);
+        // Against itself: 1.
+        assert_eq!(speedup_to_level(&fast, &fast), Some(1.0));
+        // A negative round-off level still counts its own arrival.
+        let neg = with_curve(vec![1.0, 0.5, -1e-16]);
+        assert_eq!(speedup_to_level(&neg, &neg), Some(1.0));
+        // NaN final level, and an opponent that never left the start.
+        let nan = with_curve(vec![1.0, f64::NAN]);
+        assert_eq!(speedup_to_level(&fast, &nan), None);
+        let flat = with_curve(vec![100.0; 61]);
+        assert_eq!(speedup_to_level(&fast, &flat), None);
+        // The head-to-head counts: 40 / 7 is sooner but not 10x.
+        let mut res = synthetic();
+        res.cells.retain(|c| c.function == "sphere" && c.dim == 2);
+        res.cells[0].curve = fast.curve.clone();
+        res.cells[1].curve = slow.curve.clone();
+        let h = head_to_head(&res);
+        let ab = h
+            .iter()
+            .find(|x| x.optimizer == "adam" && x.opponent == "bfgs")
+            .unwrap();
+        assert_eq!((ab.sooner_to_level, ab.ten_times_sooner), (1, 0));
+        res.cells[1].curve = (0..=60).map(|i| 100.0 - 1.4 * i as f64).collect();
+        // bfgs now ends at 16 at step 60; adam is below 16.16 from step 3: 60 / 3 = 20.
+        let h = head_to_head(&res);
+        let ab = h
+            .iter()
+            .find(|x| x.optimizer == "adam" && x.opponent == "bfgs")
+            .unwrap();
+        assert_eq!((ab.sooner_to_level, ab.ten_times_sooner), (1, 1));
+        let ba = h
+            .iter()
+            .find(|x| x.optimizer == "bfgs" && x.opponent == "adam")
+            .unwrap();
+        assert_eq!((ba.sooner_to_level, ba.ten_times_sooner), (0, 0));
     }
 
     /// Steps to the threshold count every start: one start reached in 3 steps and one
