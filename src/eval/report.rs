@@ -947,25 +947,19 @@ mod tests {
         res.cells.retain(|c| c.function == "sphere" && c.dim == 2);
         res.cells[0].curve = fast.curve.clone();
         res.cells[1].curve = slow.curve.clone();
-        let h = head_to_head(&res);
-        let ab = h
-            .iter()
-            .find(|x| x.optimizer == "adam" && x.opponent == "bfgs")
-            .unwrap();
-        assert_eq!((ab.sooner_to_level, ab.ten_times_sooner), (1, 0));
+        let level_counts = |res: &EvalResults, o: &str, p: &str| {
+            let h = head_to_head(res);
+            let x = h
+                .iter()
+                .find(|x| x.optimizer == o && x.opponent == p)
+                .unwrap();
+            (x.sooner_to_level, x.ten_times_sooner)
+        };
+        assert_eq!(level_counts(&res, "adam", "bfgs"), (1, 0));
         res.cells[1].curve = (0..=60).map(|i| 100.0 - 1.4 * i as f64).collect();
         // bfgs now ends at 16 at step 60; adam is below 16.16 from step 3: 60 / 3 = 20.
-        let h = head_to_head(&res);
-        let ab = h
-            .iter()
-            .find(|x| x.optimizer == "adam" && x.opponent == "bfgs")
-            .unwrap();
-        assert_eq!((ab.sooner_to_level, ab.ten_times_sooner), (1, 1));
-        let ba = h
-            .iter()
-            .find(|x| x.optimizer == "bfgs" && x.opponent == "adam")
-            .unwrap();
-        assert_eq!((ba.sooner_to_level, ba.ten_times_sooner), (0, 0));
+        assert_eq!(level_counts(&res, "adam", "bfgs"), (1, 1));
+        assert_eq!(level_counts(&res, "bfgs", "adam"), (0, 0));
     }
 
     /// Steps to the threshold count every start: one start reached in 3 steps and one
