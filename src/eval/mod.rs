@@ -501,16 +501,20 @@ fn cell(
         .filter_map(|r| r.reached(cfg.threshold))
         .collect();
     let t1 = cfg.steps as usize + 1;
-    let curve = (0..t1)
-        .map(|t| {
-            let at: Vec<f64> = res
-                .iter()
-                .filter(|r| r.status != Status::Diverged)
-                .map(|r| r.gaps[t])
-                .collect();
-            median(&at)
-        })
-        .collect();
+    let median_at = |value: &dyn Fn(&ProblemResult, usize) -> f64| -> Vec<f64> {
+        (0..t1)
+            .map(|t| {
+                let at: Vec<f64> = res
+                    .iter()
+                    .filter(|r| r.status != Status::Diverged)
+                    .map(|r| value(r, t))
+                    .collect();
+                median(&at)
+            })
+            .collect()
+    };
+    let curve = median_at(&|r, t| r.gaps[t]);
+    let evals_curve = median_at(&|r, t| r.evals_at[t] as f64);
     Cell {
         function,
         dim,
@@ -528,6 +532,7 @@ fn cell(
         diverged: res.iter().filter(|r| r.status == Status::Diverged).count(),
         final_gaps,
         curve,
+        evals_curve,
         seconds,
     }
 }

@@ -257,6 +257,9 @@ pub struct HeadToHead {
     /// Of those, cells where it gets there in a tenth of the opponent's steps or fewer:
     /// the paper's "10x fewer steps".
     pub ten_times_sooner: usize,
+    /// Cells where it gets there in a tenth of the opponent's evaluations or fewer (see
+    /// [`evals_speedup_to_level`]).
+    pub ten_times_fewer_evals: usize,
 }
 
 fn gap_key(c: &Cell) -> f64 {
@@ -288,12 +291,11 @@ fn fewer_steps(a: &Cell, b: &Cell, budget: u32) -> bool {
 /// hair until the last step, which would otherwise date its arrival at T.
 const LEVEL_SLACK: f64 = 0.01;
 
-/// How many times sooner `a` reaches what `b` ends at: the first iteration at which b's
-/// median gap is within 1 % of b's final median gap, over the first at which a's is
-/// (at least 1). A fixed threshold such as 1e-3 is never reached on the rugged functions
-/// within the budget, this level always is by `b`. None where b's final median is not
-/// finite, `a` never gets there, or b never moves from the start.
-pub fn speedup_to_level(a: &Cell, b: &Cell) -> Option<f64> {
+/// First iterations at which `a` and `b` get to b's final median gap (within 1 %):
+/// a fixed threshold such as 1e-3 is never reached on the rugged functions within the
+/// budget, this level always is by `b`. None where b's final median is not finite, `a`
+/// never gets there, or b never moves from the start.
+fn arrivals_at_level(a: &Cell, b: &Cell) -> Option<(usize, usize)> {
     let level = *b.curve.last()?;
     if !level.is_finite() {
         return None;
@@ -302,7 +304,24 @@ pub fn speedup_to_level(a: &Cell, b: &Cell) -> Option<f64> {
     let first = |c: &Cell| c.curve.iter().position(|&g| g <= level);
     let tb = first(b)?;
     let ta = first(a)?;
-    (tb > 0).then(|| tb as f64 / ta.max(1) as f64)
+    (tb > 0).then_some((ta, tb))
+}
+
+/// How many times sooner `a` reaches what `b` ends at: b's arrival iteration over a's
+/// (at least 1), see [`arrivals_at_level`].
+pub fn speedup_to_level(a: &Cell, b: &Cell) -> Option<f64> {
+    let (ta, tb) = arrivals_at_level(a, b)?;
+    Some(tb as f64 / ta.max(1) as f64)
+}
+
+/// The same arrivals counted in objective/gradient evaluations (median over starts):
+/// a line search pays several per iteration where a learned step pays one, and the
+/// evaluations are what a user's simulation is charged for. None also where a cell
+/// has no evaluation curve (results written before it was recorded).
+pub fn evals_speedup_to_level(a: &Cell, b: &Cell) -> Option<f64> {
+    let (ta, tb) = arrivals_at_level(a, b)?;
+    let (ea, eb) = (a.evals_curve.get(ta)?, b.evals_curve.get(tb)?);
+    Some(eb / ea.max(1.0))
 }
 
 /// Every optimizer against every other and against all classic ones at once: the
@@ -336,6 +355,7 @@ pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
                 fewer_steps: 0,
                 sooner_to_level: 0,
                 ten_times_sooner: 0,
+                ten_times_fewer_evals: 0,
             };
             for f in &functions {
                 for &d in &dims {
@@ -354,6 +374,10 @@ pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
                         .collect();
                     h.sooner_to_level += speedups.iter().all(|&s| s > 1.0) as usize;
                     h.ten_times_sooner += speedups.iter().all(|&s| s >= 10.0) as usize;
+                    h.ten_times_fewer_evals += them
+                        .iter()
+                        .all(|b| evals_speedup_to_level(a, b).is_some_and(|s| s >= 10.0))
+                        as usize;
                 }
             }
             out.push(h);
@@ -387,6 +411,11 @@ fn head_to_head_table(res: &EvalResults, out: &mut String) {
         (
             "Head to head, the same in at most a tenth of the column's steps (10x fewer)",
             |x: &HeadToHead| x.ten_times_sooner,
+        ),
+        (
+            "Head to head, the same in at most a tenth of the column's objective/gradient \
+             evaluations (a line search spends several per step)",
+            |x: &HeadToHead| x.ten_times_fewer_evals,
         ),
     ] {
         let _ = writeln!(out, "\n{title} (of the cells both ran):");
@@ -777,6 +806,7 @@ mod tests {
             reached_threshold: if gap < 1e-6 { 2 } else { 0 },
             diverged: usize::from(gap.is_nan()),
             curve,
+            evals_curve: (0..=20).map(|i| (i + 1) as f64).collect(),
             seconds: 0.25,
         }
     }
@@ -909,7 +939,9 @@ mod tests {
     /// the level is NaN, or the opponent never moved.
     #[test]
     fn speedup_to_level_compares_arrivals_at_the_opponents_final_gap() {
+        // One evaluation per step (and one at the start), as a learned optimizer spends.
         let with_curve = |curve: Vec<f64>| Cell {
+            evals_curve: (0..curve.len()).map(|i| (i + 1) as f64).collect(),
             curve,
             ..cell("sphere", 2, "adam", 0.0)
         };
@@ -942,24 +974,45 @@ mod tests {
         assert_eq!(speedup_to_level(&fast, &nan), None);
         let flat = with_curve(vec![100.0; 61]);
         assert_eq!(speedup_to_level(&fast, &flat), None);
+        // In evaluations: 41 / 8 at one per step; a line search spending two per
+        // iteration (2t + 1) takes the same 40 / 7 steps to 81 / 8, past 10x.
+        assert_eq!(evals_speedup_to_level(&fast, &slow), Some(41.0 / 8.0));
+        let searching = Cell {
+            evals_curve: (0..=60).map(|i| (2 * i + 1) as f64).collect(),
+            ..slow.clone()
+        };
+        assert_eq!(evals_speedup_to_level(&fast, &searching), Some(81.0 / 8.0));
+        assert_eq!(evals_speedup_to_level(&slow, &fast), None);
+        // Results written before the evaluation curve was recorded have none.
+        let unrecorded = Cell {
+            evals_curve: Vec::new(),
+            ..slow.clone()
+        };
+        assert_eq!(evals_speedup_to_level(&fast, &unrecorded), None);
         // The head-to-head counts: 40 / 7 is sooner but not 10x.
         let mut res = synthetic();
         res.cells.retain(|c| c.function == "sphere" && c.dim == 2);
         res.cells[0].curve = fast.curve.clone();
+        res.cells[0].evals_curve = fast.evals_curve.clone();
         res.cells[1].curve = slow.curve.clone();
+        res.cells[1].evals_curve = searching.evals_curve.clone();
         let level_counts = |res: &EvalResults, o: &str, p: &str| {
             let h = head_to_head(res);
             let x = h
                 .iter()
                 .find(|x| x.optimizer == o && x.opponent == p)
                 .unwrap();
-            (x.sooner_to_level, x.ten_times_sooner)
+            (
+                x.sooner_to_level,
+                x.ten_times_sooner,
+                x.ten_times_fewer_evals,
+            )
         };
-        assert_eq!(level_counts(&res, "adam", "bfgs"), (1, 0));
+        assert_eq!(level_counts(&res, "adam", "bfgs"), (1, 0, 1));
         res.cells[1].curve = (0..=60).map(|i| 100.0 - 1.4 * i as f64).collect();
         // bfgs now ends at 16 at step 60; adam is below 16.16 from step 3: 60 / 3 = 20.
-        assert_eq!(level_counts(&res, "adam", "bfgs"), (1, 1));
-        assert_eq!(level_counts(&res, "bfgs", "adam"), (0, 0));
+        assert_eq!(level_counts(&res, "adam", "bfgs"), (1, 1, 1));
+        assert_eq!(level_counts(&res, "bfgs", "adam"), (0, 0, 0));
     }
 
     /// Steps to the threshold count every start: one start reached in 3 steps and one

@@ -28,6 +28,11 @@ pub struct Cell {
     pub diverged: usize,
     /// Median gap over start points at each iteration 0..=T (convergence curve).
     pub curve: Vec<f64>,
+    /// Median objective/gradient evaluations spent by each iteration 0..=T, over the
+    /// same start points: a line search spends several per iteration, a learned step
+    /// one. Empty in results written before it was recorded.
+    #[serde(default)]
+    pub evals_curve: Vec<f64>,
     /// Wall time of this cell's share of the optimizer's batch, in seconds.
     pub seconds: f64,
 }
