@@ -290,6 +290,7 @@ fn bench_pes(c: &mut Criterion) {
         sigma,
         seed: 1,
         loss_clip: 3.0,
+        soft_clip: false,
         loss_ramp: 0.0,
         use_sign: false,
         beta1: 0.9,

@@ -27,6 +27,7 @@ fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
         sigma,
         seed: 1234,
         loss_clip: 3.0,
+        soft_clip: false,
         loss_ramp: 0.0,
         use_sign: false,
         beta1: 0.9,
@@ -173,7 +174,8 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
 
 /// The meta-loss kernel against its twin: three perturbed steps of every particle, then
 /// each particle's sum of w_t·l_t, l_t = ln(f_t + 1e-10) − ln(f_0 + 1e-10), over the
-/// evaluations, against the dense-perturbed CPU run's gaps; uniform weights and a ramp.
+/// evaluations, against the dense-perturbed CPU run's gaps; uniform weights, a ramp,
+/// and the soft clip with a bound low enough that some steps rise above it.
 #[test]
 fn meta_loss_sums_match_the_twin() {
     let fx = fixture();
@@ -181,11 +183,14 @@ fn meta_loss_sums_match_the_twin() {
     let m = model(kind, 9);
     let specs = paired(&problems(&[1, 4, 7, 2]));
     let (sigma, steps, horizon) = (0.2, 3u32, 5u32);
-    for ramp in [0.0, 1.5] {
+    for (ramp, clip, soft) in [(0.0, 3.0, false), (1.5, 3.0, false), (0.0, 0.001, true)] {
         let s = PesSettings {
             loss_ramp: ramp as f32,
+            loss_clip: clip as f32,
+            soft_clip: soft,
             ..settings(steps, horizon, sigma)
         };
+        let mut above = 0;
         let e = engine(&fx, &m, &specs, s);
         e.begin_truncation(ctx(), 0);
         e.steps(ctx(), steps);
@@ -202,8 +207,9 @@ fn meta_loss_sums_match_the_twin() {
                 .iter()
                 .enumerate()
                 .map(|(t, &f)| {
+                    above += usize::from(cpu::log_gap(f) - l0 > clip);
                     cpu::step_weight(t as u32, horizon, ramp)
-                        * cpu::meta_loss_term(f, l0, 3.0, false)
+                        * cpu::meta_loss_term(f, l0, clip, soft, false)
                 })
                 .sum();
             spread = spread.max(want.abs());
@@ -212,7 +218,7 @@ fn meta_loss_sums_match_the_twin() {
                 want,
                 1e-3,
                 1e-3,
-                &format!("meta-loss before the reset (ramp {ramp})"),
+                &format!("meta-loss before the reset (ramp {ramp}, soft {soft})"),
             );
             assert_eq!(loss[2 * p + 1], 0.0, "no reset, nothing after it");
         }
@@ -220,6 +226,8 @@ fn meta_loss_sums_match_the_twin() {
             spread > 1e-3,
             "the runs barely moved ({spread}); the test would be vacuous"
         );
+        eprintln!("soft {soft}: {above} steps above the clip");
+        assert!(!soft || above > 0, "no step above the soft clip; vacuous");
     }
 }
 
@@ -298,7 +306,7 @@ fn total_meta_loss(m: &Model, tasks: &[ProblemSpec], t: u32, k: u32) -> f64 {
             let l0 = cpu::log_gap(r.gaps[0]);
             r.gaps
                 .iter()
-                .map(|&f| cpu::meta_loss_term(f, l0, 3.0, false))
+                .map(|&f| cpu::meta_loss_term(f, l0, 3.0, false, false))
                 .sum::<f64>()
                 / k as f64
         })

@@ -5,7 +5,9 @@
 // so it never poisons the batch. Steps before the pair's reset in this truncation add
 // to slot 0, steps after it to slot 1 (PES credits them to different noise). With
 // `ramp` p > 0, step t of the horizon T counts (p + 1)·(t/T)^p times, so the final
-// steps, which the evaluation scores, weigh more.
+// steps, which the evaluation scores, weigh more. With `soft`, l above the clip grows as
+// clip + ln(1 + l − clip) and a diverged particle counts as LOG_GAP_MAX, so a pair whose
+// two particles both ran off still ranks them.
 // CPU twins: `train::cpu::meta_loss_term` and `train::cpu::step_weight`.
 
 #include "shared/opt_state.wgsl"
@@ -15,7 +17,14 @@ struct LossParams {
     clip: f32,
     horizon: u32,
     ramp: f32,
+    soft: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
+
+// ln(f32::MAX) − ln(1e-10): no finite gap rises further above any start.
+const LOG_GAP_MAX: f32 = 112.0;
 
 @group(0) @binding(0) var<uniform> params: LossParams;
 @group(0) @binding(1) var<storage, read> f: array<f32>;
@@ -42,10 +51,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         logf0[p] = log_gap(fv);
     }
     var l = log_gap(fv) - logf0[p];
-    if st.status == ST_DIVERGED || !is_finite(fv) || !is_finite(l) {
-        l = params.clip;
+    let bad = st.status == ST_DIVERGED || !is_finite(fv) || !is_finite(l);
+    if params.soft == 0u {
+        l = select(min(l, params.clip), params.clip, bad);
+    } else {
+        l = select(min(l, LOG_GAP_MAX), LOG_GAP_MAX, bad);
+        if l > params.clip {
+            l = params.clip + log(1.0 + (l - params.clip));
+        }
     }
-    l = min(l, params.clip);
     if params.ramp > 0.0 {
         // pow(0, p) is undefined in WGSL; the weight at t = 0 is 0.
         let u = f32(st.iter) / f32(params.horizon);

@@ -116,6 +116,12 @@ pub struct TrainConfig {
     pub clip_norm: f64,
     /// Bound on a step's meta-loss (and the penalty of a diverged particle).
     pub loss_clip: f64,
+    /// Training only: above `loss_clip` a step's meta-loss keeps growing, as
+    /// clip + ln(1 + l − clip), and a diverged step counts as the largest finite log-gap
+    /// would. With a hard clip, two particles of a pair that both ran far above their
+    /// start get the same loss and their pair says nothing (Δ = 0), so nothing teaches the
+    /// network to take shorter steps where it blows up (Perm). Validation stays hard.
+    pub soft_clip: bool,
     /// Weights step t of a horizon T by (p + 1)·(t/T)^p with this p, so the weights
     /// average 1: 0 counts every step the same (the mean log-gap, which pays a model
     /// for early gains); larger values count the final steps more, as the evaluation
@@ -151,6 +157,7 @@ impl Default for TrainConfig {
             adam_eps: 1e-8,
             clip_norm: 10.0,
             loss_clip: 3.0,
+            soft_clip: false,
             loss_ramp: 0.0,
             use_sign: false,
             seed: 0,

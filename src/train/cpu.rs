@@ -11,12 +11,27 @@ pub fn log_gap(f: f64) -> f64 {
 
 /// One step's meta-loss (twin of `pes/loss.wgsl`): the log-gap relative to the start,
 /// clipped above by `clip`, which is also the penalty of a diverged or non-finite step.
-pub fn meta_loss_term(f: f64, logf0: f64, clip: f64, diverged: bool) -> f64 {
+/// With `soft`, l above the clip becomes clip + ln(1 + l − clip) and a diverged step
+/// counts as [`LOG_GAP_MAX`] would (see `TrainConfig::soft_clip`).
+pub fn meta_loss_term(f: f64, logf0: f64, clip: f64, soft: bool, diverged: bool) -> f64 {
     let l = log_gap(f) - logf0;
-    if diverged || !f.is_finite() || !l.is_finite() {
-        clip
+    let bad = diverged || !f.is_finite() || !l.is_finite();
+    match (bad, soft) {
+        (true, false) => clip,
+        (false, false) => l.min(clip),
+        (true, true) => soft_above(LOG_GAP_MAX, clip),
+        (false, true) => soft_above(l.min(LOG_GAP_MAX), clip),
+    }
+}
+
+/// ln(f32::MAX) − ln(1e-10): no finite f32 gap rises further above any start.
+pub const LOG_GAP_MAX: f64 = 112.0;
+
+fn soft_above(l: f64, clip: f64) -> f64 {
+    if l > clip {
+        clip + (l - clip).ln_1p()
     } else {
-        l.min(clip)
+        l
     }
 }
 
@@ -34,7 +49,7 @@ pub fn run_meta_loss(gaps: &[f64], diverged_from: Option<usize>, clip: f64) -> f
     let total: f64 = gaps
         .iter()
         .enumerate()
-        .map(|(t, &f)| meta_loss_term(f, logf0, clip, diverged_from.is_some_and(|d| t >= d)))
+        .map(|(t, &f)| meta_loss_term(f, logf0, clip, false, diverged_from.is_some_and(|d| t >= d)))
         .sum();
     total / gaps.len() as f64
 }
@@ -171,5 +186,30 @@ pub fn adam_step(
         m[q] = mq as f32;
         v[q] = vq as f32;
         theta[q] -= (a.lr * (mq / c1) / ((vq / c2).sqrt() + a.eps)) as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hard clip ties every step far above the start with a diverged one; the soft
+    /// one ranks them (higher is worse) and still ranks a diverged step last.
+    #[test]
+    fn soft_clip_ranks_what_the_hard_clip_ties() {
+        let l0 = log_gap(1.0);
+        let hard = |f: f64, div| meta_loss_term(f, l0, 3.0, false, div);
+        let soft = |f: f64, div| meta_loss_term(f, l0, 3.0, true, div);
+        let (far, farther) = (1e6, 1e30);
+        assert_eq!(hard(far, false), 3.0);
+        assert_eq!(hard(farther, false), hard(f64::NAN, false));
+        assert!(soft(far, false) < soft(farther, false));
+        assert!(soft(farther, false) < soft(f32::MAX as f64, false) + 1e-12);
+        assert!(soft(f32::MAX as f64, false) <= soft(0.5, true));
+        assert_eq!(soft(f64::INFINITY, false), soft(0.5, true));
+        // Below the clip both are the log-gap itself.
+        assert!((soft(10.0, false) - 10f64.ln()).abs() < 1e-8);
+        assert_eq!(hard(10.0, false), soft(10.0, false));
+        assert!((soft(far, false) - (3.0 + (far.ln() - 3.0).ln_1p())).abs() < 1e-8);
     }
 }

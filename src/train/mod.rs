@@ -339,6 +339,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         sigma: cfg.sigma as f32,
         seed: mix_seed(cfg.seed, &[5]) as u32,
         loss_clip: cfg.loss_clip as f32,
+        soft_clip: cfg.soft_clip,
         loss_ramp: cfg.loss_ramp as f32,
         use_sign: cfg.use_sign,
         beta1: cfg.beta1 as f32,

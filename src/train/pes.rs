@@ -123,6 +123,8 @@ pub struct PesSettings {
     pub sigma: f32,
     pub seed: u32,
     pub loss_clip: f32,
+    /// See `TrainConfig::soft_clip`.
+    pub soft_clip: bool,
     /// Exponent p of the per-step meta-loss weight (see `TrainConfig::loss_ramp`).
     pub loss_ramp: f32,
     pub use_sign: bool,
@@ -362,6 +364,10 @@ impl<'a> PesEngine<'a> {
                 s.loss_clip.to_bits(),
                 s.horizon,
                 s.loss_ramp.to_bits(),
+                s.soft_clip as u32,
+                0,
+                0,
+                0,
             ],
         );
         let loss_group = pes
