@@ -226,7 +226,6 @@ fn meta_loss_sums_match_the_twin() {
             spread > 1e-3,
             "the runs barely moved ({spread}); the test would be vacuous"
         );
-        eprintln!("soft {soft}: {above} steps above the clip");
         assert!(!soft || above > 0, "no step above the soft clip; vacuous");
     }
 }
