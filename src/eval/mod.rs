@@ -470,7 +470,19 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Statistics of one cell over its start points.
+/// A gap for statistics: +∞ where it is not finite (the start diverged), so a diverged start is a
+/// failure in every mean, median and comparison instead of being left out.
+pub(crate) fn scored_gap(g: f64) -> f64 {
+    if !g.is_finite() {
+        f64::INFINITY
+    } else {
+        g
+    }
+}
+
+/// Statistics of one cell over its start points. A diverged start counts as +∞ in the
+/// mean, the median and the median curve (from the step it diverged on); the mean over
+/// finite starts is kept beside it, with the diverged count.
 fn cell(
     function: String,
     dim: usize,
@@ -490,6 +502,7 @@ fn cell(
             }
         })
         .collect();
+    let scored: Vec<f64> = final_gaps.iter().map(|&g| scored_gap(g)).collect();
     let ok: Vec<f64> = final_gaps
         .iter()
         .copied()
@@ -503,25 +516,21 @@ fn cell(
     let t1 = cfg.steps as usize + 1;
     let median_at = |value: &dyn Fn(&ProblemResult, usize) -> f64| -> Vec<f64> {
         (0..t1)
-            .map(|t| {
-                let at: Vec<f64> = res
-                    .iter()
-                    .filter(|r| r.status != Status::Diverged)
-                    .map(|r| value(r, t))
-                    .collect();
-                median(&at)
-            })
+            .map(|t| median(&res.iter().map(|r| value(r, t)).collect::<Vec<_>>()))
             .collect()
     };
-    let curve = median_at(&|r, t| r.gaps[t]);
+    // A diverged run's history holds its last value (a non-finite gap) from the step it
+    // diverged on; it counts as +∞ there, and its evaluations stop growing.
+    let curve = median_at(&|r, t| scored_gap(r.gaps[t]));
     let evals_curve = median_at(&|r, t| r.evals_at[t] as f64);
     Cell {
         function,
         dim,
         optimizer: m.name().into(),
         lr,
-        mean_gap: if ok.is_empty() { f64::NAN } else { mean(&ok) },
-        median_gap: median(&ok),
+        mean_gap: mean(&scored),
+        median_gap: median(&scored),
+        finite_mean_gap: if ok.is_empty() { f64::NAN } else { mean(&ok) },
         success_rate: ok.iter().filter(|&&g| g <= cfg.success_tol).count() as f64
             / res.len() as f64,
         steps_to_threshold: (!reached.is_empty())
@@ -534,5 +543,57 @@ fn cell(
         curve,
         evals_curve,
         seconds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of `steps` steps whose gap halves each step, or diverges (non-finite
+    /// from step 2 on, as the GPU's history holds it).
+    fn run(start: f64, steps: u32, diverged: bool) -> ProblemResult {
+        let hist: Vec<(f64, u32)> = (0..=steps)
+            .map(|t| {
+                let g = if diverged && t >= 2 {
+                    f64::INFINITY
+                } else {
+                    start * 0.5f64.powi(t as i32)
+                };
+                (g, t + 1)
+            })
+            .collect();
+        let (status, iters) = if diverged {
+            (Status::Diverged, 2)
+        } else {
+            (Status::Done, steps)
+        };
+        ProblemResult::from_history(status, iters, iters + 1, &hist, vec![0.0])
+    }
+
+    #[test]
+    fn a_diverged_start_is_a_failure_in_every_statistic() {
+        let cfg = EvalConfig {
+            steps: 4,
+            ..EvalConfig::default()
+        };
+        let res = [run(1.0, 4, false), run(2.0, 4, false), run(4.0, 4, true)];
+        let m = Method::parse("adam").unwrap();
+        let c = cell("sphere".into(), 2, m, None, &res, &cfg, 0.0);
+        assert_eq!(c.diverged, 1);
+        assert_eq!(c.mean_gap, f64::INFINITY);
+        // Finals 1/16, 2/16 and +inf: the median is the middle one, not the mean of two.
+        assert_eq!(c.median_gap, 0.125);
+        assert!((c.finite_mean_gap - 0.09375).abs() < 1e-15);
+        // The median curve counts the diverged start as +inf from step 2 on.
+        assert_eq!(c.curve[1], 1.0);
+        assert_eq!(c.curve[2], 0.5);
+        assert_eq!(c.curve[4], 0.125);
+        assert!(c.final_gaps[2].is_nan());
+        assert!((c.success_rate - 0.0).abs() < 1e-15);
+
+        let all_fine = cell("sphere".into(), 2, m, None, &res[..2], &cfg, 0.0);
+        assert!((all_fine.mean_gap - 0.09375).abs() < 1e-15);
+        assert_eq!(all_fine.mean_gap, all_fine.finite_mean_gap);
     }
 }

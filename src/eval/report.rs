@@ -3,6 +3,7 @@
 //! reads an [`EvalResults`]; nothing touches the GPU.
 
 use super::results::{Cell, EvalResults};
+use super::scored_gap;
 use crate::optim::Method;
 use anyhow::{Context, Result};
 use plotters::coord::ranged1d::ValueFormatter;
@@ -150,6 +151,7 @@ pub fn table(res: &EvalResults) -> String {
         "optimizer",
         "mean f−f*",
         "median f−f*",
+        "finite mean",
         "success %",
         "steps to thr",
         "evals to thr",
@@ -161,7 +163,7 @@ pub fn table(res: &EvalResults) -> String {
     .map(|s| s.to_string())
     .collect();
     let right = [
-        false, true, false, true, true, true, true, true, true, true, true,
+        false, true, false, true, true, true, true, true, true, true, true, true,
     ];
     let mut rows = vec![header, Vec::new()];
     let mut first_group = true;
@@ -190,6 +192,7 @@ pub fn table(res: &EvalResults) -> String {
                     o.to_string(),
                     sci(c.mean_gap),
                     sci(c.median_gap),
+                    sci(c.finite_mean_gap),
                     format!("{:.1}", 100.0 * c.success_rate),
                     opt_count(c.steps_to_threshold),
                     opt_count(c.evals_to_threshold),
@@ -245,7 +248,8 @@ pub struct HeadToHead {
     /// run at once (a cell counts when it beats each of them).
     pub opponent: String,
     pub cells: usize,
-    /// Cells where its mean final gap is lower (a NaN mean, all starts diverged, never is).
+    /// Cells where its mean final gap is lower (a diverged start makes a mean +∞, and
+    /// +∞ is never lower).
     pub lower_gap: usize,
     /// Cells where it reaches the threshold in fewer steps on average over all starts, a
     /// start that never reaches it counting as T + 1 (so reaching it from more starts
@@ -260,18 +264,27 @@ pub struct HeadToHead {
     /// Cells where it gets there in a tenth of the opponent's evaluations or fewer (see
     /// [`evals_speedup_to_level`]).
     pub ten_times_fewer_evals: usize,
-}
-
-fn gap_key(c: &Cell) -> f64 {
-    if c.mean_gap.is_nan() {
-        f64::INFINITY
-    } else {
-        c.mean_gap
-    }
+    /// Start points both ran (the same points, over every cell both ran).
+    pub starts: usize,
+    /// Of those, the start points where it ends strictly lower (a diverged start is +∞,
+    /// so it never ends lower, and two diverged starts tie): the paired comparison.
+    pub paired_lower: usize,
 }
 
 fn lower_gap(a: &Cell, b: &Cell) -> bool {
-    gap_key(a) < gap_key(b)
+    scored_gap(a.mean_gap) < scored_gap(b.mean_gap)
+}
+
+/// Start points of a cell where `a` ends strictly lower than every cell of `them` (same
+/// seeds, so the same start points).
+fn paired_lower(a: &Cell, them: &[&Cell]) -> usize {
+    (0..a.final_gaps.len())
+        .filter(|&i| {
+            let ga = scored_gap(a.final_gaps[i]);
+            them.iter()
+                .all(|b| b.final_gaps.get(i).is_some_and(|&gb| ga < scored_gap(gb)))
+        })
+        .count()
 }
 
 /// Mean steps to the threshold over all of a cell's starts, T + 1 for a start that
@@ -352,6 +365,8 @@ pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
                 opponent: name.into(),
                 cells: 0,
                 lower_gap: 0,
+                starts: 0,
+                paired_lower: 0,
                 fewer_steps: 0,
                 sooner_to_level: 0,
                 ten_times_sooner: 0,
@@ -367,6 +382,8 @@ pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
                     let Some(them) = them else { continue };
                     h.cells += 1;
                     h.lower_gap += them.iter().all(|b| lower_gap(a, b)) as usize;
+                    h.starts += a.final_gaps.len();
+                    h.paired_lower += paired_lower(a, &them);
                     h.fewer_steps += them.iter().all(|b| fewer_steps(a, b, res.steps)) as usize;
                     let speedups: Vec<f64> = them
                         .iter()
@@ -386,6 +403,9 @@ pub fn head_to_head(res: &EvalResults) -> Vec<HeadToHead> {
     out
 }
 
+/// What one head-to-head matrix shows for a (row, column) pair.
+type CellText = Box<dyn Fn(&HeadToHead) -> String>;
+
 /// The head-to-head counts as matrices (row against column) for the terminal.
 fn head_to_head_table(res: &EvalResults, out: &mut String) {
     let h = head_to_head(res);
@@ -394,30 +414,44 @@ fn head_to_head_table(res: &EvalResults, out: &mut String) {
     if h.iter().any(|x| x.opponent == ALL_CLASSIC) {
         columns.push(ALL_CLASSIC);
     }
-    for (title, count) in [
+    let of_cells =
+        |count: fn(&HeadToHead) -> usize| move |x: &HeadToHead| format!("{}/{}", count(x), x.cells);
+    let matrices: [(&str, CellText); 6] = [
         (
-            "Head to head, cells where the row's mean final gap is lower than the column's",
-            (|x: &HeadToHead| x.lower_gap) as fn(&HeadToHead) -> usize,
+            "Head to head, cells where the row's mean final gap is lower than the column's \
+             (a diverged start makes a mean +inf)",
+            Box::new(of_cells(|x| x.lower_gap)),
         ),
         (
             "Head to head, cells where the row reaches the threshold in fewer steps",
-            |x: &HeadToHead| x.fewer_steps,
+            Box::new(of_cells(|x| x.fewer_steps)),
         ),
         (
             "Head to head, cells where the row's median gap reaches the column's final \
              median gap (within 1 %) in fewer steps than the column",
-            |x: &HeadToHead| x.sooner_to_level,
+            Box::new(of_cells(|x| x.sooner_to_level)),
         ),
         (
             "Head to head, the same in at most a tenth of the column's steps (10x fewer)",
-            |x: &HeadToHead| x.ten_times_sooner,
+            Box::new(of_cells(|x| x.ten_times_sooner)),
         ),
         (
             "Head to head, the same in at most a tenth of the column's objective/gradient \
              evaluations (a line search spends several per step)",
-            |x: &HeadToHead| x.ten_times_fewer_evals,
+            Box::new(of_cells(|x| x.ten_times_fewer_evals)),
         ),
-    ] {
+        (
+            "Paired, the share of start points where the row ends lower than the column \
+             (the same start points; a diverged start is +inf, two tie)",
+            Box::new(|x: &HeadToHead| {
+                format!(
+                    "{:.0}%",
+                    100.0 * x.paired_lower as f64 / x.starts.max(1) as f64
+                )
+            }),
+        ),
+    ];
+    for (title, show) in matrices {
         let _ = writeln!(out, "\n{title} (of the cells both ran):");
         let mut rows = vec![std::iter::once(String::new())
             .chain(columns.iter().map(|c| c.to_string()))
@@ -428,7 +462,7 @@ fn head_to_head_table(res: &EvalResults, out: &mut String) {
                 row.push(
                     h.iter()
                         .find(|x| x.optimizer == o && x.opponent == c)
-                        .map_or("-".into(), |x| format!("{}/{}", count(x), x.cells)),
+                        .map_or("-".into(), &show),
                 );
             }
             rows.push(row);
@@ -478,6 +512,7 @@ struct CsvRow<'a> {
     lr: Option<f64>,
     mean_gap: f64,
     median_gap: f64,
+    finite_mean_gap: f64,
     success_rate: f64,
     steps_to_threshold: Option<f64>,
     evals_to_threshold: Option<f64>,
@@ -499,6 +534,7 @@ pub fn write_csv(res: &EvalResults, path: &Path) -> Result<()> {
             lr: c.lr,
             mean_gap: c.mean_gap,
             median_gap: c.median_gap,
+            finite_mean_gap: c.finite_mean_gap,
             success_rate: c.success_rate,
             steps_to_threshold: c.steps_to_threshold,
             evals_to_threshold: c.evals_to_threshold,
@@ -794,8 +830,9 @@ mod tests {
             optimizer: optimizer.into(),
             lr: (optimizer == "adam").then_some(1e-2),
             final_gaps: vec![gap, gap],
-            mean_gap: gap,
-            median_gap: gap,
+            mean_gap: scored_gap(gap),
+            median_gap: scored_gap(gap),
+            finite_mean_gap: gap,
             success_rate: if gap.is_finite() && gap < 1e-6 {
                 1.0
             } else {
@@ -873,7 +910,7 @@ mod tests {
         let mut lines = csv.lines();
         assert_eq!(
             lines.next().unwrap(),
-            "function,dim,optimizer,lr,mean_gap,median_gap,success_rate,\
+            "function,dim,optimizer,lr,mean_gap,median_gap,finite_mean_gap,success_rate,\
              steps_to_threshold,evals_to_threshold,reached_threshold,diverged,seconds"
         );
         assert_eq!(lines.filter(|l| !l.is_empty()).count(), 8);
@@ -895,7 +932,7 @@ mod tests {
         );
 
         let h2h = fs::read_to_string(dir.join("head_to_head.csv")).unwrap();
-        assert!(h2h.contains("adam,bfgs,4,3,1"), "{h2h}");
+        assert!(h2h.contains("adam,bfgs,4,3,1,3,0,0,8,6"), "{h2h}");
         assert!(t.contains("Head to head"), "{t}");
 
         let _ = fs::remove_dir_all(&dir);
@@ -932,6 +969,13 @@ mod tests {
         let all = get("optimus", ALL_CLASSIC);
         assert_eq!((all.cells, all.lower_gap), (4, 0));
         assert_eq!(get("adam", ALL_CLASSIC).lower_gap, 3);
+        // Paired, two starts per cell: adam is lower at both starts of every cell but
+        // sphere d = 10, where its diverged starts (+inf) lose to bfgs's 1.5.
+        assert_eq!((ab.starts, ab.paired_lower), (8, 6));
+        assert_eq!((ba.starts, ba.paired_lower), (8, 2));
+        // Both diverged on sphere d = 10: a tie, lower for neither.
+        assert_eq!(get("optimus", "adam").paired_lower, 0);
+        assert_eq!(get("optimus", "bfgs").paired_lower, 4);
     }
 
     /// The speed-up to an opponent's final level: the opponent's arrival within 1 % of

@@ -13,8 +13,14 @@ pub struct Cell {
     pub lr: Option<f64>,
     /// Final gap f(x_T) − f* of each start point (NaN where the run diverged).
     pub final_gaps: Vec<f64>,
+    /// Mean and median over all start points, a diverged start counting as +∞ (so one
+    /// diverged start makes the mean +∞; written as null in JSON).
     pub mean_gap: f64,
     pub median_gap: f64,
+    /// Mean over the start points that did not diverge (NaN if none), shown beside the
+    /// diverged count.
+    #[serde(default = "nan")]
+    pub finite_mean_gap: f64,
     /// Fraction of start points with final gap ≤ the success tolerance.
     pub success_rate: f64,
     /// Mean iterations to reach the threshold, over the start points that reached it.
@@ -24,9 +30,10 @@ pub struct Cell {
     /// Start points that reached the threshold (the two means above are over these).
     #[serde(default)]
     pub reached_threshold: usize,
-    /// Start points whose run hit NaN or infinity (flagged, excluded from the mean).
+    /// Start points whose run hit NaN or infinity (flagged, +∞ in every statistic).
     pub diverged: usize,
-    /// Median gap over start points at each iteration 0..=T (convergence curve).
+    /// Median gap over start points at each iteration 0..=T (convergence curve), a
+    /// diverged start counting as +∞ from the step it diverged on.
     pub curve: Vec<f64>,
     /// Median objective/gradient evaluations spent by each iteration 0..=T, over the
     /// same start points: a line search spends several per iteration, a learned step
@@ -35,6 +42,10 @@ pub struct Cell {
     pub evals_curve: Vec<f64>,
     /// Wall time of this cell's share of the optimizer's batch, in seconds.
     pub seconds: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// A tuned learning rate.

@@ -12,7 +12,7 @@ use super::task::{mpjpe, Source, TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::eval::report::{draw_chart, Labels, Series};
-use crate::eval::{bar, load_models, model_asset, model_for};
+use crate::eval::{bar, load_models, model_asset, model_for, scored_gap};
 use crate::learned::model::ModelKind;
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
 use crate::train::config::mix_seed;
@@ -92,7 +92,8 @@ pub struct WindowResult {
     pub params: Vec<f64>,
 }
 
-/// One optimizer on one family: means over its windows.
+/// One optimizer on one family: means over its windows, a diverged window counting as
+/// +∞ in each (so one makes the mean +∞; the table names the count).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub family: String,
@@ -386,6 +387,16 @@ fn finite_mean(v: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// Mean of one statistic over windows, +∞ for a diverged window: a failure, never left
+/// out of the mean.
+fn scored_mean(ws: &[WindowResult], value: impl Fn(&WindowResult) -> f64) -> f64 {
+    let v: Vec<f64> = ws
+        .iter()
+        .map(|w| if w.diverged { f64::INFINITY } else { value(w) })
+        .collect();
+    v.iter().map(|&x| scored_gap(x)).sum::<f64>() / v.len().max(1) as f64
+}
+
 fn row(family: &str, m: Method, lr: Option<f64>, ws: &[WindowResult], seconds: f64) -> Row {
     let reached: Vec<f64> = ws
         .iter()
@@ -395,9 +406,9 @@ fn row(family: &str, m: Method, lr: Option<f64>, ws: &[WindowResult], seconds: f
         family: family.into(),
         optimizer: m.name().into(),
         lr,
-        final_objective: finite_mean(ws.iter().map(|w| w.final_objective)),
-        mpjpe_mm: finite_mean(ws.iter().map(|w| w.mpjpe_mm)),
-        pa_mpjpe_mm: finite_mean(ws.iter().map(|w| w.pa_mpjpe_mm)),
+        final_objective: scored_mean(ws, |w| w.final_objective),
+        mpjpe_mm: scored_mean(ws, |w| w.mpjpe_mm),
+        pa_mpjpe_mm: scored_mean(ws, |w| w.pa_mpjpe_mm),
         iters_to_reference: (!reached.is_empty())
             .then(|| reached.iter().sum::<f64>() / reached.len() as f64),
         reached_reference: reached.len(),
