@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use optimus_gpu::bench;
 use optimus_gpu::eval::{self, report, EvalConfig};
 use optimus_gpu::learned::model::{
-    Model, ModelConfig, ModelKind, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE,
+    Model, ModelConfig, ModelKind, StepRule, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE,
     N_FEATURES_WITH_SECANT,
 };
 use optimus_gpu::motion::{self, eval::MotionEvalConfig};
@@ -139,6 +139,11 @@ struct InitModelArgs {
     /// length (37 input features).
     #[arg(long, requires = "secant_scale")]
     secant_features: bool,
+    /// The quasi-Newton step: the network corrects the secant-scaled (Barzilai–Borwein)
+    /// gradient step instead of writing the step itself, so a fresh model already
+    /// converges on smooth problems (37 input features; not with the switches above).
+    #[arg(long, conflicts_with_all = ["step_scale", "secant_scale", "loss_feature"])]
+    quasi_newton: bool,
 }
 
 #[derive(clap::Args)]
@@ -386,6 +391,10 @@ fn run(cli: Cli) -> Result<()> {
             cfg.secant_scale = a.secant_scale;
             cfg.absolute_steps = a.absolute_steps;
             if a.secant_features {
+                cfg.features = N_FEATURES_WITH_SECANT;
+            }
+            if a.quasi_newton {
+                cfg.step = StepRule::QuasiNewton;
                 cfg.features = N_FEATURES_WITH_SECANT;
             }
             let model = Model::init(cfg, a.seed)?;

@@ -5,7 +5,9 @@
 // with the secant scale, the log of σ = γ·rms(g), γ = sᵀy / yᵀy over the last step (kept
 // while sᵀy ≤ 0; on the first step 0, or with `unit_first` log min(rms(g), 1/√d), the
 // length of L-BFGS's first trial), or 0 for models with neither. Models with
-// absolute steps add δ_i·λ_s·exp(λ_μ ν_i) to s_i.
+// absolute steps add δ_i·λ_s·exp(λ_μ ν_i) to s_i. The quasi-Newton rule instead takes
+// s_i = exp(λ_μ μ_i + ℓ)·g_i/rms(g) + λ_s·δ_i·exp(λ_μ ν_i + ℓ): the secant-scaled
+// gradient step, corrected.
 // Records history and flags non-finite problems like the classic optimizers.
 // CPU twin: `learned::cpu::step`.
 
@@ -34,6 +36,12 @@ struct LearnedParams {
     abs_col: u32,
     // 1 when the first step's secant length is L-BFGS's first trial, min(rms(g), 1/√d).
     unit_first: u32,
+    // 1 for the quasi-Newton rule (`model::StepRule::QuasiNewton`):
+    // s_i = exp(λ_μ μ_i + ℓ)·g_i/rms(g) + λ_s·δ_i·exp(λ_μ ν_i + ℓ), ν in column `abs_col`.
+    quasi_newton: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 // Bound on the log secant step length (`model::SECANT_LOG_MAX`).
@@ -88,6 +96,8 @@ fn main(
                 st.log_scale + lp.lambda_scale * tanh(mean), -LOG_SCALE_MAX, LOG_SCALE_MAX
             );
         }
+        // 1/rms(g), or 0 where g = 0 (then the quasi-Newton base step is 0).
+        var inv_rms_g = 0.0;
         if lp.secant == 1u {
             let px = su + 2u * n + off;
             let pg = su + 3u * n + off;
@@ -104,6 +114,7 @@ fn main(
             }
             let r = wg_sum4(lid, acc);
             let log_rms_g = 0.5 * log(r.z / f32(d));
+            inv_rms_g = select(0.0, exp(-log_rms_g), r.z > 0.0);
             if st.iter > 0u && r.x > 0.0 && r.y > 0.0 && r.z > 0.0 {
                 st.log_scale = clamp(log(r.x / r.y) + log_rms_g, -SECANT_LOG_MAX, SECANT_LOG_MAX);
             } else if st.iter == 0u && lp.unit_first == 1u && r.z > 0.0 {
@@ -114,11 +125,18 @@ fn main(
         }
         for (var i = lid; i < d; i += WG) {
             let t = (off + i) * o;
-            var m = exp(lp.lambda_mu * net_out[t + 1u] + st.log_scale);
-            if lp.absolute == 1u {
-                m += exp(lp.lambda_mu * net_out[t + lp.abs_col]);
+            var s: f32;
+            if lp.quasi_newton == 1u {
+                s = exp(lp.lambda_mu * net_out[t + 1u] + st.log_scale) * g[off + i] * inv_rms_g
+                    + lp.lambda_s * net_out[t]
+                    * exp(lp.lambda_mu * net_out[t + lp.abs_col] + st.log_scale);
+            } else {
+                var m = exp(lp.lambda_mu * net_out[t + 1u] + st.log_scale);
+                if lp.absolute == 1u {
+                    m += exp(lp.lambda_mu * net_out[t + lp.abs_col]);
+                }
+                s = net_out[t] * m * lp.lambda_s;
             }
-            let s = net_out[t] * m * lp.lambda_s;
             if lp.precondition == 1u {
                 mat[su + off + i] = s;
                 mat[su + n + off + i] = lp.lambda_u * net_out[t + 2u] * inv_sqrt_d;

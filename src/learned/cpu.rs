@@ -7,8 +7,8 @@
 //! y = x·W + b with W of shape [in, out].
 
 use super::model::{
-    Model, ModelKind, LOG_SCALE_MAX, N_FEATURES, N_FEATURES_WITH_LOSS, N_FEATURES_WITH_SCALE,
-    N_FEATURES_WITH_SECANT, SECANT_LOG_MAX,
+    Model, ModelKind, StepRule, LOG_SCALE_MAX, N_FEATURES, N_FEATURES_WITH_LOSS,
+    N_FEATURES_WITH_SCALE, N_FEATURES_WITH_SECANT, SECANT_LOG_MAX,
 };
 use crate::error::{Error, Result};
 use crate::optim::{ProblemResult, Status};
@@ -294,7 +294,9 @@ impl LearnedState {
 /// clamp(ℓ + λ_ℓ·tanh(mean_i ρ_i), ±[`LOG_SCALE_MAX`]) if the model has one, or
 /// ℓ = log(γ·rms(g)) with γ = sᵀy / yᵀy for the secant scale (kept while sᵀy ≤ 0; on the
 /// first step γ = min(1, 1/‖g‖) with `unit_first_step`, else ℓ = 0), then
-/// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s (plus δ_i·exp(λ_μ ν_i)·λ_s with absolute steps), and
+/// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s (plus δ_i·exp(λ_μ ν_i)·λ_s with absolute steps), or
+/// for the quasi-Newton rule s_i = exp(λ_μ μ_i + ℓ)·g_i/rms(g) + λ_s·δ_i·exp(λ_μ ν_i + ℓ),
+/// and
 /// for Optimus B ← B + u uᵀ with u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
 pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
     let cfg = &model.config;
@@ -316,9 +318,9 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
         st.log_scale =
             (st.log_scale + cfg.lambda_scale * mean.tanh()).clamp(-LOG_SCALE_MAX, LOG_SCALE_MAX);
     }
-    if cfg.secant_scale {
-        let gg: f64 = g.iter().map(|v| v * v).sum();
-        let log_rms_g = 0.5 * (gg / d as f64).ln();
+    let gg: f64 = g.iter().map(|v| v * v).sum();
+    let log_rms_g = 0.5 * (gg / d as f64).ln();
+    if cfg.secant() {
         if let Some((px, pg)) = &st.prev {
             let (mut sy, mut yy) = (0.0, 0.0);
             for i in 0..d {
@@ -329,20 +331,34 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
             if sy > 0.0 && yy > 0.0 && gg > 0.0 {
                 st.log_scale = ((sy / yy).ln() + log_rms_g).clamp(-SECANT_LOG_MAX, SECANT_LOG_MAX);
             }
-        } else if cfg.unit_first_step && gg > 0.0 {
+        } else if cfg.unit_first() && gg > 0.0 {
             st.log_scale = log_rms_g
                 .min(-0.5 * (d as f64).ln())
                 .clamp(-SECANT_LOG_MAX, SECANT_LOG_MAX);
         }
         st.prev = Some((st.x.clone(), g.to_vec()));
     }
+    let nu = cfg.absolute_output();
     let s: Vec<f64> = (0..d)
         .map(|i| {
-            let mut m = (cfg.lambda_mu * out[i * o + 1] + st.log_scale).exp();
-            if let Some(c) = cfg.absolute_output() {
-                m += (cfg.lambda_mu * out[i * o + c]).exp();
+            let (delta, mu) = (out[i * o], out[i * o + 1]);
+            let nu = nu.map(|c| out[i * o + c]);
+            match (cfg.step, nu) {
+                (StepRule::QuasiNewton, Some(nu)) => {
+                    let g_hat = if gg > 0.0 {
+                        g[i] * (-log_rms_g).exp()
+                    } else {
+                        0.0
+                    };
+                    (cfg.lambda_mu * mu + st.log_scale).exp() * g_hat
+                        + cfg.lambda_s * delta * (cfg.lambda_mu * nu + st.log_scale).exp()
+                }
+                (_, nu) => {
+                    let m = (cfg.lambda_mu * mu + st.log_scale).exp()
+                        + nu.map_or(0.0, |nu| (cfg.lambda_mu * nu).exp());
+                    delta * m * cfg.lambda_s
+                }
             }
-            out[i * o] * m * cfg.lambda_s
         })
         .collect();
     match &mut st.b {

@@ -10,7 +10,7 @@
 
 use super::attention::AttentionKernels;
 use super::linear::{LinearKernels, Tiling, BLOCK_ROWS, NORMALIZED, PERTURBED, RELU, RESIDUAL};
-use super::model::{Model, ModelKind};
+use super::model::{Model, ModelKind, StepRule};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Kernel};
@@ -285,6 +285,8 @@ struct LearnedParams {
     absolute: u32,
     abs_col: u32,
     unit_first: u32,
+    quasi_newton: u32,
+    pad: [u32; 3],
 }
 
 #[derive(Clone, Copy)]
@@ -468,7 +470,7 @@ impl LearnedNet {
         let precondition = cfg.kind == ModelKind::Optimus;
         let (moffs, total) = problems.square_offsets();
         let mat_len = if precondition { total } else { 0 };
-        let secant_len = if cfg.secant_scale { 2 * nu } else { 0 };
+        let secant_len = if cfg.secant() { 2 * nu } else { 0 };
         let mut mat_host = vec![0f32; mat_len + 2 * nu + secant_len];
         if precondition {
             for (&moff, &d) in moffs.iter().zip(&problems.dims) {
@@ -484,7 +486,7 @@ impl LearnedNet {
             &FeatParams {
                 n_problems: problems.n_problems,
                 n_total: n,
-                secant: cfg.secant_scale as u32,
+                secant: cfg.secant() as u32,
                 prev_off: (mat_len + 2 * nu) as u32,
                 n_features: cfg.features as u32,
                 stride: fs as u32,
@@ -571,10 +573,12 @@ impl LearnedNet {
                 lambda_s: cfg.lambda_s as f32,
                 lambda_u: cfg.lambda_u as f32,
                 lambda_scale: cfg.lambda_scale as f32,
-                secant: cfg.secant_scale as u32,
+                secant: cfg.secant() as u32,
                 absolute: cfg.absolute_steps as u32,
                 abs_col: cfg.absolute_output().unwrap_or(0) as u32,
-                unit_first: cfg.unit_first_step as u32,
+                unit_first: cfg.unit_first() as u32,
+                quasi_newton: (cfg.step == StepRule::QuasiNewton) as u32,
+                pad: [0; 3],
             },
         );
         let step_group = kernels.step.bind(

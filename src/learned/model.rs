@@ -55,6 +55,9 @@ pub const LOG_SCALE_MAX: f64 = 12.0;
 /// iterates of any magnitude to converge to their precision.
 pub const SECANT_LOG_MAX: f64 = 30.0;
 
+/// Scale of a fresh quasi-Newton model's head weights against the usual N(0, 1/fan_in).
+pub const QN_HEAD_INIT: f32 = 0.01;
+
 /// Upper bound on the number of weights, so a typo in `model.ron` (say `width: 64000`)
 /// gives an error instead of an attempt to allocate terabytes.
 pub const MAX_PARAMS: usize = 1 << 28;
@@ -62,6 +65,25 @@ pub const MAX_PARAMS: usize = 1 << 28;
 /// File names inside a model directory.
 pub const CONFIG_FILE: &str = "model.ron";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
+
+/// How the network's outputs become a step (shared by all three kinds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepRule {
+    /// The paper's step, s_i = δ_i·exp(λ_μ μ_i)·λ_s, the network's direction δ scaled as
+    /// `secant_scale`, `absolute_steps`, `unit_first_step` and `lambda_scale` say.
+    #[default]
+    Network,
+    /// A quasi-Newton prior: the secant-scaled gradient step, corrected by the network,
+    /// s_i = σ·(exp(λ_μ μ_i)·g_i / rms(g) + λ_s·δ_i·exp(λ_μ ν_i)), with σ = γ·rms(g) the
+    /// secant (Barzilai–Borwein) length of `secant_scale` and L-BFGS's first trial length
+    /// on the first step. With μ = δ = 0 it is the Barzilai–Borwein gradient method (for
+    /// Optimus preconditioned by B), which converges to f32 precision on smooth
+    /// problems; every part of the step is in units of σ, which shrinks near a
+    /// minimizer, so nothing holds the step away from zero. Needs all
+    /// [`N_FEATURES_WITH_SECANT`] features; the legacy switches stay off.
+    QuasiNewton,
+}
 
 /// Which learned optimizer a model file holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -175,6 +197,8 @@ pub struct ModelConfig {
     /// longer than the next ones on the evaluation's problems, that throws held-out Perm
     /// at d ≥ 30 from a gap of 1e5 to 1e36.
     pub unit_first_step: bool,
+    /// How outputs become a step; `quasi_newton` replaces the four switches above.
+    pub step: StepRule,
 }
 
 impl Default for ModelConfig {
@@ -194,6 +218,7 @@ impl Default for ModelConfig {
             secant_scale: false,
             absolute_steps: false,
             unit_first_step: false,
+            step: StepRule::Network,
         }
     }
 }
@@ -299,7 +324,27 @@ impl ModelConfig {
                 self.features
             ));
         }
-        if self.features == N_FEATURES_WITH_SECANT && !self.secant_scale {
+        if self.step == StepRule::QuasiNewton {
+            if self.secant_scale
+                || self.absolute_steps
+                || self.unit_first_step
+                || self.has_step_scale()
+            {
+                return bad(
+                    "step: quasi_newton scales steps by the secant length itself; leave \
+                     secant_scale, absolute_steps, unit_first_step and lambda_scale unset"
+                        .into(),
+                );
+            }
+            if self.features != N_FEATURES_WITH_SECANT {
+                return bad(format!(
+                    "step: quasi_newton reads all {N_FEATURES_WITH_SECANT} features (the \
+                     loss change, the log secant length and the last step and gradient \
+                     change); set features: {N_FEATURES_WITH_SECANT}"
+                ));
+            }
+        }
+        if self.features == N_FEATURES_WITH_SECANT && !self.secant() {
             return bad(format!(
                 "features: {N_FEATURES_WITH_SECANT} reads the last step and gradient change, \
                  which only secant_scale keeps; set secant_scale: true with it"
@@ -366,7 +411,8 @@ impl ModelConfig {
     fn summary(&self) -> String {
         format!(
             "({}, width {}, {} heads, mlp_hidden {}, {} layers, {} features, lambda_mu {}, \
-             lambda_s {}, lambda_u {}, lambda_scale {}, secant_scale {}, absolute_steps {}, unit_first_step {})",
+             lambda_s {}, lambda_u {}, lambda_scale {}, secant_scale {}, absolute_steps {}, \
+             unit_first_step {}, step {:?})",
             self.kind,
             self.width,
             self.heads,
@@ -379,7 +425,8 @@ impl ModelConfig {
             self.lambda_scale,
             self.secant_scale,
             self.absolute_steps,
-            self.unit_first_step
+            self.unit_first_step,
+            self.step
         )
     }
 
@@ -388,18 +435,36 @@ impl ModelConfig {
         self.lambda_scale > 0.0
     }
 
+    /// Whether ℓ is the log secant step length, for which the previous x and g are kept
+    /// (`secant_scale`, or the quasi-Newton step).
+    pub fn secant(&self) -> bool {
+        self.secant_scale || self.step == StepRule::QuasiNewton
+    }
+
+    /// Whether the first step, which has no secant pair, gets L-BFGS's first trial
+    /// length.
+    pub fn unit_first(&self) -> bool {
+        self.unit_first_step || self.step == StepRule::QuasiNewton
+    }
+
+    /// Whether the head has the second magnitude output ν (absolute steps, or the
+    /// quasi-Newton step's correction).
+    fn has_nu(&self) -> bool {
+        self.absolute_steps || self.step == StepRule::QuasiNewton
+    }
+
     /// Outputs per token: direction and magnitude, then u for Optimus, then ρ for a
-    /// learned step scale or ν for absolute steps (never both).
+    /// learned step scale or ν (never both).
     pub fn head_outputs(&self) -> usize {
         2 + self.kind.has_rank_one() as usize
             + self.has_step_scale() as usize
-            + self.absolute_steps as usize
+            + self.has_nu() as usize
     }
 
-    /// Column of ν, the magnitude of the absolute part of a step, among the head's
-    /// outputs.
+    /// Column of ν, the magnitude of the absolute part of a step (or of the
+    /// quasi-Newton step's correction), among the head's outputs.
     pub fn absolute_output(&self) -> Option<usize> {
-        self.absolute_steps.then(|| self.head_outputs() - 1)
+        self.has_nu().then(|| self.head_outputs() - 1)
     }
 
     /// Column of ρ, the step-scale output, among the head's outputs.
@@ -533,6 +598,13 @@ impl Model {
                 }
             } else if spec.name.ends_with(".weight") && leaf.starts_with("ln") {
                 out.fill(1.0);
+            }
+        }
+        // A quasi-Newton model starts near its prior (the Barzilai–Borwein step): its head
+        // is 1 % of the usual draw, so PES perturbs the prior instead of noise.
+        if let (StepRule::QuasiNewton, Some(head)) = (config.step, config.tensor("head.weight")) {
+            for v in &mut weights[head.range()] {
+                *v *= QN_HEAD_INIT;
             }
         }
         // ρ starts at 0, so a fresh model's step scale stays at 1 until training moves it.
