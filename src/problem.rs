@@ -53,7 +53,7 @@ impl Objective {
         }
     }
 
-    fn minimizer(&self, i: usize, d: usize) -> f64 {
+    pub(crate) fn minimizer(&self, i: usize, d: usize) -> f64 {
         match self {
             Objective::Builtin(f) => f.minimizer(i, d),
             Objective::User(_) | Objective::Pipeline(_) => 0.0,

@@ -20,6 +20,11 @@ pub struct TaskConfig {
     pub held_out_functions: Vec<String>,
     /// Inclusive range of dimensions.
     pub dims: (usize, usize),
+    /// Draw each slot's dimension log-uniformly from `dims` (then the nearest allowed
+    /// one) instead of uniformly, so a wide range such as (2, 128) puts as many slots
+    /// in 2–16 as in 16–128 and the evaluation's d = 100 is in distribution without
+    /// spending most of the batch there.
+    pub log_uniform_dims: bool,
     pub held_out_dims: Vec<usize>,
     /// Shift of the minimizer as a fraction of the start domain's half-width.
     pub shift: f64,
@@ -33,6 +38,9 @@ pub struct TaskConfig {
     /// Start points are uniform in this fraction (0, 1] of each function's start
     /// domain, around its centre.
     pub start_fraction: f64,
+    /// Probability that a task is the textbook function (no shift, rotation, scale or
+    /// width), as the evaluation runs it by default.
+    pub textbook_prob: f64,
 }
 
 impl Default for TaskConfig {
@@ -63,6 +71,8 @@ impl Default for TaskConfig {
             log10_scale: (-1.0, 1.0),
             log10_width: (0.0, 0.0),
             start_fraction: 1.0,
+            log_uniform_dims: false,
+            textbook_prob: 0.0,
         }
     }
 }
@@ -336,11 +346,13 @@ impl TaskSampler {
         if !(cfg.shift >= 0.0 && cfg.shift.is_finite()) {
             return bad(format!("shift must be ≥ 0, got {}", cfg.shift));
         }
-        if !(0.0..=1.0).contains(&cfg.rotate_prob) {
-            return bad(format!(
-                "rotate_prob must be in [0, 1], got {}",
-                cfg.rotate_prob
-            ));
+        for (name, p) in [
+            ("rotate_prob", cfg.rotate_prob),
+            ("textbook_prob", cfg.textbook_prob),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(format!("{name} must be in [0, 1], got {p}"));
+            }
         }
         if !(cfg.start_fraction > 0.0 && cfg.start_fraction <= 1.0) {
             return bad(format!(
@@ -369,7 +381,20 @@ impl TaskSampler {
     /// does not change; the slots together cover the range).
     pub fn slot_dim(&self, seed: u64, slot: usize) -> usize {
         let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, &[1, slot as u64]));
-        self.dims[rng.random_range(0..self.dims.len())]
+        if !self.cfg.log_uniform_dims {
+            return self.dims[rng.random_range(0..self.dims.len())];
+        }
+        let (lo, hi) = (self.cfg.dims.0 as f64, self.cfg.dims.1 as f64 + 1.0);
+        let want = (rng.random_range(lo.ln()..hi.ln())).exp().floor();
+        *self
+            .dims
+            .iter()
+            .min_by(|a, b| {
+                ((**a as f64) - want)
+                    .abs()
+                    .total_cmp(&((**b as f64) - want).abs())
+            })
+            .expect("TaskSampler::new checks that some dimension is allowed")
     }
 
     /// A task at dimension `d` from `seed`: a function defined at d, then shift,
@@ -383,13 +408,75 @@ impl TaskSampler {
             .filter(|f| f.check_dim(d).is_ok())
             .collect();
         let f = funcs[rng.random_range(0..funcs.len())];
-        let opts = SampleOptions {
-            shift: self.cfg.shift,
-            rotate: rng.random_bool(self.cfg.rotate_prob),
-            log10_scale: self.cfg.log10_scale,
-            log10_width: self.cfg.log10_width,
-            start_fraction: self.cfg.start_fraction,
+        let rotate = rng.random_bool(self.cfg.rotate_prob);
+        // Drawn only when asked for, so configs without it sample what they did.
+        let textbook = self.cfg.textbook_prob > 0.0 && rng.random_bool(self.cfg.textbook_prob);
+        let opts = if textbook {
+            SampleOptions {
+                shift: 0.0,
+                rotate: false,
+                log10_scale: (0.0, 0.0),
+                log10_width: (0.0, 0.0),
+                start_fraction: self.cfg.start_fraction,
+            }
+        } else {
+            SampleOptions {
+                shift: self.cfg.shift,
+                rotate,
+                log10_scale: self.cfg.log10_scale,
+                log10_width: self.cfg.log10_width,
+                start_fraction: self.cfg.start_fraction,
+            }
         };
         ProblemSpec::sample(Objective::Builtin(f), d, &opts, rng.random())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Log-uniform slot dimensions cover the range with as many slots per octave at the
+    /// top as at the bottom, never a held-out one, and the same seed gives the same draw.
+    #[test]
+    fn log_uniform_dims_cover_each_octave_alike() {
+        let cfg = TaskConfig {
+            dims: (2, 128),
+            held_out_dims: vec![10],
+            log_uniform_dims: true,
+            ..TaskConfig::default()
+        };
+        let s = TaskSampler::new(&cfg).unwrap();
+        let dims: Vec<usize> = (0..3000).map(|k| s.slot_dim(7, k)).collect();
+        assert_eq!(
+            dims,
+            (0..3000).map(|k| s.slot_dim(7, k)).collect::<Vec<_>>()
+        );
+        assert!(dims.iter().all(|d| (2..=128).contains(d) && *d != 10));
+        let share = |lo: usize, hi: usize| {
+            dims.iter().filter(|&&d| d >= lo && d < hi).count() as f64 / dims.len() as f64
+        };
+        // Six octaves, 2–4 … 64–128: each about 1/6.
+        for (lo, hi) in [(2, 4), (16, 32), (64, 129)] {
+            let p = share(lo, hi);
+            assert!((p - 1.0 / 6.0).abs() < 0.03, "{lo}..{hi}: {p}");
+        }
+    }
+
+    /// With textbook_prob = 1 every task is unshifted and unrotated.
+    #[test]
+    fn textbook_tasks_are_the_plain_functions() {
+        let plain = TaskSampler::new(&TaskConfig {
+            textbook_prob: 1.0,
+            ..TaskConfig::default()
+        })
+        .unwrap();
+        for seed in 0..20 {
+            let p = plain.sample(6, seed).unwrap();
+            assert!(p.rotation.is_none());
+            for i in 0..6 {
+                assert_eq!(p.center[i], p.objective.minimizer(i, 6));
+            }
+        }
     }
 }
