@@ -656,3 +656,31 @@ fn committed_configs_and_models_still_load() {
         "{configs} configs, {models} models found"
     );
 }
+
+/// `bench --task pes` runs whole meta-iterations, perturbed steps and plain steps on a
+/// small batch and reports positive, finite times (their values are not asserted); an
+/// odd batch and more steps than a horizon holds are refused with a message.
+#[test]
+fn pes_bench_times_iterations_and_steps() {
+    let m = model(ModelKind::Optimus, 1);
+    let cfg = TrainConfig {
+        truncation: 2,
+        horizon: 20,
+        ..TrainConfig::default()
+    };
+    let r = optimus_gpu::bench::pes(ctx(), &m, 8, 5, &cfg, 2).unwrap();
+    for v in [
+        r.seconds_per_iteration,
+        r.perturbed_step_seconds,
+        r.plain_step_seconds,
+        r.particle_steps_per_second,
+    ] {
+        assert!(v > 0.0 && v.is_finite(), "{r:?}");
+    }
+    assert_eq!((r.particles, r.dim, r.truncation), (8, 5, 2));
+    assert!(optimus_gpu::bench::pes_table(&r).contains("perturbed / plain"));
+    let odd = optimus_gpu::bench::pes(ctx(), &m, 7, 5, &cfg, 2).unwrap_err();
+    assert!(odd.to_string().contains("even number"), "{odd}");
+    let long = optimus_gpu::bench::pes(ctx(), &m, 8, 5, &cfg, 10).unwrap_err();
+    assert!(long.to_string().contains("horizon"), "{long}");
+}

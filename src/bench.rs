@@ -3,12 +3,15 @@
 //! timestamp queries where the device has them.
 
 use crate::context::GpuContext;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::functions::Function;
 use crate::learned::model::{Model, ModelConfig, ModelKind};
 use crate::objective::ObjectiveStage;
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig};
 use crate::problem::{Objective, ProblemSpec, SampleOptions};
+use crate::train::config::TrainConfig;
+use crate::train::pes::{PesEngine, PesKernels};
+use crate::train::{pes_settings, Schedule};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,6 +41,9 @@ pub fn flops_per_step(cfg: &ModelConfig, d: usize) -> f64 {
     per_token * d_f + precond
 }
 
+/// Milliseconds per kernel of one step, by kernel name (timestamp queries).
+pub type Profile = Vec<(String, f64)>;
+
 /// Speed of one batch size.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StepReport {
@@ -47,7 +53,7 @@ pub struct StepReport {
     pub problem_steps_per_second: f64,
     pub gflops: f64,
     /// Milliseconds per kernel for one step (objective included), if timestamps exist.
-    pub profile: Option<Vec<(String, f64)>>,
+    pub profile: Option<Profile>,
 }
 
 /// Times `steps` steps of `model` on `problems` Sphere problems of dimension `dim` (a
@@ -59,31 +65,10 @@ pub fn learned_step(
     dim: usize,
     steps: u32,
 ) -> Result<StepReport> {
-    let specs: Vec<ProblemSpec> = (0..problems)
-        .map(|i| {
-            ProblemSpec::sample(
-                Objective::Builtin(Function::Sphere),
-                dim,
-                &SampleOptions::default(),
-                i as u64,
-            )
-        })
-        .collect::<Result<_>>()?;
+    let specs = seeded_problems(Function::Sphere, problems, dim)?;
     let kernels = Kernels::new(ctx)?;
     let stage = ObjectiveStage::new(ctx, None)?;
-    let method = Method::for_model(model.config.kind);
-    let cfg = OptimizerConfig {
-        model: Some(model.clone()),
-        ..OptimizerConfig::new(method)
-    };
-    let run = GpuRun::new(ctx, &kernels, &stage, &specs, &cfg, None, steps + 3)?;
-    run.submit_passes(ctx, 2);
-    ctx.wait()?;
-    let t0 = Instant::now();
-    run.submit_passes(ctx, steps);
-    ctx.wait()?;
-    let seconds_per_step = t0.elapsed().as_secs_f64() / steps as f64;
-    let profile = run.profile_pass(ctx)?;
+    let (seconds_per_step, profile) = plain_steps(ctx, &kernels, &stage, model, &specs, steps)?;
     Ok(StepReport {
         problems,
         dim,
@@ -92,6 +77,173 @@ pub fn learned_step(
         gflops: flops_per_step(&model.config, dim) * problems as f64 / seconds_per_step * 1e-9,
         profile,
     })
+}
+
+/// `n` problems of `function` at dimension `dim`, textbook, start points seeded 0..n.
+fn seeded_problems(function: Function, n: usize, dim: usize) -> Result<Vec<ProblemSpec>> {
+    (0..n)
+        .map(|i| {
+            ProblemSpec::sample(
+                Objective::Builtin(function),
+                dim,
+                &SampleOptions::default(),
+                i as u64,
+            )
+        })
+        .collect()
+}
+
+/// Seconds per step of the plain (unperturbed) learned step with its objective on
+/// `specs`, over `steps` steps after two warm-up steps, and a per-kernel profile of one
+/// step where the device has timestamps.
+fn plain_steps(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    stage: &ObjectiveStage,
+    model: &Arc<Model>,
+    specs: &[ProblemSpec],
+    steps: u32,
+) -> Result<(f64, Option<Profile>)> {
+    let method = Method::for_model(model.config.kind);
+    let cfg = OptimizerConfig {
+        model: Some(model.clone()),
+        ..OptimizerConfig::new(method)
+    };
+    let run = GpuRun::new(ctx, kernels, stage, specs, &cfg, None, steps + 3)?;
+    run.submit_passes(ctx, 2);
+    ctx.wait()?;
+    let t0 = Instant::now();
+    run.submit_passes(ctx, steps);
+    ctx.wait()?;
+    let seconds_per_step = t0.elapsed().as_secs_f64() / steps as f64;
+    Ok((seconds_per_step, run.profile_pass(ctx)?))
+}
+
+/// Speed of PES meta-training: whole meta-iterations against the plain step.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PesReport {
+    pub particles: usize,
+    pub dim: usize,
+    pub truncation: u32,
+    /// One meta-iteration: noise, K perturbed steps with their objective and meta-loss,
+    /// the PES gradient reduction over every credited truncation, and the Adam step.
+    pub seconds_per_iteration: f64,
+    pub particle_steps_per_second: f64,
+    /// One perturbed step of every particle (objective and meta-loss included).
+    pub perturbed_step_seconds: f64,
+    /// One plain step of the same model on the same problems (objective included).
+    pub plain_step_seconds: f64,
+}
+
+impl PesReport {
+    /// Time of a perturbed step over a plain one.
+    pub fn step_ratio(&self) -> f64 {
+        self.perturbed_step_seconds / self.plain_step_seconds
+    }
+
+    /// Share of a meta-iteration spent outside the inner steps (noise, gradient, Adam).
+    pub fn overhead(&self) -> f64 {
+        1.0 - self.truncation as f64 * self.perturbed_step_seconds / self.seconds_per_iteration
+    }
+}
+
+/// Times PES on `particles` particles (antithetic pairs) of textbook Rastrigin at
+/// dimension `dim` with `cfg`'s settings: `iterations` meta-iterations after one
+/// warm-up, at a truncation index where every pair's accumulated noise spans as many
+/// truncations as in a long run (so the gradient reduction does its steady-state work),
+/// then `iterations` × K perturbed steps alone, and the plain step on the same problems.
+pub fn pes(
+    ctx: &GpuContext,
+    model: &Arc<Model>,
+    particles: usize,
+    dim: usize,
+    cfg: &TrainConfig,
+    iterations: u32,
+) -> Result<PesReport> {
+    if particles < 2 || !particles.is_multiple_of(2) {
+        return Err(Error::Config(format!(
+            "--batch must be an even number of particles ≥ 2 (antithetic pairs), got {particles}"
+        )));
+    }
+    let pairs = particles / 2;
+    let specs: Vec<ProblemSpec> = seeded_problems(Function::Rastrigin, pairs, dim)?
+        .into_iter()
+        .flat_map(|p| [p.clone(), p])
+        .collect();
+    let kernels = Kernels::new(ctx)?;
+    let pes_kernels = PesKernels::new(ctx)?;
+    let stage = ObjectiveStage::new(ctx, None)?;
+    let settings = pes_settings(cfg);
+    let k = settings.truncation;
+    // (iterations + 1) truncations and iterations × K steps alone stay within one horizon,
+    // so no particle stops early and no pair needs a reset.
+    let steps_needed = (2 * iterations + 1) * k;
+    if steps_needed > settings.horizon {
+        return Err(Error::Config(format!(
+            "bench --task pes runs {steps_needed} inner steps without a reset, more than the \
+             horizon {}; use fewer --steps or a shorter truncation",
+            settings.horizon
+        )));
+    }
+    let n0 = 2 * settings.window();
+    let schedule = Schedule::new(cfg.seed, pairs, settings.horizon, k);
+    let engine = PesEngine::new(ctx, &kernels, &pes_kernels, &stage, model, &specs, settings)?;
+    let iteration = |n: u32| {
+        engine.begin_truncation(ctx, n);
+        engine.steps(ctx, k);
+        engine.finish_truncation(ctx, n, &schedule.since(n), cfg.meta_lr, n + 1);
+    };
+    iteration(n0);
+    ctx.wait()?;
+    let t0 = Instant::now();
+    for j in 1..=iterations {
+        iteration(n0 + j);
+    }
+    ctx.wait()?;
+    let seconds_per_iteration = t0.elapsed().as_secs_f64() / iterations as f64;
+    let t0 = Instant::now();
+    engine.steps(ctx, iterations * k);
+    ctx.wait()?;
+    let perturbed_step_seconds = t0.elapsed().as_secs_f64() / (iterations * k) as f64;
+    let (plain_step_seconds, _) =
+        plain_steps(ctx, &kernels, &stage, model, &specs, iterations * k)?;
+    Ok(PesReport {
+        particles,
+        dim,
+        truncation: k,
+        seconds_per_iteration,
+        particle_steps_per_second: (particles as u32 * k) as f64 / seconds_per_iteration,
+        perturbed_step_seconds,
+        plain_step_seconds,
+    })
+}
+
+/// The PES report for the terminal.
+pub fn pes_table(r: &PesReport) -> String {
+    format!(
+        "PES, {} particles on Rastrigin at d = {}, K = {}:\n\
+         {:<44} {:>10.4} s\n\
+         {:<44} {:>10.0}\n\
+         {:<44} {:>10.4} s\n\
+         {:<44} {:>10.4} s\n\
+         {:<44} {:>9.2}x\n\
+         {:<44} {:>9.1}%\n",
+        r.particles,
+        r.dim,
+        r.truncation,
+        "meta-iteration",
+        r.seconds_per_iteration,
+        "particle-steps / s",
+        r.particle_steps_per_second,
+        "perturbed step (all particles)",
+        r.perturbed_step_seconds,
+        "plain step (same model and problems)",
+        r.plain_step_seconds,
+        "perturbed / plain",
+        r.step_ratio(),
+        "noise, gradient and Adam, share of an iteration",
+        100.0 * r.overhead(),
+    )
 }
 
 /// A table of reports for the terminal.

@@ -148,10 +148,11 @@ struct InitModelArgs {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Time the learned-optimizer step (functions) or the motion simulation, forward
-    /// and with its adjoint, against the CPU twin (motion).
-    #[arg(long, value_enum, default_value_t = Task::Functions)]
-    task: Task,
+    /// What to time: one learned-optimizer step (functions), the motion simulation,
+    /// forward and with its adjoint, against the CPU twin (motion), or PES
+    /// meta-iterations against the plain step (pes).
+    #[arg(long, value_enum, default_value_t = BenchTask::Functions)]
+    task: BenchTask,
     /// Motion windows simulated at once (--task motion).
     #[arg(long, default_value_t = 256)]
     windows: usize,
@@ -164,9 +165,28 @@ struct BenchArgs {
     /// Batch sizes as PxD, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "4096x32,256x100,16x1000")]
     sizes: Vec<String>,
-    /// Steps timed per size (after two warm-up steps).
+    /// Steps timed per size (after two warm-up steps); with --task pes, meta-iterations
+    /// (after one warm-up).
     #[arg(long, default_value_t = 3)]
     steps: u32,
+    /// Particles of the PES bench (--task pes).
+    #[arg(long, default_value_t = 4096)]
+    batch: usize,
+    /// Dimension of the PES bench's Rastrigin problems (--task pes).
+    #[arg(long, default_value_t = 16)]
+    dim: usize,
+    /// Training config whose PES settings (truncation, horizon, σ, ...) the PES bench
+    /// uses (--task pes; default: the built-in defaults, K = 10).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// What `bench` times.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchTask {
+    Functions,
+    Motion,
+    Pes,
 }
 
 #[derive(clap::Args)]
@@ -251,6 +271,19 @@ macro_rules! take {
 enum Task {
     Functions,
     Motion,
+}
+
+/// The bench's model: `--model`, or a seeded random model of `--kind` at the default
+/// size.
+fn bench_model(a: &BenchArgs) -> Result<Arc<Model>> {
+    let model = match &a.model {
+        Some(dir) => Model::load(dir)?,
+        None => {
+            let kind = ModelKind::parse(&a.kind).map_err(anyhow::Error::msg)?;
+            Model::init(ModelConfig::for_kind(kind), 0)?
+        }
+    };
+    Ok(Arc::new(model))
 }
 
 fn read_config<T>(
@@ -407,7 +440,29 @@ fn run(cli: Cli) -> Result<()> {
                 a.out.display()
             );
         }
-        Command::Bench(a) if a.task == Task::Motion => {
+        Command::Bench(a) if a.task == BenchTask::Pes => {
+            let model = bench_model(&a)?;
+            let cfg = match &a.config {
+                Some(p) => read_config(p, TrainConfig::from_ron)?,
+                None => TrainConfig::default(),
+            };
+            let ctx = GpuContext::new()?;
+            eprintln!(
+                "timing PES with {} particles at d = {} ({} meta-iterations) ...",
+                a.batch, a.dim, a.steps
+            );
+            let r = bench::pes(&ctx, &model, a.batch, a.dim, &cfg, a.steps)?;
+            println!(
+                "{} model, {} parameters, on {}",
+                model.config.kind,
+                model.weights.len(),
+                ctx.adapter_info
+                    .as_ref()
+                    .map_or("?".into(), |i| i.name.clone())
+            );
+            print!("{}", bench::pes_table(&r));
+        }
+        Command::Bench(a) if a.task == BenchTask::Motion => {
             let ctx = GpuContext::new()?;
             eprintln!("timing {} motion windows ...", a.windows);
             let r = bench::motion(&ctx, a.windows, a.steps)?;
@@ -420,14 +475,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", bench::motion_table(&r));
         }
         Command::Bench(a) => {
-            let model = match &a.model {
-                Some(dir) => Model::load(dir)?,
-                None => {
-                    let kind = ModelKind::parse(&a.kind).map_err(anyhow::Error::msg)?;
-                    Model::init(ModelConfig::for_kind(kind), 0)?
-                }
-            };
-            let model = Arc::new(model);
+            let model = bench_model(&a)?;
             let ctx = GpuContext::new()?;
             let mut reports = Vec::new();
             for size in &a.sizes {

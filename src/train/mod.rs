@@ -79,17 +79,35 @@ pub fn model_config(cfg: &TrainConfig, kind: ModelKind) -> ModelConfig {
     }
 }
 
+/// The engine's fixed settings from a training config.
+pub(crate) fn pes_settings(cfg: &TrainConfig) -> PesSettings {
+    PesSettings {
+        truncation: cfg.truncation,
+        horizon: cfg.horizon,
+        sigma: cfg.sigma as f32,
+        seed: mix_seed(cfg.seed, &[5]) as u32,
+        loss_clip: cfg.loss_clip as f32,
+        soft_clip: cfg.soft_clip,
+        loss_ramp: cfg.loss_ramp as f32,
+        use_sign: cfg.use_sign,
+        beta1: cfg.beta1 as f32,
+        beta2: cfg.beta2 as f32,
+        adam_eps: cfg.adam_eps as f32,
+        clip_norm: cfg.clip_norm as f32,
+    }
+}
+
 /// Staggered horizons: pair i first resets after T − o_i steps (o_i uniform in
 /// [0, T)), then every T steps. Inner steps are counted globally: step G is step
 /// G mod K of truncation G / K.
-struct Schedule {
+pub(crate) struct Schedule {
     first: Vec<u64>,
     horizon: u64,
     k: u64,
 }
 
 impl Schedule {
-    fn new(seed: u64, pairs: usize, horizon: u32, k: u32) -> Self {
+    pub(crate) fn new(seed: u64, pairs: usize, horizon: u32, k: u32) -> Self {
         let t = horizon as u64;
         Self {
             first: (0..pairs)
@@ -108,7 +126,7 @@ impl Schedule {
 
     /// Per pair, the truncation its accumulated perturbation starts at when truncation
     /// n begins: that of its last reset before step nK (0 if none).
-    fn since(&self, n: u32) -> Vec<u32> {
+    pub(crate) fn since(&self, n: u32) -> Vec<u32> {
         let start = n as u64 * self.k;
         self.first
             .iter()
@@ -333,20 +351,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         Tasks::Motion { eval: Some(e), .. } => e.as_ref(),
         _ => &stage,
     };
-    let settings = PesSettings {
-        truncation: cfg.truncation,
-        horizon: cfg.horizon,
-        sigma: cfg.sigma as f32,
-        seed: mix_seed(cfg.seed, &[5]) as u32,
-        loss_clip: cfg.loss_clip as f32,
-        soft_clip: cfg.soft_clip,
-        loss_ramp: cfg.loss_ramp as f32,
-        use_sign: cfg.use_sign,
-        beta1: cfg.beta1 as f32,
-        beta2: cfg.beta2 as f32,
-        adam_eps: cfg.adam_eps as f32,
-        clip_norm: cfg.clip_norm as f32,
-    };
+    let settings = pes_settings(&cfg);
     let engine = PesEngine::new(
         ctx,
         &kernels,

@@ -82,9 +82,9 @@ struct CoefParams {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct GradParams {
-    n_elems: u32,
+    n_quads: u32,
     n_pairs: u32,
-    stride: u32,
+    stride4: u32,
     slot: u32,
     n_tensors: u32,
     pad: [u32; 3],
@@ -93,12 +93,12 @@ struct GradParams {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct TensorNoise {
-    offset: u32,
-    len: u32,
-    cols: u32,
+    offset4: u32,
+    cols4: u32,
+    quad_off: u32,
     matrix: u32,
-    a_off: u32,
-    b_off: u32,
+    a_off4: u32,
+    b_off4: u32,
     pad: [u32; 2],
 }
 
@@ -195,6 +195,8 @@ pub struct PesEngine<'a> {
     stats_group: wgpu::BindGroup,
     adam_params: wgpu::Buffer,
     adam_group: wgpu::BindGroup,
+    /// Invocations of `pes/grad.wgsl` (4×4 weight blocks).
+    n_quads: u32,
     _keep: Vec<wgpu::Buffer>,
 }
 
@@ -310,18 +312,25 @@ impl<'a> PesEngine<'a> {
             .iter()
             .map(|p| pes.noise.bind(ctx, &[p, &mask, &noise]))
             .collect();
+        // Blocks of 4×4 weights (4 entries of a vector) for `pes/grad.wgsl`, in vec4s:
+        // packed rows are padded to 4 and columns to 8, every offset a multiple of 4.
+        let mut n_quads = 0u32;
         let table: Vec<TensorNoise> = packed
             .tensors
             .iter()
             .zip(&noise_layout.slots)
-            .map(|(t, sl)| TensorNoise {
-                offset: t.offset as u32,
-                len: t.len() as u32,
-                cols: t.cols_p as u32,
-                matrix: sl.matrix as u32,
-                a_off: sl.a_off as u32,
-                b_off: sl.b_off as u32,
-                pad: [0; 2],
+            .map(|(t, sl)| {
+                let quad_off = n_quads;
+                n_quads += (t.rows_p.div_ceil(4) * t.cols_p / 4) as u32;
+                TensorNoise {
+                    offset4: (t.offset / 4) as u32,
+                    cols4: (t.cols_p / 4) as u32,
+                    quad_off,
+                    matrix: sl.matrix as u32,
+                    a_off4: (sl.a_off / 4) as u32,
+                    b_off4: (sl.b_off / 4) as u32,
+                    pad: [0; 2],
+                }
             })
             .collect();
         let table_buf = ctx.storage("noise table", &table)?;
@@ -331,9 +340,9 @@ impl<'a> PesEngine<'a> {
                 let p = ctx.uniform(
                     "grad params",
                     &GradParams {
-                        n_elems: plen as u32,
+                        n_quads,
                         n_pairs,
-                        stride,
+                        stride4: stride / 4,
                         slot: slot as u32,
                         n_tensors: table.len() as u32,
                         pad: [0; 3],
@@ -443,6 +452,7 @@ impl<'a> PesEngine<'a> {
             stats_group,
             adam_params,
             adam_group,
+            n_quads,
             _keep: keep,
         })
     }
@@ -571,13 +581,14 @@ impl<'a> PesEngine<'a> {
             pass.set_pipeline(&self.pes.coef.pipeline);
             pass.set_bind_group(0, &self.coef_group, &[]);
             pass.dispatch_workgroups(self.n_pairs.div_ceil(64), 1, 1);
-            let gr = grid(plen);
+            let gq = grid(self.n_quads);
             for slot in 0..slots as usize {
                 self.record_noise(&mut pass, slot);
                 pass.set_pipeline(&self.pes.grad.pipeline);
                 pass.set_bind_group(0, &self.grad_groups[slot], &[]);
-                pass.dispatch_workgroups(gr[0], gr[1], 1);
+                pass.dispatch_workgroups(gq[0], gq[1], 1);
             }
+            let gr = grid(plen);
             pass.set_pipeline(&self.pes.stats.pipeline);
             pass.set_bind_group(0, &self.stats_group, &[]);
             pass.dispatch_workgroups(1, 1, 1);
