@@ -133,6 +133,10 @@ pub struct PesReport {
     pub perturbed_step_seconds: f64,
     /// One plain step of the same model on the same problems (objective included).
     pub plain_step_seconds: f64,
+    /// Milliseconds per kernel of one perturbed and one plain step, where the device
+    /// has timestamps.
+    pub perturbed_profile: Option<Profile>,
+    pub plain_profile: Option<Profile>,
 }
 
 impl PesReport {
@@ -205,7 +209,8 @@ pub fn pes(
     engine.steps(ctx, iterations * k);
     ctx.wait()?;
     let perturbed_step_seconds = t0.elapsed().as_secs_f64() / (iterations * k) as f64;
-    let (plain_step_seconds, _) =
+    let perturbed_profile = engine.profile_step(ctx)?;
+    let (plain_step_seconds, plain_profile) =
         plain_steps(ctx, &kernels, &stage, model, &specs, iterations * k)?;
     Ok(PesReport {
         particles,
@@ -215,6 +220,8 @@ pub fn pes(
         particle_steps_per_second: (particles as u32 * k) as f64 / seconds_per_iteration,
         perturbed_step_seconds,
         plain_step_seconds,
+        perturbed_profile,
+        plain_profile,
     })
 }
 
@@ -243,6 +250,31 @@ pub fn pes_table(r: &PesReport) -> String {
         r.step_ratio(),
         "noise, gradient and Adam, share of an iteration",
         100.0 * r.overhead(),
+    ) + &profiles_side_by_side(r)
+}
+
+/// The perturbed and the plain step's kernels side by side, if both were profiled.
+fn profiles_side_by_side(r: &PesReport) -> String {
+    let (Some(pert), Some(plain)) = (&r.perturbed_profile, &r.plain_profile) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "\nwhere a step's time goes (timestamp queries, ms):\n  {:<24} {:>10} {:>10}\n",
+        "kernel", "perturbed", "plain"
+    );
+    for (name, ms) in pert {
+        let base = plain.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        s += &format!(
+            "  {name:<24} {ms:>10.2} {:>10}\n",
+            base.map_or("-".into(), |v| format!("{v:.2}"))
+        );
+    }
+    let total = |p: &Profile| p.iter().map(|(_, ms)| ms).sum::<f64>();
+    s + &format!(
+        "  {:<24} {:>10.2} {:>10.2}\n",
+        "total",
+        total(pert),
+        total(plain)
     )
 }
 

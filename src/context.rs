@@ -115,6 +115,56 @@ impl GpuContext {
         (info.name.contains("llvmpipe") || info.driver.contains("llvmpipe")).then_some(65_535)
     }
 
+    /// Times stages with timestamp queries, each recorded by `record(k, pass)` into a
+    /// pass of its own: (name, milliseconds), summed over stages of the same name, in
+    /// first-seen order. None when the device has no timestamps.
+    pub fn profile(
+        &self,
+        names: &[&str],
+        record: impl Fn(usize, &mut wgpu::ComputePass<'_>),
+    ) -> Result<Option<Vec<(String, f64)>>> {
+        if !self.has_timestamps() {
+            return Ok(None);
+        }
+        let count = 2 * names.len() as u32;
+        let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        for k in 0..names.len() {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &qs,
+                    beginning_of_pass_write_index: Some(2 * k as u32),
+                    end_of_pass_write_index: Some(2 * k as u32 + 1),
+                }),
+            });
+            record(k, &mut pass);
+        }
+        enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+        self.queue.submit([enc.finish()]);
+        let ticks: Vec<u64> = self.read(&resolve, count as usize)?;
+        let period_ms = self.queue.get_timestamp_period() as f64 * 1e-6;
+        let mut out: Vec<(String, f64)> = Vec::new();
+        for (k, name) in names.iter().enumerate() {
+            let ms = ticks[2 * k + 1].saturating_sub(ticks[2 * k]) as f64 * period_ms;
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some(e) => e.1 += ms,
+                None => out.push((name.to_string(), ms)),
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Whether passes can carry timestamp queries (per-kernel profiles).
     pub fn has_timestamps(&self) -> bool {
         self.device

@@ -1,7 +1,9 @@
 // LayerNorm over each token's channels: y = (x − mean)/sqrt(var + 1e-5)·γ + β, one
 // invocation per token, channels read as vec4 (widths are multiples of 4). γ and β
-// live in the packed parameters; in meta-training each particle adds ±σ e to them.
-// CPU twin: `learned::cpu::layernorm`.
+// live in the packed parameters; in meta-training each particle adds ±σ e to them, and
+// the pass also writes y·a, the next perturbed linear layer's projection onto its
+// pair's row factor a (what `pes/project.wgsl` computes for other layers), while y is
+// in registers. CPU twins: `learned::cpu::layernorm`, `train::noise::perturbed_model`.
 
 struct LnParams {
     n_tokens: u32,
@@ -16,6 +18,11 @@ struct LnParams {
     // Pair stride of the noise in vec4s; 0 when not perturbed.
     stride4: u32,
     sigma: f32,
+    // Offset of the next layer's row factor a in a pair's noise, in vec4s (perturbed).
+    a_off4: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: LnParams;
@@ -25,6 +32,8 @@ struct LnParams {
 // Each token's particle and the pairs' noise (1-word dummies when not perturbed).
 @group(0) @binding(4) var<storage, read> tok: array<u32>;
 @group(0) @binding(5) var<storage, read> noise: array<vec4<f32>>;
+// y·a per token (perturbed; a 1-word dummy otherwise).
+@group(0) @binding(6) var<storage, read_write> proj: array<f32>;
 
 #include "learned/norm.wgsl"
 
@@ -59,10 +68,14 @@ fn main(
         let p = tok[t];
         let nbase = (p >> 1u) * params.stride4;
         let sg = select(-params.sigma, params.sigma, (p & 1u) == 0u);
+        var z = 0.0;
         for (var j = 0u; j < n4; j++) {
             let gamma = theta[params.g_off4 + j] + sg * noise[nbase + params.ng_off4 + j];
             let beta = theta[params.b_off4 + j] + sg * noise[nbase + params.nb_off4 + j];
-            yout[base + j] = (xin[base + j] - mean) * inv * gamma + beta;
+            let y = (xin[base + j] - mean) * inv * gamma + beta;
+            yout[base + j] = y;
+            z += dot(y, noise[nbase + params.a_off4 + j]);
         }
+        proj[t] = z;
     }
 }

@@ -190,7 +190,9 @@ impl LearnedKernels {
             layernorm: Kernel::from_shader(
                 ctx,
                 "learned/layernorm.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadOnly],
+                &[
+                    Uniform, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadOnly, ReadWrite,
+                ],
             )?,
             attention: AttentionKernels::new(tiling)?,
             precondition: Kernel::from_shader(
@@ -247,6 +249,8 @@ struct LnParams {
     nb_off4: u32,
     stride4: u32,
     sigma: f32,
+    a_off4: u32,
+    pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -287,6 +291,17 @@ struct LearnedParams {
     unit_first: u32,
     quasi_newton: u32,
     pad: [u32; 3],
+}
+
+/// What a linear layer's input went through before it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input<'n> {
+    /// Nothing: the layer reads it as it is.
+    Plain,
+    /// LayerNorm `n`, fused into the layer (lane kernels, unperturbed).
+    Fused(&'n str),
+    /// A LayerNorm pass, which also wrote the perturbed projection x·a.
+    Normalized,
 }
 
 #[derive(Clone, Copy)]
@@ -452,6 +467,7 @@ impl LearnedNet {
             None => None,
         };
         let dummy = ctx.storage_zeroed("no perturbation", 4)?;
+        let dummy_out = ctx.storage_zeroed("no projection", 4)?;
         let mut b = Builder {
             ctx,
             kernels,
@@ -459,6 +475,7 @@ impl LearnedNet {
             theta,
             pert: pert.as_ref(),
             dummy: &dummy,
+            dummy_out: &dummy_out,
             n,
             rows,
             linear: Vec::new(),
@@ -522,9 +539,9 @@ impl LearnedNet {
         let mut attention = None;
         match cfg.kind {
             ModelKind::Lopt => {
-                b.linear(&feat, &mlp, fs, hidden, "mlp.fc1", RELU, None)?;
-                b.linear(&mlp, &hid, hidden, hidden, "mlp.fc2", RELU, None)?;
-                b.linear(&hid, &out, hidden, o, "head", 0, None)?;
+                b.linear(&feat, &mlp, fs, hidden, "mlp.fc1", RELU, Input::Plain)?;
+                b.linear(&mlp, &hid, hidden, hidden, "mlp.fc2", RELU, Input::Plain)?;
+                b.linear(&hid, &out, hidden, o, "head", 0, Input::Plain)?;
             }
             ModelKind::Optimus | ModelKind::Optimus0 => {
                 let ap = ctx.uniform(
@@ -545,7 +562,7 @@ impl LearnedNet {
                 let attn_grid = [block_grid[0], block_grid[1], z];
                 attention = Some(kernel);
                 b.keep.push(ap);
-                b.linear(&feat, &hid, fs, w, "embed", 0, None)?;
+                b.linear(&feat, &hid, fs, w, "embed", 0, Input::Plain)?;
                 for l in 0..cfg.layers {
                     let blk = format!("blocks.{l}");
                     let (ln1, qkv_name) = (format!("{blk}.ln1"), format!("{blk}.attn.qkv"));
@@ -553,10 +570,10 @@ impl LearnedNet {
                     b.ops
                         .push((Stage::Attention, attn_group.clone(), attn_grid));
                     let (attn_out, fc2) = (format!("{blk}.attn.out"), format!("{blk}.mlp.fc2"));
-                    b.linear(&att, &hid, w, w, &attn_out, RESIDUAL, None)?;
+                    b.linear(&att, &hid, w, w, &attn_out, RESIDUAL, Input::Plain)?;
                     let (ln2, fc1) = (format!("{blk}.ln2"), format!("{blk}.mlp.fc1"));
                     b.norm_linear(&hid, &a, &mlp, w, hidden, &ln2, &fc1, RELU)?;
-                    b.linear(&mlp, &hid, hidden, w, &fc2, RESIDUAL, None)?;
+                    b.linear(&mlp, &hid, hidden, w, &fc2, RESIDUAL, Input::Plain)?;
                 }
                 b.norm_linear(&hid, &a, &out, w, o, "ln_f", "head", 0)?;
             }
@@ -610,7 +627,9 @@ impl LearnedNet {
         let ops = b.ops;
         let linear = b.linear;
         let mut buffers = b.keep;
-        buffers.extend([feat, hid, a, qkv, att, mlp, out, blocks_buf, dummy]);
+        buffers.extend([
+            feat, hid, a, qkv, att, mlp, out, blocks_buf, dummy, dummy_out,
+        ]);
         if let Some(p) = pert {
             buffers.extend([p.tok, p.proj]);
         }
@@ -755,8 +774,10 @@ struct Builder<'a> {
     layout: &'a PackedLayout,
     theta: &'a wgpu::Buffer,
     pert: Option<&'a PertBuffers<'a>>,
-    /// Bound in place of the perturbation's buffers when there is none.
+    /// Bound in place of the perturbation's buffers when there is none: read-only ones,
+    /// and a written one (a buffer cannot be both in one dispatch).
     dummy: &'a wgpu::Buffer,
+    dummy_out: &'a wgpu::Buffer,
     n: u32,
     rows: u32,
     /// Pipelines of the linear layers (shapes differ in the generated kernels).
@@ -803,15 +824,14 @@ impl Builder<'_> {
             .linear
             .lanes_for(n_in.div_ceil(4), round8(n_out as usize) as u32 / 4);
         if lanes && self.pert.is_none() {
-            self.linear(x, y, n_in, n_out, name, flags, Some(ln))
+            self.linear(x, y, n_in, n_out, name, flags, Input::Fused(ln))
         } else {
-            self.layernorm(x, a, n_in, ln)?;
-            self.linear(a, y, n_in, n_out, name, flags, None)
+            self.layernorm(x, a, n_in, ln, name)?;
+            self.linear(a, y, n_in, n_out, name, flags, Input::Normalized)
         }
     }
 
-    /// y = act(x·W + b) (or y += …) for layer `name`, with the input LayerNorm `ln`
-    /// fused first if given (lane kernels only, unperturbed).
+    /// y = act(x·W + b) (or y += …) for layer `name`, from `input`.
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &mut self,
@@ -821,7 +841,7 @@ impl Builder<'_> {
         n_out: u32,
         name: &str,
         flags: u32,
-        ln: Option<&str>,
+        input: Input,
     ) -> Result<()> {
         let out4 = round8(n_out as usize) as u32 / 4;
         let in4 = n_in.div_ceil(4);
@@ -841,7 +861,7 @@ impl Builder<'_> {
             pad: 0,
         };
         let mut flags = flags;
-        if let Some(ln) = ln {
+        if let Input::Fused(ln) = input {
             lp.ln_g_off4 = self.offset4(&format!("{ln}.weight"))?;
             lp.ln_b_off4 = self.offset4(&format!("{ln}.bias"))?;
             flags |= NORMALIZED;
@@ -855,20 +875,23 @@ impl Builder<'_> {
                 lp.ne_off4 = (pb.layout.slot(&bias)?.b_off / 4) as u32;
                 lp.stride4 = stride4;
                 lp.sigma = pb.sigma;
-                let pp = self.ctx.uniform(
-                    name,
-                    &ProjectParams {
-                        n_rows: self.rows,
-                        in4,
-                        a_off4: (w.a_off / 4) as u32,
-                        stride4,
-                    },
-                );
-                let group = self
-                    .kernels
-                    .project
-                    .bind(self.ctx, &[&pp, &pb.tok, pb.noise, x, &pb.proj]);
-                self.push(Stage::Project, group, grid_1d(self.rows.div_ceil(64)), pp);
+                // After a LayerNorm pass the projection is written already.
+                if input != Input::Normalized {
+                    let pp = self.ctx.uniform(
+                        name,
+                        &ProjectParams {
+                            n_rows: self.rows,
+                            in4,
+                            a_off4: (w.a_off / 4) as u32,
+                            stride4,
+                        },
+                    );
+                    let group = self
+                        .kernels
+                        .project
+                        .bind(self.ctx, &[&pp, &pb.tok, pb.noise, x, &pb.proj]);
+                    self.push(Stage::Project, group, grid_1d(self.rows.div_ceil(64)), pp);
+                }
                 (&pb.tok, &pb.proj, pb.noise)
             }
             None => (self.dummy, self.dummy, self.dummy),
@@ -885,13 +908,16 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// LayerNorm `name` over `width` channels of every token.
+    /// LayerNorm `name` over `width` channels of every token, feeding linear layer
+    /// `next`: perturbed, the pass also writes its input's projection onto `next`'s row
+    /// factor.
     fn layernorm(
         &mut self,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
         width: u32,
         name: &str,
+        next: &str,
     ) -> Result<()> {
         let (gname, bname) = (format!("{name}.weight"), format!("{name}.bias"));
         let mut lp = LnParams {
@@ -903,22 +929,25 @@ impl Builder<'_> {
             nb_off4: 0,
             stride4: 0,
             sigma: 0.0,
+            a_off4: 0,
+            pad: [0; 3],
         };
-        let (tok, noise) = match self.pert {
+        let (tok, noise, proj) = match self.pert {
             Some(pb) => {
                 lp.ng_off4 = (pb.layout.slot(&gname)?.b_off / 4) as u32;
                 lp.nb_off4 = (pb.layout.slot(&bname)?.b_off / 4) as u32;
                 lp.stride4 = (pb.layout.stride / 4) as u32;
                 lp.sigma = pb.sigma;
-                (&pb.tok, pb.noise)
+                lp.a_off4 = (pb.layout.slot(&format!("{next}.weight"))?.a_off / 4) as u32;
+                (&pb.tok, pb.noise, &pb.proj)
             }
-            None => (self.dummy, self.dummy),
+            None => (self.dummy, self.dummy, self.dummy_out),
         };
         let p = self.ctx.uniform(name, &lp);
         let group = self
             .kernels
             .layernorm
-            .bind(self.ctx, &[&p, self.theta, x, y, tok, noise]);
+            .bind(self.ctx, &[&p, self.theta, x, y, tok, noise, proj]);
         self.push(Stage::LayerNorm, group, grid_1d(self.n.div_ceil(64)), p);
         Ok(())
     }

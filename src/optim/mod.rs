@@ -667,60 +667,23 @@ impl<'a> GpuRun<'a> {
     /// Times one pass kernel by kernel with timestamp queries: (kernel, milliseconds),
     /// summed over kernels of the same name. None when the device has no timestamps.
     pub fn profile_pass(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
-        if !ctx.has_timestamps() {
-            return Ok(None);
-        }
         let n = self.problems.n_problems;
         let mut names: Vec<&str> = vec!["objective"];
         match &self.learned {
             Some(net) => names.extend(net.stage_names()),
             None => names.push(self.config.method.name()),
         }
-        let count = 2 * names.len() as u32;
-        let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
-        });
-        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile resolve"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        for k in 0..names.len() {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &qs,
-                    beginning_of_pass_write_index: Some(2 * k as u32),
-                    end_of_pass_write_index: Some(2 * k as u32 + 1),
-                }),
-            });
+        ctx.profile(&names, |k, pass| {
             match (k, &self.learned, &self.opt_group) {
-                (0, _, _) => self.obj_binding.record(&mut pass),
-                (k, Some(net), _) => net.record_stage(k - 1, &self.kernels.learned, &mut pass, n),
+                (0, _, _) => self.obj_binding.record(pass),
+                (k, Some(net), _) => net.record_stage(k - 1, &self.kernels.learned, pass, n),
                 (_, None, Some(group)) => self
                     .kernels
                     .for_method(self.config.method)
-                    .dispatch_problems(&mut pass, group, n),
+                    .dispatch_problems(pass, group, n),
                 (_, None, None) => unreachable!("a run binds either a classic or a learned method"),
             }
-        }
-        enc.resolve_query_set(&qs, 0..count, &resolve, 0);
-        ctx.queue.submit([enc.finish()]);
-        let ticks: Vec<u64> = ctx.read(&resolve, count as usize)?;
-        let period_ms = ctx.queue.get_timestamp_period() as f64 * 1e-6;
-        let mut out: Vec<(String, f64)> = Vec::new();
-        for (k, name) in names.iter().enumerate() {
-            let ms = ticks[2 * k + 1].saturating_sub(ticks[2 * k]) as f64 * period_ms;
-            match out.iter_mut().find(|(n, _)| n == name) {
-                Some(e) => e.1 += ms,
-                None => out.push((name.to_string(), ms)),
-            }
-        }
-        Ok(Some(out))
+        })
     }
 
     /// Submits `n` passes, in submits of [`PASSES_PER_SUBMIT`].

@@ -541,6 +541,26 @@ impl<'a> PesEngine<'a> {
         ctx.queue.submit([enc.finish()]);
     }
 
+    /// Times one perturbed step of every particle kernel by kernel (timestamp queries):
+    /// objective, meta-loss, then the network's stages. None without timestamps.
+    pub fn profile_step(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
+        let np = self.problems.n_problems;
+        let mut names = vec!["objective", "meta-loss"];
+        names.extend(self.net.stage_names());
+        ctx.profile(&names, |k, pass| match k {
+            0 => self.obj_binding.record(pass),
+            1 => {
+                pass.set_pipeline(&self.pes.loss.pipeline);
+                pass.set_bind_group(0, &self.loss_group, &[]);
+                let gr = grid(np);
+                pass.dispatch_workgroups(gr[0], gr[1], 1);
+            }
+            k => self
+                .net
+                .record_stage(k - 2, &self.kernels.learned, pass, np),
+        })
+    }
+
     /// Ends truncation `n`: the PES estimate from the particles' meta-losses, `since`
     /// (per pair, the truncation its accumulated perturbation starts at), and the noise
     /// of every credited truncation drawn again; then its norm and the training loss,
