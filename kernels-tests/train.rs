@@ -34,6 +34,7 @@ fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
         beta2: 0.999,
         adam_eps: 1e-8,
         clip_norm: 1e9,
+        trainable: Vec::new(),
     }
 }
 
@@ -683,4 +684,37 @@ fn pes_bench_times_iterations_and_steps() {
     assert!(odd.to_string().contains("even number"), "{odd}");
     let long = optimus_gpu::bench::pes(ctx(), &m, 8, 5, &cfg, 10).unwrap_err();
     assert!(long.to_string().contains("horizon"), "{long}");
+}
+
+/// With `trainable` naming some tensors, a meta-iteration moves exactly those: the others'
+/// noise is zero, so their gradient and Adam step are too. A name that matches no tensor
+/// is refused with the list of tensors.
+#[test]
+fn only_trainable_tensors_move() {
+    let fx = fixture();
+    let m = model(ModelKind::Optimus, 3);
+    let specs = paired(&problems(&[4, 2, 7]));
+    let mut s = settings(3, 30, 0.05);
+    s.trainable = vec!["head".into(), "blocks.1.mlp".into()];
+    let e = engine(&fx, &m, &specs, s.clone());
+    let theta0: Vec<f32> = ctx().read(&e.theta, e.packed.len).unwrap();
+    e.begin_truncation(ctx(), 0);
+    e.steps(ctx(), 3);
+    e.finish_truncation(ctx(), 0, &[0, 0, 0], 0.01, 1);
+    let theta: Vec<f32> = ctx().read(&e.theta, e.packed.len).unwrap();
+    for t in &e.packed.tensors {
+        let range = t.offset..t.offset + t.rows_p * t.cols_p;
+        let moved = range.clone().any(|q| theta[q] != theta0[q]);
+        let trains = t.name.starts_with("head") || t.name.starts_with("blocks.1.mlp");
+        assert_eq!(moved, trains, "{}: moved {moved}", t.name);
+    }
+    s.trainable = vec!["heads".into()];
+    let err = PesEngine::new(ctx(), &fx.kernels, &fx.pes, &fx.stage, &m, &specs, s)
+        .err()
+        .expect("an unknown tensor name is refused")
+        .to_string();
+    assert!(
+        err.contains("'heads'") && err.contains("head.weight"),
+        "{err}"
+    );
 }

@@ -140,6 +140,11 @@ pub struct TrainConfig {
     pub loss_ramp: f64,
     /// Use sign(Δ) instead of Δ (VeLO's variance reduction).
     pub use_sign: bool,
+    /// Tensors PES perturbs and trains, by name or name prefix (e.g. `["head"]`, or
+    /// `["blocks.1", "ln_f", "head"]`); empty (the default) trains every tensor. The
+    /// others keep their starting values. Fewer trained weights give each one a less
+    /// noisy estimate from the same particles.
+    pub trainable: Vec<String>,
     pub seed: u64,
     /// Log (and validate) every this many iterations.
     pub log_every: u32,
@@ -170,6 +175,7 @@ impl Default for TrainConfig {
             soft_clip: false,
             loss_ramp: 0.0,
             use_sign: false,
+            trainable: Vec::new(),
             seed: 0,
             log_every: 10,
             checkpoint_every: 50,

@@ -94,6 +94,7 @@ pub(crate) fn pes_settings(cfg: &TrainConfig) -> PesSettings {
         beta2: cfg.beta2 as f32,
         adam_eps: cfg.adam_eps as f32,
         clip_norm: cfg.clip_norm as f32,
+        trainable: cfg.trainable.clone(),
     }
 }
 

@@ -36,12 +36,34 @@ pub struct NoiseLayout {
 }
 
 impl NoiseLayout {
-    pub fn new(packed: &PackedLayout) -> Self {
+    /// The layout of every tensor's noise; tensors that no name or name prefix in
+    /// `trainable` matches get zero noise, so PES neither perturbs nor trains them (empty:
+    /// every tensor trains). A prefix that matches no tensor is an error naming it.
+    pub fn new(packed: &PackedLayout, trainable: &[String]) -> Result<Self> {
+        if let Some(p) = trainable.iter().find(|p| {
+            !packed
+                .tensors
+                .iter()
+                .any(|t| t.name.starts_with(p.as_str()))
+        }) {
+            return Err(Error::Config(format!(
+                "trainable: no tensor of this model is named '{p}' or starts with it; the \
+                 tensors are {}",
+                packed
+                    .tensors
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let (mut names, mut slots, mut mask) = (Vec::new(), Vec::new(), Vec::new());
         for t in &packed.tensors {
+            let trains =
+                trainable.is_empty() || trainable.iter().any(|p| t.name.starts_with(p.as_str()));
             let mut region = |len: usize, real: usize| {
                 let off = mask.len();
-                mask.extend((0..len).map(|i| (i < real) as u32));
+                mask.extend((0..len).map(|i| (trains && i < real) as u32));
                 off
             };
             let slot = if t.matrix {
@@ -63,12 +85,12 @@ impl NoiseLayout {
             names.push(t.name.clone());
             slots.push(slot);
         }
-        Self {
+        Ok(Self {
             names,
             slots,
             stride: mask.len(),
             mask,
-        }
+        })
     }
 
     /// The slot of tensor `name`.

@@ -132,6 +132,8 @@ pub struct PesSettings {
     pub beta2: f32,
     pub adam_eps: f32,
     pub clip_norm: f32,
+    /// Names or name prefixes of the tensors PES trains (empty: all).
+    pub trainable: Vec<String>,
 }
 
 impl PesSettings {
@@ -223,7 +225,7 @@ impl<'a> PesEngine<'a> {
         let problems = GpuProblems::with_slots(ctx, specs)?;
         let n = problems.n_total as usize;
         let packed = PackedLayout::new(&model.config);
-        let noise_layout = NoiseLayout::new(&packed);
+        let noise_layout = NoiseLayout::new(&packed, &settings.trainable)?;
         let stride = noise_layout.stride as u32;
         if n_pairs > 65535 {
             return Err(Error::TooLarge(format!(
