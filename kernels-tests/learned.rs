@@ -404,10 +404,7 @@ fn the_quasi_newton_step_matches_the_twin() {
 fn a_zero_head_quasi_newton_step_is_barzilai_borwein() {
     let opts = SampleOptions {
         shift: 0.3,
-        rotate: false,
-        log10_scale: (0.0, 0.0),
-        log10_width: (0.0, 0.0),
-        start_fraction: 1.0,
+        ..Default::default()
     };
     for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
         let m = qn_model(kind, 2, 0.0);

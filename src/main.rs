@@ -273,6 +273,13 @@ enum Task {
     Motion,
 }
 
+/// The adapter's name for reports ("?" where the driver gives none).
+fn adapter_name(ctx: &GpuContext) -> String {
+    ctx.adapter_info
+        .as_ref()
+        .map_or("?".into(), |i| i.name.clone())
+}
+
 /// The bench's model: `--model`, or a seeded random model of `--kind` at the default
 /// size.
 fn bench_model(a: &BenchArgs) -> Result<Arc<Model>> {
@@ -456,9 +463,7 @@ fn run(cli: Cli) -> Result<()> {
                 "{} model, {} parameters, on {}",
                 model.config.kind,
                 model.weights.len(),
-                ctx.adapter_info
-                    .as_ref()
-                    .map_or("?".into(), |i| i.name.clone())
+                adapter_name(&ctx)
             );
             print!("{}", bench::pes_table(&r));
         }
@@ -466,12 +471,7 @@ fn run(cli: Cli) -> Result<()> {
             let ctx = GpuContext::new()?;
             eprintln!("timing {} motion windows ...", a.windows);
             let r = bench::motion(&ctx, a.windows, a.steps)?;
-            println!(
-                "on {}",
-                ctx.adapter_info
-                    .as_ref()
-                    .map_or("?".into(), |i| i.name.clone())
-            );
+            println!("on {}", adapter_name(&ctx));
             print!("{}", bench::motion_table(&r));
         }
         Command::Bench(a) => {
@@ -492,9 +492,7 @@ fn run(cli: Cli) -> Result<()> {
                 "{} model, {} parameters, on {}",
                 model.config.kind,
                 model.weights.len(),
-                ctx.adapter_info
-                    .as_ref()
-                    .map_or("?".into(), |i| i.name.clone())
+                adapter_name(&ctx)
             );
             print!("{}", bench::table(&reports));
         }
