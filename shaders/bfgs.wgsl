@@ -1,6 +1,6 @@
 // BFGS with a dense inverse-Hessian estimate H per problem (d×d, row-major at
 // state.moff), and the strong-Wolfe line search of the quasi-Newton driver.
-// CPU twin: `optim::cpu::QuasiNewton` with `Curvature::Dense`.
+// CPU twin: `optim::cpu::run_fn` with `Curvature::Dense`.
 
 #include "shared/quasi_newton.wgsl"
 

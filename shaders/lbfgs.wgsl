@@ -1,6 +1,6 @@
 // L-BFGS: the last `memory` (s, y) pairs per problem and the two-loop recursion, with
 // the strong-Wolfe line search of the quasi-Newton driver.
-// CPU twin: `optim::cpu::QuasiNewton` with `Curvature::Limited`.
+// CPU twin: `optim::cpu::run_fn` with `Curvature::Limited`.
 // `mat` holds S then Y, each `memory` regions of n_total coordinates.
 
 #include "shared/quasi_newton.wgsl"

@@ -1,5 +1,5 @@
 // Objective stage: the gap f(x) − f* and its gradient for every problem of a batch.
-// CPU twin: `Function::gap_grad` through `problem::ProblemBatch::cpu_gap_grad`.
+// CPU twin: `Function::gap_grad` through `problem::ProblemSpec::cpu_gap_grad`.
 //
 // One workgroup per problem. f(x) = scale · F(z* + e) with e = R (x − center), so the
 // problem's minimizer sits at `center`. Functions are written in e, the offset from

@@ -1,4 +1,4 @@
-//! The benchmark-function suite (OPTIMUS.md §3): names, domains, minimizers and the
+//! The benchmark-function suite (docs/DESIGN.md §3): names, domains, minimizers and the
 //! f64 CPU twin of `shaders/objective.wgsl`.
 //!
 //! Every function is written in terms of `e = z − z*`, the offset from its known

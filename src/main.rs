@@ -192,7 +192,7 @@ enum BenchTask {
 #[derive(clap::Args)]
 struct EvalArgs {
     /// What to evaluate on: benchmark functions, or physics-based motion
-    /// reconstruction windows (OPTIMUS.md §5).
+    /// reconstruction windows (docs/DESIGN.md §5).
     #[arg(long, value_enum, default_value_t = Task::Functions)]
     task: Task,
     /// RON config file (see assets/eval.ron, or assets/motion.ron with --task motion);

@@ -1,4 +1,4 @@
-// PES coefficients of one meta-iteration (OPTIMUS.md §2): per antithetic pair i,
+// PES coefficients of one meta-iteration (docs/DESIGN.md §2): per antithetic pair i,
 // Δ_i = L⁺_i − L⁻_i (mean meta-loss over the truncation's K steps), split at the pair's
 // reset. The part before the reset is credited to the accumulated perturbation
 // A_i = Σ_{k = since_i}^{n} ε_i^(k), the part after it to ε_i^(n) alone, so the

@@ -1,4 +1,4 @@
-// Meta-loss of every particle, one inner step at a time (OPTIMUS.md §2): after the
+// Meta-loss of every particle, one inner step at a time (docs/DESIGN.md §2): after the
 // objective stage, l_t = ln(f_t + 1e-10) − ln(f_0 + 1e-10), the log-gap relative to the
 // horizon's start point, so every task counts the same whatever its scale. A diverged or
 // non-finite particle gets the bounded penalty `clip` (and l_t is clipped above by it),

@@ -2,7 +2,7 @@
 // xe, advances the problem's line search, and on acceptance updates the curvature
 // model (`qn_update`), computes the next direction (`qn_direction`, p = −H ∇f) and the
 // first trial of the next search. The including kernel defines those two functions,
-// `qn_reset`, and the bindings below. CPU twin: `optim::cpu::QuasiNewton`.
+// `qn_reset`, and the bindings below. CPU twin: `optim::cpu::run_fn` (`Curvature`).
 
 #include "shared/problem.wgsl"
 #include "shared/reduce.wgsl"

@@ -1,4 +1,4 @@
-//! `optimus-gpu eval` (OPTIMUS.md §4): functions × dimensions × seeded start points ×
+//! `optimus-gpu eval` (docs/DESIGN.md §4): functions × dimensions × seeded start points ×
 //! optimizers, a step budget, learning rates tuned per function on a grid, and the
 //! statistics, table, files and plots of the comparison.
 

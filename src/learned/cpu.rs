@@ -1,4 +1,4 @@
-//! f64 CPU twin of one step of the learned optimizers (OPTIMUS.md §1), piece by piece so
+//! f64 CPU twin of one step of the learned optimizers (docs/DESIGN.md §1), piece by piece so
 //! each GPU stage has its own twin: accumulators and features, linear layers, LayerNorm,
 //! self-attention over a problem's dimensions, output heads, step and preconditioner.
 //!

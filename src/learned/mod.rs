@@ -1,4 +1,4 @@
-//! The learned optimizers (OPTIMUS.md §1): Optimus, Optimus-0 and LOpt. `model` holds
+//! The learned optimizers (docs/DESIGN.md §1): Optimus, Optimus-0 and LOpt. `model` holds
 //! their architecture, weights and model files.
 
 pub mod attention;

@@ -1,4 +1,4 @@
-//! Architecture, weights and model files of the learned optimizers (OPTIMUS.md §1).
+//! Architecture, weights and model files of the learned optimizers (docs/DESIGN.md §1).
 //!
 //! All weights live in one flat f32 vector θ, laid out in the canonical order of
 //! [`ModelConfig::tensors`], so meta-training perturbs and updates a single buffer and
@@ -28,7 +28,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Input features per token: 22 per-dimension features and 11 time features (§1.3).
 pub const N_FEATURES: usize = 33;
 
-/// Input features of a model that also takes the loss-change feature (OPTIMUS.md §1.3's
+/// Input features of a model that also takes the loss-change feature (docs/DESIGN.md §1.3's
 /// design choice): (f_t − f_{t−1}) / (|f_t| + |f_{t−1}|), one value shared by all of a
 /// problem's tokens, in slot [`N_FEATURES`]. It is the only input that sees the
 /// objective itself rather than its gradient, so the network can tell an overshooting

@@ -1,4 +1,4 @@
-//! The articulated point-mass body of OPTIMUS.md §5: 19 point masses (joint centres and
+//! The articulated point-mass body of docs/DESIGN.md §5: 19 point masses (joint centres and
 //! end effectors) on the skeleton of the DeepMimic humanoid (y up, x forward, z right),
 //! bones and bracing as stiff damped springs, joints as PD terms towards target values
 //! of smooth angle measures, and a residual root controller.

@@ -1,5 +1,5 @@
 //! Motion clips: kinematic pose sequences on the DeepMimic skeleton, read from and
-//! written to the DeepMimic JSON format (OPTIMUS.md §5), and the project's own
+//! written to the DeepMimic JSON format (docs/DESIGN.md §5), and the project's own
 //! procedural motion families (walking for meta-training; dancing, jumping, turning,
 //! squatting and kicking for testing).
 

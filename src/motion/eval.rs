@@ -1,5 +1,5 @@
 //! `optimus-gpu eval --task motion`: optimizers against each other on motion
-//! reconstruction windows (OPTIMUS.md §5): objective against iterations, iterations to
+//! reconstruction windows (docs/DESIGN.md §5): objective against iterations, iterations to
 //! reach the reference optimizer's final objective, MPJPE and Procrustes-aligned MPJPE
 //! in mm, time; a table, JSON, CSV, plots and stick-figure strips.
 

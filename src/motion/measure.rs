@@ -1,5 +1,5 @@
 //! The measures of [`super::body::Measure`] in f64: value, gradient and Hessian-vector
-//! product, the CPU twin of `shaders/motion/measure.wgsl`. The adjoint pass needs
+//! product, the CPU twin of the measures in `shaders/motion/body.wgsl`. The adjoint pass needs
 //! H·v and H·λ (the force is s(q, q̇)·∇q), and both come from one directional
 //! derivative of the gradient.
 //!

@@ -1,4 +1,4 @@
-//! Physics-based human motion reconstruction (OPTIMUS.md §5): an articulated point-mass
+//! Physics-based human motion reconstruction (docs/DESIGN.md §5): an articulated point-mass
 //! body simulated in batches of motion windows on the GPU, with a hand-written adjoint
 //! pass for the gradient of the reconstruction objective. `body` defines the body and
 //! its kinematic skeleton, `measure` and `sim` are the f64 CPU twin.

@@ -1,4 +1,4 @@
-//! Motion reconstruction problems (OPTIMUS.md §5): ground truth by simulating the body
+//! Motion reconstruction problems (docs/DESIGN.md §5): ground truth by simulating the body
 //! from a clip's poses, 2d observations from a random camera with pixel noise and
 //! dropped joints, the objective (robust reprojection error plus regularizers) and the
 //! initialization a user would have (a noisy kinematic 3d estimate). The objective's

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// The task distribution (OPTIMUS.md §2): benchmark functions at random dimensions,
+/// The task distribution (docs/DESIGN.md §2): benchmark functions at random dimensions,
 /// shifted, optionally rotated and scaled, from random start points. Held-out functions
 /// and dimensions are never sampled, so evaluation on them measures generalization.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,12 +98,12 @@ impl Default for ValidationConfig {
     }
 }
 
-/// A meta-training run (OPTIMUS.md §2).
+/// A meta-training run (docs/DESIGN.md §2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     pub tasks: TaskConfig,
-    /// Meta-train on walking windows of the motion task (OPTIMUS.md §5) instead of
+    /// Meta-train on walking windows of the motion task (docs/DESIGN.md §5) instead of
     /// `tasks`; `optimus-gpu train --task motion` sets the defaults.
     pub motion: Option<crate::motion::task::TaskConfig>,
     /// Inner steps per truncation K.

@@ -1,5 +1,5 @@
 //! Meta-training of the learned optimizers with Persistent Evolution Strategies
-//! (OPTIMUS.md §2): `optimus-gpu train`.
+//! (docs/DESIGN.md §2): `optimus-gpu train`.
 //!
 //! The host schedules: it draws tasks (a pure function of seed, pair and reset count, so
 //! a resumed run draws the same ones), queues resets at each pair's staggered horizon,

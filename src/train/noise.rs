@@ -5,7 +5,7 @@
 //! (`shaders/shared/rng.wgsl`), never stored between truncations: the gradient reduction
 //! draws them again.
 //!
-//! Why rank one (OPTIMUS.md §2): a particle's layer is then the shared product x·W plus
+//! Why rank one (docs/DESIGN.md §2): a particle's layer is then the shared product x·W plus
 //! ±σ((x·a) b + e), O(in + out) extra work per token and O(in + out) noise per pair,
 //! where per-particle weight copies need |θ| memory and bandwidth per particle.
 

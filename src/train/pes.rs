@@ -1,4 +1,4 @@
-//! The GPU side of PES meta-training (OPTIMUS.md §2): a batch of particles in antithetic
+//! The GPU side of PES meta-training (docs/DESIGN.md §2): a batch of particles in antithetic
 //! pairs, each running the learned optimizer with its own perturbed weights on its own
 //! persistent inner problem; the meta-loss summed per particle on the GPU; the gradient
 //! estimate reduced on the GPU from regenerated noise; Adam on θ on the GPU. The host
