@@ -62,9 +62,21 @@ fn finish(row: u32, col4: u32, acc: vec4<f32>) {
     if (FLAGS & 4u) != 0u {
         let p = tok[row];
         let base = (p >> 1u) * params.stride4;
-        let sg = select(-params.sigma, params.sigma, (p & 1u) == 0u);
-        v += sg * (proj[row] * noise[base + params.nb_off4 + col4] + noise[base + params.ne_off4 + col4]);
+        v += perturbation(p, row, noise[base + params.nb_off4 + col4], noise[base + params.ne_off4 + col4]);
     }
+    store(row, col4, v);
+}
+
+// ±σ (x·a b + e) for particle `p` at token `row`, given its pair's b and e at this
+// output vec4 (the lane kernels keep those in registers while the pair stays the same).
+fn perturbation(p: u32, row: u32, nb: vec4<f32>, ne: vec4<f32>) -> vec4<f32> {
+    let sg = select(-params.sigma, params.sigma, (p & 1u) == 0u);
+    return sg * (proj[row] * nb + ne);
+}
+
+// ReLU and the residual sum, then the store.
+fn store(row: u32, col4: u32, acc: vec4<f32>) {
+    var v = acc;
     if (FLAGS & 1u) != 0u {
         v = max(v, vec4<f32>(0.0));
     }

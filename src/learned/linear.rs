@@ -129,7 +129,7 @@ impl LinearKernels {
             // it is in the key.
             let label = format!("learned/linear lanes {in4}x{out4} ({c4} per lane)");
             let k = ctx.cached(&format!("{label} flags {flags}"), || {
-                let src = lane_source(&self.common, in4, c4, out4 / c4, flags & NORMALIZED != 0);
+                let src = lane_source(&self.common, in4, c4, out4 / c4, flags);
                 validate(&label, &src)?;
                 Kernel::with_constants(ctx, &label, &src, BINDS, &constants)
             })?;
@@ -162,8 +162,12 @@ fn columns_per_lane(out4: u32) -> u32 {
 /// inv = 1/sqrt(var + ε), (c·inv∘γ + β)·W + b = inv·(c·W') + b' for W' = diag(γ)·W and
 /// b' = β·W + b, which an invocation forms once for its columns, so a token costs only
 /// its mean and variance more (measured: normalizing each input instead cost the qkv
-/// layer 40%).
-fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, norm: bool) -> String {
+/// layer 40%). Perturbed (`flags` & [`PERTURBED`]), it keeps the pair's noise b and e
+/// for its columns in registers and reloads them only when the token's pair changes
+/// (a pair's tokens are contiguous), instead of loading them for every token.
+fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> String {
+    let norm = flags & NORMALIZED != 0;
+    let pert = flags & PERTURBED != 0;
     let out4 = c4 * lanes;
     let mut s = String::from(common);
     // `write!` to a String cannot fail.
@@ -202,11 +206,35 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, norm: bool) -> Strin
             }
         }
     }
+    if pert {
+        let _ = writeln!(w, "    var pair = 0xffffffffu;");
+        for j in 0..c4 {
+            let _ = writeln!(
+                w,
+                "    var nb{j} = vec4<f32>(0.0);\n    var ne{j} = vec4<f32>(0.0);"
+            );
+        }
+    }
     let _ = writeln!(
         w,
         "    let t0 = wid.x * {LANE_TOKENS}u;\n    let t1 = min(t0 + {LANE_TOKENS}u, params.n_rows);\n    \
          for (var t = t0; t < t1; t++) {{"
     );
+    if pert {
+        let _ = writeln!(
+            w,
+            "        let p = tok[t];\n        if (p >> 1u) != pair {{\n            \
+             pair = p >> 1u;\n            let base = pair * params.stride4;"
+        );
+        for j in 0..c4 {
+            let _ = writeln!(
+                w,
+                "            nb{j} = noise[base + params.nb_off4 + c + {j}u];\n            \
+                 ne{j} = noise[base + params.ne_off4 + c + {j}u];"
+            );
+        }
+        let _ = writeln!(w, "        }}");
+    }
     let raw = if norm { "r" } else { "x" };
     // Each invocation loads a share of the token's inputs, and broadcasts pass them to
     // all (measured on lavapipe: 2.1–2.4x faster at 64 and 128 → 64, 1.45x at
@@ -266,7 +294,14 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, norm: bool) -> Strin
         } else {
             format!("a{j}")
         };
-        let _ = writeln!(w, "        finish(t, c + {j}u, {v});");
+        if pert {
+            let _ = writeln!(
+                w,
+                "        store(t, c + {j}u, {v} + perturbation(p, t, nb{j}, ne{j}));"
+            );
+        } else {
+            let _ = writeln!(w, "        finish(t, c + {j}u, {v});");
+        }
     }
     let _ = writeln!(w, "    }}\n}}");
     s
@@ -305,8 +340,8 @@ mod tests {
         let common = compose("learned/linear.wgsl").unwrap();
         for (in4, out4) in [(9, 16), (16, 48), (32, 16), (1, 2)] {
             let c4 = columns_per_lane(out4);
-            for norm in [false, true] {
-                let src = lane_source(&common, in4, c4, out4 / c4, norm);
+            for flags in [0, NORMALIZED, PERTURBED, PERTURBED | RELU | RESIDUAL] {
+                let src = lane_source(&common, in4, c4, out4 / c4, flags);
                 validate("lanes", &src).unwrap();
             }
         }
