@@ -141,7 +141,8 @@ struct InitModelArgs {
     secant_features: bool,
     /// The quasi-Newton step: the network corrects the secant-scaled (Barzilai–Borwein)
     /// gradient step instead of writing the step itself, so a fresh model already
-    /// converges on smooth problems (37 input features; not with the switches above).
+    /// converges on smooth problems (37 input features, λ_μ = λ_s = 1 since the step's
+    /// scale comes from the secant length; not with the switches above).
     #[arg(long, conflicts_with_all = ["step_scale", "secant_scale", "loss_feature"])]
     quasi_newton: bool,
 }
@@ -436,6 +437,8 @@ fn run(cli: Cli) -> Result<()> {
             if a.quasi_newton {
                 cfg.step = StepRule::QuasiNewton;
                 cfg.features = N_FEATURES_WITH_SECANT;
+                cfg.lambda_mu = 1.0;
+                cfg.lambda_s = 1.0;
             }
             let model = Model::init(cfg, a.seed)?;
             model.save(&a.out)?;

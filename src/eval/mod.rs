@@ -519,10 +519,24 @@ fn cell(
             .map(|t| median(&res.iter().map(|r| value(r, t)).collect::<Vec<_>>()))
             .collect()
     };
-    // A diverged run's history holds its last value (a non-finite gap) from the step it
-    // diverged on; it counts as +∞ there, and its evaluations stop growing.
-    let curve = median_at(&|r, t| scored_gap(r.gaps[t]));
-    let evals_curve = median_at(&|r, t| r.evals_at[t] as f64);
+    // A diverged run's history repeats its last entry from the step it diverged on
+    // (where f may still be finite, ∇f not): from there on it is +∞ in both curves, so
+    // it neither looks converged nor lowers the evaluations a level took.
+    let gone = |r: &ProblemResult, t: usize| r.status == Status::Diverged && t >= r.iters as usize;
+    let curve = median_at(&|r, t| {
+        if gone(r, t) {
+            f64::INFINITY
+        } else {
+            scored_gap(r.gaps[t])
+        }
+    });
+    let evals_curve = median_at(&|r, t| {
+        if gone(r, t) {
+            f64::INFINITY
+        } else {
+            r.evals_at[t] as f64
+        }
+    });
     Cell {
         function,
         dim,
@@ -550,12 +564,17 @@ fn cell(
 mod tests {
     use super::*;
 
-    /// A run of `steps` steps whose gap halves each step, or diverges (non-finite
-    /// from step 2 on, as the GPU's history holds it).
+    /// A run of `steps` steps whose gap halves each step, or diverges at step 2: with a
+    /// non-finite f, or (`finite_f`) with f still finite and only ∇f not, as the GPU
+    /// flags it; its history repeats the step-2 entry from there on.
     fn run(start: f64, steps: u32, diverged: bool) -> ProblemResult {
+        run_with(start, steps, diverged, false)
+    }
+
+    fn run_with(start: f64, steps: u32, diverged: bool, finite_f: bool) -> ProblemResult {
         let hist: Vec<(f64, u32)> = (0..=steps)
             .map(|t| {
-                let g = if diverged && t >= 2 {
+                let g = if diverged && t >= 2 && !finite_f {
                     f64::INFINITY
                 } else {
                     start * 0.5f64.powi(t as i32)
@@ -591,6 +610,14 @@ mod tests {
         assert_eq!(c.curve[4], 0.125);
         assert!(c.final_gaps[2].is_nan());
         assert!((c.success_rate - 0.0).abs() < 1e-15);
+
+        // Diverged with a finite f (∇f was not): the same, in the curves too.
+        let res2 = [res[0].clone(), res[1].clone(), run_with(4.0, 4, true, true)];
+        let c2 = cell("sphere".into(), 2, m, None, &res2, &cfg, 0.0);
+        assert_eq!((c2.mean_gap, c2.median_gap), (f64::INFINITY, 0.125));
+        assert_eq!((c2.curve[2], c2.curve[4]), (0.5, 0.125));
+        assert_eq!(c2.evals_curve[4], 5.0);
+        assert_eq!(c2.evals_curve[1], 2.0);
 
         let all_fine = cell("sphere".into(), 2, m, None, &res[..2], &cfg, 0.0);
         assert!((all_fine.mean_gap - 0.09375).abs() < 1e-15);

@@ -19,7 +19,6 @@ pub struct Cell {
     pub median_gap: f64,
     /// Mean over the start points that did not diverge (NaN if none), shown beside the
     /// diverged count.
-    #[serde(default = "nan")]
     pub finite_mean_gap: f64,
     /// Fraction of start points with final gap ≤ the success tolerance.
     pub success_rate: f64,
@@ -42,10 +41,6 @@ pub struct Cell {
     pub evals_curve: Vec<f64>,
     /// Wall time of this cell's share of the optimizer's batch, in seconds.
     pub seconds: f64,
-}
-
-fn nan() -> f64 {
-    f64::NAN
 }
 
 /// A tuned learning rate.

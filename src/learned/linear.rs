@@ -125,8 +125,8 @@ impl LinearKernels {
         let constants = [("FLAGS", flags as f64)];
         if self.lanes_for(in4, out4) {
             let c4 = columns_per_lane(out4);
-            // The source depends on the whole shape and the LayerNorm flag, so all of
-            // it is in the key.
+            // The source depends on the whole shape and the LayerNorm and perturbation
+            // flags, so all of it is in the key.
             let label = format!("learned/linear lanes {in4}x{out4} ({c4} per lane)");
             let k = ctx.cached(&format!("{label} flags {flags}"), || {
                 let src = lane_source(&self.common, in4, c4, out4 / c4, flags);

@@ -160,7 +160,8 @@ pub struct ModelConfig {
     pub layers: usize,
     /// Input features per token: [`N_FEATURES`], [`N_FEATURES_WITH_LOSS`] to add the
     /// loss-change feature, [`N_FEATURES_WITH_SCALE`] (required by `lambda_scale > 0`),
-    /// or [`N_FEATURES_WITH_SECANT`] (with `secant_scale`).
+    /// or [`N_FEATURES_WITH_SECANT`] (with `secant_scale`, and always with
+    /// `step: quasi_newton`).
     pub features: usize,
     /// Magnitude scale λ_μ in s_i = δ_i · exp(λ_μ μ_i) · λ_s.
     pub lambda_mu: f64,
@@ -581,7 +582,8 @@ pub struct Model {
 
 impl Model {
     /// A freshly initialized model: matrices ~ N(0, 1/fan_in), LayerNorm gains 1, biases
-    /// 0, and the step-scale output's weights 0. The draw is ChaCha8 from `seed`, so it
+    /// 0, the step-scale output's weights 0, and a quasi-Newton model's head scaled by
+    /// [`QN_HEAD_INIT`]. The draw is ChaCha8 from `seed`, so it
     /// is the same on every platform.
     pub fn init(config: ModelConfig, seed: u64) -> Result<Model> {
         config.validate()?;
@@ -968,6 +970,73 @@ mod tests {
             ]
         );
         assert_eq!(lopt.n_params(), (f * h + h) + (h * h + h) + (h * 2 + 2));
+    }
+
+    /// The quasi-Newton step needs all 37 inputs and none of the paper step's switches;
+    /// a fresh one's head is 1 % of the usual draw (every other tensor as usual), and it
+    /// has the ν column.
+    #[test]
+    fn quasi_newton_configs_are_checked_and_start_near_the_prior() {
+        let qn = ModelConfig {
+            step: StepRule::QuasiNewton,
+            features: N_FEATURES_WITH_SECANT,
+            ..small(ModelKind::Optimus)
+        };
+        qn.validate().unwrap();
+        assert_eq!(qn.head_outputs(), 4);
+        assert!(qn.secant() && qn.unit_first());
+        for bad in [
+            ModelConfig {
+                secant_scale: true,
+                ..qn.clone()
+            },
+            ModelConfig {
+                absolute_steps: true,
+                ..qn.clone()
+            },
+            ModelConfig {
+                unit_first_step: true,
+                ..qn.clone()
+            },
+            ModelConfig {
+                lambda_scale: 0.1,
+                ..qn.clone()
+            },
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("step: quasi_newton"), "{e}");
+        }
+        let e = ModelConfig {
+            features: N_FEATURES_WITH_LOSS,
+            ..qn.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("features: 37"), "{e}");
+        let fresh = Model::init(qn.clone(), 3).unwrap();
+        let plain = Model::init(
+            ModelConfig {
+                step: StepRule::Network,
+                features: N_FEATURES_WITH_SECANT,
+                secant_scale: true,
+                absolute_steps: true,
+                ..qn.clone()
+            },
+            3,
+        )
+        .unwrap();
+        for spec in qn.tensors() {
+            let (a, b) = (&fresh.weights[spec.range()], &plain.weights[spec.range()]);
+            let scale = if spec.name == "head.weight" {
+                QN_HEAD_INIT
+            } else {
+                1.0
+            };
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!(*x, y * scale, "{}", spec.name);
+            }
+        }
     }
 
     #[test]

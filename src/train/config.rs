@@ -140,8 +140,9 @@ pub struct TrainConfig {
     pub loss_ramp: f64,
     /// Use sign(Δ) instead of Δ (VeLO's variance reduction).
     pub use_sign: bool,
-    /// Tensors PES perturbs and trains, by name or name prefix (e.g. `["head"]`, or
-    /// `["blocks.1", "ln_f", "head"]`); empty (the default) trains every tensor. The
+    /// Tensors PES perturbs and trains, by name or by a prefix that ends where a name
+    /// part does (e.g. `["head"]`, or `["blocks.1", "ln_f", "head"]`, where "blocks.1" is
+    /// not "blocks.10"); empty (the default) trains every tensor. The
     /// others keep their starting values. Fewer trained weights give each one a less
     /// noisy estimate from the same particles.
     pub trainable: Vec<String>,

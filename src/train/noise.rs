@@ -59,8 +59,7 @@ impl NoiseLayout {
         }
         let (mut names, mut slots, mut mask) = (Vec::new(), Vec::new(), Vec::new());
         for t in &packed.tensors {
-            let trains =
-                trainable.is_empty() || trainable.iter().any(|p| t.name.starts_with(p.as_str()));
+            let trains = trainable.is_empty() || trainable.iter().any(|p| names_tensor(p, &t.name));
             let mut region = |len: usize, real: usize| {
                 let off = mask.len();
                 mask.extend((0..len).map(|i| (trains && i < real) as u32));
@@ -137,6 +136,14 @@ impl NoiseLayout {
     }
 }
 
+/// Whether `entry` of a `trainable` list names tensor `name`: the whole name, or a
+/// prefix that ends where a name part does ("blocks.1" names "blocks.1.ln1.weight" but
+/// not "blocks.10.ln1.weight").
+pub fn names_tensor(entry: &str, name: &str) -> bool {
+    name.strip_prefix(entry)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
 /// pcg4d (Jarzynski & Olano 2020), twin of `shared/rng.wgsl`.
 pub fn pcg4d(key: [u32; 4]) -> [u32; 4] {
     let mut v = key.map(|k| k.wrapping_mul(1664525).wrapping_add(1013904223));
@@ -175,5 +182,20 @@ pub fn perturbed_model(
     Model {
         config: model.config.clone(),
         weights: packed.unpack(&theta),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_tensor;
+
+    #[test]
+    fn trainable_entries_name_whole_name_parts() {
+        assert!(names_tensor("head", "head.weight"));
+        assert!(names_tensor("head.bias", "head.bias"));
+        assert!(names_tensor("blocks.1", "blocks.1.ln1.weight"));
+        assert!(!names_tensor("blocks.1", "blocks.10.ln1.weight"));
+        assert!(!names_tensor("head", "heads.weight"));
+        assert!(!names_tensor("blocks.1.mlp", "blocks.1.attn.qkv.weight"));
     }
 }
