@@ -232,13 +232,22 @@ fn meta_loss_sums_match_the_twin() {
 }
 
 /// The gradient reduction, statistics and Adam step against their twins, from random
-/// meta-losses and accumulation starts.
+/// meta-losses and accumulation starts, with each pair weighted by Δ and by sign(Δ).
 #[test]
 fn pes_reduction_and_adam_match_their_twins() {
+    for use_sign in [false, true] {
+        pes_reduction_and_adam_match_their_twins_with(use_sign);
+    }
+}
+
+fn pes_reduction_and_adam_match_their_twins_with(use_sign: bool) {
     let fx = fixture();
     let m = model(ModelKind::Optimus, 2);
     let specs = paired(&problems(&[2, 4, 3, 1, 6, 2, 5]));
-    let s = settings(5, 12, 0.05);
+    let s = PesSettings {
+        use_sign,
+        ..settings(5, 12, 0.05)
+    };
     let e = engine(&fx, &m, &specs, s.clone());
     let n = 5u32;
     let pairs = specs.len() / 2;
@@ -257,7 +266,7 @@ fn pes_reduction_and_adam_match_their_twins() {
     let slots = n - first + 1;
     let inv_k = 1.0 / s.truncation as f32;
     let scale = 1.0 / (pairs as f32 * 2.0 * s.sigma);
-    let coef = cpu::coefficients(&loss, &since, first, slots, inv_k, scale, false);
+    let coef = cpu::coefficients(&loss, &since, first, slots, inv_k, scale, use_sign);
     let want = cpu::accumulate_gradient(&e.noise_layout, &e.packed, 1234, first, &coef, pairs);
     let gmax = want.iter().fold(0f32, |a, b| a.max(b.abs())) as f64;
     assert!(gmax > 0.1, "vacuous gradient {gmax}");
