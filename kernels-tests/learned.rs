@@ -86,9 +86,9 @@ pub fn secant_feature_model(kind: ModelKind, seed: u64) -> Arc<Model> {
 /// A model with the quasi-Newton step. `Model::init` draws its head at 1 % of the usual
 /// scale, so a fresh one is nearly the Barzilai–Borwein method; here the head is
 /// `head_scale` times that draw, so the network's corrections are large enough to check.
-pub fn qn_model(kind: ModelKind, seed: u64, head_scale: f32) -> Arc<Model> {
+pub fn qn_model(kind: ModelKind, rule: StepRule, seed: u64, head_scale: f32) -> Arc<Model> {
     let cfg = ModelConfig {
-        step: StepRule::QuasiNewton,
+        step: rule,
         features: N_FEATURES_WITH_SECANT,
         lambda_s: 0.5,
         ..model(kind, seed).config.clone()
@@ -384,16 +384,55 @@ fn the_secant_step_length_matches_the_twin() {
 #[test]
 fn the_quasi_newton_step_matches_the_twin() {
     let ps = problems(&[5, 1, 33, 2, 70]);
+    for rule in QN_RULES {
+        for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+            let m = qn_model(kind, rule, 5, 100.0);
+            check_against_twin(&ps, &m, 6);
+            let prior = qn_model(kind, rule, 5, 0.0);
+            // Levy at d = 33: away from the minimizer, where the correction shows.
+            let diff = twin_difference(&m, &prior, &ps[2], 6);
+            assert!(
+                diff > 1e-6,
+                "{kind:?} {rule:?}: the network's correction changed nothing ({diff})"
+            );
+        }
+    }
+    // The metric is live: the two priors step differently.
+    let [a, b] = QN_RULES.map(|r| qn_model(ModelKind::Optimus0, r, 5, 0.0));
+    let diff = twin_difference(&a, &b, &ps[2], 6);
+    assert!(diff > 1e-6, "the diagonal metric changed nothing ({diff})");
+}
+
+/// Both metrics of the quasi-Newton step.
+const QN_RULES: [StepRule; 2] = [StepRule::QuasiNewton, StepRule::DiagonalQuasiNewton];
+
+/// Known answer of the diagonal metric: on the first step h_i g_i = g_i/√(0.01 g_i²)
+/// = 10·sign(g_i), so L-BFGS's first trial length min(rms(h∘g), 1/√d) = 1/√d makes it a
+/// sign step x − sign(g)/√d of length 1, whatever the coordinates' scales (here Sphere
+/// stretched by 1e3: gradients of 1e3 and more).
+#[test]
+fn the_diagonal_quasi_newton_step_starts_with_a_sign_step() {
+    let opts = SampleOptions {
+        shift: 0.3,
+        log10_width: (3.0, 3.0),
+        ..Default::default()
+    };
     for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
-        let m = qn_model(kind, 5, 100.0);
-        check_against_twin(&ps, &m, 6);
-        let prior = qn_model(kind, 5, 0.0);
-        // Levy at d = 33: away from the minimizer, where the correction shows.
-        let diff = twin_difference(&m, &prior, &ps[2], 6);
-        assert!(
-            diff > 1e-6,
-            "{kind:?}: the network's correction changed nothing ({diff})"
-        );
+        let m = qn_model(kind, StepRule::DiagonalQuasiNewton, 2, 0.0);
+        for d in [1, 7, 40] {
+            let p = ProblemSpec::sample(Objective::Builtin(Function::Sphere), d, &opts, 9).unwrap();
+            let mut st = cpu::LearnedState::new(kind, &p.x0);
+            let mut g = vec![0.0; d];
+            let f0 = p.cpu_gap_grad(&st.x, &mut g).unwrap();
+            cpu::step(&m, &mut st, f0, &g);
+            let want: Vec<f64> = (0..d)
+                .map(|i| p.x0[i] - g[i].signum() / (d as f64).sqrt())
+                .collect();
+            assert!(
+                max_abs_diff(&st.x, &want) < 1e-9,
+                "{kind:?} d = {d}: the first diagonal step is not a sign step of length 1"
+            );
+        }
     }
 }
 
@@ -407,7 +446,7 @@ fn a_zero_head_quasi_newton_step_is_barzilai_borwein() {
         ..Default::default()
     };
     for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
-        let m = qn_model(kind, 2, 0.0);
+        let m = qn_model(kind, StepRule::QuasiNewton, 2, 0.0);
         for d in [1, 7, 40] {
             let p = ProblemSpec::sample(Objective::Builtin(Function::Sphere), d, &opts, 9).unwrap();
             let mut st = cpu::LearnedState::new(kind, &p.x0);
@@ -432,8 +471,9 @@ fn a_zero_head_quasi_newton_step_is_barzilai_borwein() {
     }
 }
 
-/// Known answer on the GPU: a fresh quasi-Newton model (head at 1 % of the usual draw)
-/// takes shifted Sphere at d = 2, 10 and 100 to a relative gap ≤ 1e-8 within 50 steps,
+/// Known answer on the GPU: a fresh quasi-Newton model (head at 1 % of the usual draw,
+/// either metric) takes shifted Sphere at d = 2, 10 and 100 to a relative gap ≤ 1e-8
+/// within 50 steps,
 /// the precision that the paper's step, whose length cannot go to zero, never reaches.
 #[test]
 fn a_fresh_quasi_newton_model_converges_on_sphere() {
@@ -445,9 +485,12 @@ fn a_fresh_quasi_newton_model_converges_on_sphere() {
         .iter()
         .map(|&d| ProblemSpec::sample(Objective::Builtin(Function::Sphere), d, &opts, 4).unwrap())
         .collect();
-    for kind in [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt] {
+    for (rule, kind) in QN_RULES
+        .into_iter()
+        .flat_map(|r| [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt].map(|k| (r, k)))
+    {
         let cfg = ModelConfig {
-            step: StepRule::QuasiNewton,
+            step: rule,
             features: N_FEATURES_WITH_SECANT,
             lambda_mu: 1.0,
             lambda_s: 1.0,
@@ -458,7 +501,7 @@ fn a_fresh_quasi_newton_model_converges_on_sphere() {
             let rel = r.final_gap() / r.gaps[0];
             assert!(
                 rel <= 1e-8,
-                "{kind:?} d = {}: relative gap {rel:e} after 50 steps",
+                "{kind:?} {rule:?} d = {}: relative gap {rel:e} after 50 steps",
                 p.dim
             );
         }

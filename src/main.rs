@@ -145,6 +145,11 @@ struct InitModelArgs {
     /// scale comes from the secant length; not with the switches above).
     #[arg(long, conflicts_with_all = ["step_scale", "secant_scale", "loss_feature"])]
     quasi_newton: bool,
+    /// With --quasi-newton, measure the step in a diagonal metric (each gradient
+    /// coordinate divided by its running rms, as Adam does), so unknowns of different
+    /// units move on their own scales (e.g. the motion task's angles, metres and m/s)
+    #[arg(long, requires = "quasi_newton")]
+    diagonal: bool,
 }
 
 #[derive(clap::Args)]
@@ -435,7 +440,11 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.features = N_FEATURES_WITH_SECANT;
             }
             if a.quasi_newton {
-                cfg.step = StepRule::QuasiNewton;
+                cfg.step = if a.diagonal {
+                    StepRule::DiagonalQuasiNewton
+                } else {
+                    StepRule::QuasiNewton
+                };
                 cfg.features = N_FEATURES_WITH_SECANT;
                 cfg.lambda_mu = 1.0;
                 cfg.lambda_s = 1.0;

@@ -5,7 +5,8 @@
 // with 34 inputs or more), the log step scale (35 or more), and the last step
 // s = x − x_prev and gradient change y = g − g_prev, normalized like the 22 (37; 0 at
 // the first step and for models without the secant scale, which keeps x_prev and
-// g_prev). One workgroup per problem.
+// g_prev). For the diagonal quasi-Newton step it also writes that step's metric
+// h_i = 1/√r_i. One workgroup per problem.
 // CPU twin: `learned::cpu::update_accumulators`, `learned::cpu::features` and
 // `learned::cpu::loss_change`.
 
@@ -21,8 +22,10 @@ struct FeatParams {
     // The model's input features, and the row stride of `feat` (a multiple of 4 above).
     n_features: u32,
     stride: u32,
-    pad0: u32,
-    pad1: u32,
+    // 1 for the diagonal quasi-Newton step: h = 1/√r (decay 0.99) goes to `mat` at
+    // metric_off for `step.wgsl`.
+    diagonal: u32,
+    metric_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: FeatParams;
@@ -40,8 +43,9 @@ struct FeatParams {
 @group(0) @binding(6) var<storage, read_write> feat: array<f32>;
 // Gap f_t of each problem at the current point (state.f still holds f_{t−1}).
 @group(0) @binding(7) var<storage, read> f_in: array<f32>;
-// The learned step's storage (`step.wgsl`): x_prev at prev_off, g_prev n_total later.
-@group(0) @binding(8) var<storage, read> mat: array<f32>;
+// The learned step's storage (`step.wgsl`): x_prev at prev_off, g_prev n_total later,
+// and the diagonal metric h at metric_off (written here).
+@group(0) @binding(8) var<storage, read_write> mat: array<f32>;
 
 #include "shared/opt_state.wgsl"
 
@@ -98,6 +102,9 @@ fn main(
             let rk = betas[k] * acc[(4u + k) * n + off + i] + (1.0 - betas[k]) * (gi * gi + 1e-30);
             acc[(4u + k) * n + off + i] = rk;
             r[k] = rk;
+        }
+        if params.diagonal == 1u {
+            mat[params.metric_off + off + i] = rs(r[1]);
         }
         let v = 0.999 * acc[3u * n + off + i] + 0.001 * gi * gi;
         acc[3u * n + off + i] = v;

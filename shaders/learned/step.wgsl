@@ -7,7 +7,7 @@
 // length of L-BFGS's first trial), or 0 for models with neither. Models with
 // absolute steps add δ_i·λ_s·exp(λ_μ ν_i) to s_i. The quasi-Newton rule instead takes
 // s_i = exp(λ_μ μ_i + ℓ)·g_i/rms(g) + λ_s·δ_i·exp(λ_μ ν_i + ℓ): the secant-scaled
-// gradient step, corrected.
+// gradient step, corrected; in the diagonal metric g_i is h_i g_i and yᵀy is Σ h_i y_i².
 // Records history and flags non-finite problems like the classic optimizers.
 // CPU twin: `learned::cpu::step`.
 
@@ -39,9 +39,11 @@ struct LearnedParams {
     // 1 for the quasi-Newton rule (`model::StepRule::QuasiNewton`):
     // s_i = exp(λ_μ μ_i + ℓ)·g_i/rms(g) + λ_s·δ_i·exp(λ_μ ν_i + ℓ), ν in column `abs_col`.
     quasi_newton: u32,
+    // 1 for the diagonal metric (`model::StepRule::DiagonalQuasiNewton`): g_i becomes
+    // h_i g_i and yᵀy becomes Σ h_i y_i², h from `features.wgsl` in `mat` at metric_off.
+    diagonal: u32,
+    metric_off: u32,
     pad0: u32,
-    pad1: u32,
-    pad2: u32,
 }
 
 // Bound on the log secant step length (`model::SECANT_LOG_MAX`).
@@ -62,6 +64,14 @@ const SECANT_LOG_MAX: f32 = 30.0;
 
 #include "shared/opt_state.wgsl"
 #include "shared/history.wgsl"
+
+// Coordinate j's metric weight h_j: 1, or 1/√r_j for the diagonal step.
+fn metric(j: u32) -> f32 {
+    if lp.diagonal == 1u {
+        return mat[lp.metric_off + j];
+    }
+    return 1.0;
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -96,19 +106,22 @@ fn main(
                 st.log_scale + lp.lambda_scale * tanh(mean), -LOG_SCALE_MAX, LOG_SCALE_MAX
             );
         }
-        // 1/rms(g), or 0 where g = 0 (then the quasi-Newton base step is 0).
+        // 1/rms(h∘g), or 0 where g = 0 (then the quasi-Newton base step is 0); h = 1
+        // unless the metric is diagonal.
         var inv_rms_g = 0.0;
         if lp.secant == 1u {
             let px = su + 2u * n + off;
             let pg = su + 3u * n + off;
-            // sᵀy, yᵀy and gᵀg.
+            // sᵀy, Σ h y², Σ (h g)².
             var acc = vec4<f32>(0.0);
             for (var i = lid; i < d; i += WG) {
                 let gi = g[off + i];
                 let xi = x[off + i];
                 let si = xi - mat[px + i];
                 let yi = gi - mat[pg + i];
-                acc += vec4<f32>(si * yi, yi * yi, gi * gi, 0.0);
+                let hi = metric(off + i);
+                let hg = hi * gi;
+                acc += vec4<f32>(si * yi, hi * yi * yi, hg * hg, 0.0);
                 mat[px + i] = xi;
                 mat[pg + i] = gi;
             }
@@ -127,7 +140,8 @@ fn main(
             let t = (off + i) * o;
             var s: f32;
             if lp.quasi_newton == 1u {
-                s = exp(lp.lambda_mu * net_out[t + 1u] + st.log_scale) * g[off + i] * inv_rms_g
+                s = exp(lp.lambda_mu * net_out[t + 1u] + st.log_scale) * metric(off + i)
+                    * g[off + i] * inv_rms_g
                     + lp.lambda_s * net_out[t]
                     * exp(lp.lambda_mu * net_out[t + lp.abs_col] + st.log_scale);
             } else {

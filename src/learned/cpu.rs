@@ -295,8 +295,8 @@ impl LearnedState {
 /// ℓ = log(γ·rms(g)) with γ = sᵀy / yᵀy for the secant scale (kept while sᵀy ≤ 0; on the
 /// first step γ = min(1, 1/‖g‖) with `unit_first_step`, else ℓ = 0), then
 /// s_i = δ_i·exp(λ_μ μ_i + ℓ)·λ_s (plus δ_i·exp(λ_μ ν_i)·λ_s with absolute steps), or
-/// for the quasi-Newton rule s_i = exp(λ_μ μ_i + ℓ)·g_i/rms(g) + λ_s·δ_i·exp(λ_μ ν_i + ℓ),
-/// and
+/// for the quasi-Newton rule s_i = exp(λ_μ μ_i + ℓ)·g_i/rms(g) + λ_s·δ_i·exp(λ_μ ν_i + ℓ)
+/// (in the diagonal metric h_i g_i/rms(h∘g), and γ = sᵀy / Σ h_i y_i²), and
 /// for Optimus B ← B + u uᵀ with u_i = λ_u·raw_i/√d, then x ← x − B s (x − s otherwise).
 pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
     let cfg = &model.config;
@@ -318,7 +318,12 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
         st.log_scale =
             (st.log_scale + cfg.lambda_scale * mean.tanh()).clamp(-LOG_SCALE_MAX, LOG_SCALE_MAX);
     }
-    let gg: f64 = g.iter().map(|v| v * v).sum();
+    // The step's metric: h_i = 1/√r_i (the 0.99 accumulator) in the diagonal one.
+    let h: Vec<f64> = match cfg.step {
+        StepRule::DiagonalQuasiNewton => st.acc.iter().map(|a| 1.0 / a[5].sqrt()).collect(),
+        _ => vec![1.0; d],
+    };
+    let gg: f64 = g.iter().zip(&h).map(|(g, h)| (h * g).powi(2)).sum();
     let log_rms_g = 0.5 * (gg / d as f64).ln();
     if cfg.secant() {
         if let Some((px, pg)) = &st.prev {
@@ -326,7 +331,7 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
             for i in 0..d {
                 let (s, y) = (st.x[i] - px[i], g[i] - pg[i]);
                 sy += s * y;
-                yy += y * y;
+                yy += h[i] * y * y;
             }
             if sy > 0.0 && yy > 0.0 && gg > 0.0 {
                 st.log_scale = ((sy / yy).ln() + log_rms_g).clamp(-SECANT_LOG_MAX, SECANT_LOG_MAX);
@@ -343,10 +348,10 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
         .map(|i| {
             let (delta, mu) = (out[i * o], out[i * o + 1]);
             let nu = nu.map(|c| out[i * o + c]);
-            match (cfg.step, nu) {
-                (StepRule::QuasiNewton, Some(nu)) => {
+            match (cfg.step.is_quasi_newton(), nu) {
+                (true, Some(nu)) => {
                     let g_hat = if gg > 0.0 {
-                        g[i] * (-log_rms_g).exp()
+                        h[i] * g[i] * (-log_rms_g).exp()
                     } else {
                         0.0
                     };

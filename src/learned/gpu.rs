@@ -183,7 +183,7 @@ impl LearnedKernels {
                 "learned/features.wgsl",
                 &[
                     Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadWrite,
-                    ReadOnly, ReadOnly,
+                    ReadOnly, ReadWrite,
                 ],
             )?,
             linear: LinearKernels::new(tiling)?,
@@ -271,7 +271,8 @@ struct FeatParams {
     prev_off: u32,
     n_features: u32,
     stride: u32,
-    pad: [u32; 2],
+    diagonal: u32,
+    metric_off: u32,
 }
 
 #[repr(C)]
@@ -290,7 +291,9 @@ struct LearnedParams {
     abs_col: u32,
     unit_first: u32,
     quasi_newton: u32,
-    pad: [u32; 3],
+    diagonal: u32,
+    metric_off: u32,
+    pad: u32,
 }
 
 /// What a linear layer's input went through before it.
@@ -483,12 +486,15 @@ impl LearnedNet {
             keep: Vec::new(),
         };
         // Preconditioner storage: identity blocks, then the s | u scratch, then the
-        // previous x | g for the secant scale.
+        // previous x | g for the secant scale, then the diagonal metric h.
         let precondition = cfg.kind == ModelKind::Optimus;
         let (moffs, total) = problems.square_offsets();
         let mat_len = if precondition { total } else { 0 };
         let secant_len = if cfg.secant() { 2 * nu } else { 0 };
-        let mut mat_host = vec![0f32; mat_len + 2 * nu + secant_len];
+        let diagonal = cfg.step == StepRule::DiagonalQuasiNewton;
+        let metric_off = mat_len + 2 * nu + secant_len;
+        let metric_len = if diagonal { nu } else { 0 };
+        let mut mat_host = vec![0f32; metric_off + metric_len];
         if precondition {
             for (&moff, &d) in moffs.iter().zip(&problems.dims) {
                 let (moff, d) = (moff as usize, d as usize);
@@ -507,7 +513,8 @@ impl LearnedNet {
                 prev_off: (mat_len + 2 * nu) as u32,
                 n_features: cfg.features as u32,
                 stride: fs as u32,
-                pad: [0; 2],
+                diagonal: diagonal as u32,
+                metric_off: metric_off as u32,
             },
         );
         let feat_group = kernels.features.bind(
@@ -594,8 +601,10 @@ impl LearnedNet {
                 absolute: cfg.absolute_steps as u32,
                 abs_col: cfg.absolute_output().unwrap_or(0) as u32,
                 unit_first: cfg.unit_first() as u32,
-                quasi_newton: (cfg.step == StepRule::QuasiNewton) as u32,
-                pad: [0; 3],
+                quasi_newton: cfg.step.is_quasi_newton() as u32,
+                diagonal: diagonal as u32,
+                metric_off: metric_off as u32,
+                pad: 0,
             },
         );
         let step_group = kernels.step.bind(

@@ -83,6 +83,20 @@ pub enum StepRule {
     /// minimizer, so nothing holds the step away from zero. Needs all
     /// [`N_FEATURES_WITH_SECANT`] features; the legacy switches stay off.
     QuasiNewton,
+    /// The quasi-Newton step in a diagonal metric: g_i/rms(g) becomes h_i g_i/rms(h∘g)
+    /// with h_i = 1/√r_i, r_i the running mean of g_i² (decay 0.99, the features'
+    /// accumulator), and γ = sᵀy / Σ h_i y_i², the Barzilai–Borwein length measured in
+    /// that metric. Unknowns of different units (angles, metres, m/s in the motion task)
+    /// then each move on their own scale, as under Adam, where one scalar length is set
+    /// by the stiffest group. Otherwise as [`StepRule::QuasiNewton`].
+    DiagonalQuasiNewton,
+}
+
+impl StepRule {
+    /// Whether the step is the corrected secant-scaled gradient step (either metric).
+    pub fn is_quasi_newton(self) -> bool {
+        matches!(self, Self::QuasiNewton | Self::DiagonalQuasiNewton)
+    }
 }
 
 /// Which learned optimizer a model file holds.
@@ -325,7 +339,7 @@ impl ModelConfig {
                 self.features
             ));
         }
-        if self.step == StepRule::QuasiNewton {
+        if self.step.is_quasi_newton() {
             if self.secant_scale
                 || self.absolute_steps
                 || self.unit_first_step
@@ -439,19 +453,19 @@ impl ModelConfig {
     /// Whether ℓ is the log secant step length, for which the previous x and g are kept
     /// (`secant_scale`, or the quasi-Newton step).
     pub fn secant(&self) -> bool {
-        self.secant_scale || self.step == StepRule::QuasiNewton
+        self.secant_scale || self.step.is_quasi_newton()
     }
 
     /// Whether the first step, which has no secant pair, gets L-BFGS's first trial
     /// length.
     pub fn unit_first(&self) -> bool {
-        self.unit_first_step || self.step == StepRule::QuasiNewton
+        self.unit_first_step || self.step.is_quasi_newton()
     }
 
     /// Whether the head has the second magnitude output ν (absolute steps, or the
     /// quasi-Newton step's correction).
     fn has_nu(&self) -> bool {
-        self.absolute_steps || self.step == StepRule::QuasiNewton
+        self.absolute_steps || self.step.is_quasi_newton()
     }
 
     /// Outputs per token: direction and magnitude, then u for Optimus, then ρ for a
@@ -604,7 +618,7 @@ impl Model {
         }
         // A quasi-Newton model starts near its prior (the Barzilai–Borwein step): its head
         // is 1 % of the usual draw, so PES perturbs the prior instead of noise.
-        if let (StepRule::QuasiNewton, Some(head)) = (config.step, config.tensor("head.weight")) {
+        if let (true, Some(head)) = (config.step.is_quasi_newton(), config.tensor("head.weight")) {
             for v in &mut weights[head.range()] {
                 *v *= QN_HEAD_INIT;
             }

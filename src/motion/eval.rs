@@ -132,7 +132,7 @@ pub struct MotionResults {
 pub type FamilyWindows = Vec<(String, Vec<Window>)>;
 
 /// Test windows per family or clip, each window from its own seed.
-fn test_windows(cfg: &MotionEvalConfig, body: &Body) -> Result<FamilyWindows> {
+pub fn test_windows(cfg: &MotionEvalConfig, body: &Body) -> Result<FamilyWindows> {
     let mut sources: Vec<(String, Source)> = Vec::new();
     for name in &cfg.families {
         sources.push((name.clone(), Source::Family(Family::parse(name)?)));
