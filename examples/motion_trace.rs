@@ -28,8 +28,14 @@ fn main() -> Result<()> {
     };
     let model = Model::load(Path::new(dir))?;
     let family = args.get(1).cloned().unwrap_or_else(|| "walk".into());
-    let index: usize = args.get(2).map_or(Ok(0), |s| s.parse()).context("WINDOW is a number")?;
-    let steps: usize = args.get(3).map_or(Ok(100), |s| s.parse()).context("STEPS is a number")?;
+    let index: usize = args
+        .get(2)
+        .map_or(Ok(0), |s| s.parse())
+        .context("WINDOW is a number")?;
+    let steps: usize = args
+        .get(3)
+        .map_or(Ok(100), |s| s.parse())
+        .context("STEPS is a number")?;
     let cfg = MotionEvalConfig {
         families: vec![family.clone()],
         windows: index + 1,
@@ -55,7 +61,12 @@ fn main() -> Result<()> {
             1
         }
     };
-    let names = ["angles", "root target m", "root offset m", "root velocity m/s"];
+    let names = [
+        "angles",
+        "root target m",
+        "root offset m",
+        "root velocity m/s",
+    ];
     let rms = |v: &[f64], k: usize| -> f64 {
         let (s, c) = v
             .iter()
@@ -64,7 +75,8 @@ fn main() -> Result<()> {
             .fold((0.0, 0), |(s, c), (_, x)| (s + x * x, c + 1));
         (s / c.max(1) as f64).sqrt()
     };
-    let dist = |x: &[f64]| -> Vec<f64> { x.iter().zip(&w.true_params).map(|(a, b)| a - b).collect() };
+    let dist =
+        |x: &[f64]| -> Vec<f64> { x.iter().zip(&w.true_params).map(|(a, b)| a - b).collect() };
     println!(
         "{family} window {index}: {n} unknowns ({} per keyframe + 6); columns: step, objective, MPJPE mm, ℓ, then per group rms of g / step / distance to the truth's parameters",
         nc
