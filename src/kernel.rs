@@ -351,3 +351,60 @@ pub fn dispatch_group(pass: &mut wgpu::ComputePass<'_>, group: &wgpu::BindGroup,
     let y = n_problems.div_ceil(MAX_GROUPS_X).max(1);
     pass.dispatch_workgroups(x, y, 1);
 }
+
+/// Size and member offsets of WGSL struct `name` as declared in shader `path` (includes
+/// expanded), for the tests that hold each `#[repr(C)]` mirror of a WGSL struct to it.
+#[cfg(test)]
+pub(crate) fn wgsl_layout(path: &str, name: &str) -> (u32, Vec<(String, u32)>) {
+    let src = compose(path).expect("a shader of the table");
+    let start = src
+        .find(&format!("struct {name} {{"))
+        .unwrap_or_else(|| panic!("no struct {name} in {path}"));
+    let end = start + src[start..].find("\n}").expect("a struct ends with '}'") + 2;
+    // The declaration alone, so shaders completed by generated code parse too.
+    let module = naga::front::wgsl::parse_str(&src[start..end])
+        .unwrap_or_else(|e| panic!("struct {name} in {path}: {e}"));
+    let ty = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some(name))
+        .expect("the struct just parsed")
+        .1;
+    match &ty.inner {
+        naga::TypeInner::Struct { members, span } => (
+            *span,
+            members
+                .iter()
+                .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
+                .collect(),
+        ),
+        other => panic!("{name} in {path} is not a struct: {other:?}"),
+    }
+}
+
+/// Asserts that `#[repr(C)]` struct `$ty` mirrors WGSL struct `$name` of shader `$path`:
+/// the same size, and the listed fields at the offsets of the WGSL members of the same
+/// names, which must be all of them but padding (`pad…`, `_pad…`).
+#[cfg(test)]
+macro_rules! assert_wgsl_layout {
+    ($ty:ty, $path:literal, $name:literal, [$($field:ident),* $(,)?]) => {{
+        let (span, members) = $crate::kernel::wgsl_layout($path, $name);
+        let named: Vec<(String, u32)> = members
+            .into_iter()
+            .filter(|(n, _)| !n.trim_start_matches('_').starts_with("pad"))
+            .collect();
+        let rust: Vec<(String, u32)> = vec![$(
+            (stringify!($field).to_string(), std::mem::offset_of!($ty, $field) as u32)
+        ),*];
+        assert_eq!(
+            rust, named,
+            "{} against struct {} in {}: fields and offsets", stringify!($ty), $name, $path
+        );
+        assert_eq!(
+            std::mem::size_of::<$ty>() as u32, span,
+            "{} against struct {} in {}: size", stringify!($ty), $name, $path
+        );
+    }};
+}
+#[cfg(test)]
+pub(crate) use assert_wgsl_layout;

@@ -14,6 +14,7 @@ pub mod context;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod functions;
 pub mod kernel;
 pub mod learned;

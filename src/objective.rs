@@ -311,3 +311,20 @@ pub fn evaluate(
         .map(|(&f, g)| (f as f64, g.iter().map(|&v| v as f64).collect()))
         .collect())
 }
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::kernel::assert_wgsl_layout;
+
+    /// The objective kernel's parameters match the WGSL struct.
+    #[test]
+    fn params_match_their_wgsl() {
+        assert_wgsl_layout!(
+            ObjParams,
+            "objective.wgsl",
+            "ObjParams",
+            [n_problems, n_total]
+        );
+    }
+}

@@ -513,3 +513,20 @@ impl GpuProblems {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::kernel::assert_wgsl_layout;
+
+    /// A problem's GPU description matches `struct Problem`.
+    #[test]
+    fn desc_matches_its_wgsl() {
+        assert_wgsl_layout!(
+            ProblemDesc,
+            "shared/problem.wgsl",
+            "Problem",
+            [offset, dim, func, rot, scale, inv_width]
+        );
+    }
+}

@@ -961,3 +961,69 @@ impl Builder<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::kernel::assert_wgsl_layout;
+
+    /// The learned step's parameter structs match their WGSL.
+    #[test]
+    fn params_match_their_wgsl() {
+        assert_wgsl_layout!(
+            LinearParams,
+            "learned/linear.wgsl",
+            "LinearParams",
+            [
+                n_rows, in4, out4, w_off4, b_off4, ln_g_off4, nb_off4, ne_off4, stride4, sigma,
+                ln_b_off4
+            ]
+        );
+        assert_wgsl_layout!(
+            ProjectParams,
+            "pes/project.wgsl",
+            "ProjectParams",
+            [n_rows, in4, a_off4, stride4]
+        );
+        assert_wgsl_layout!(
+            LnParams,
+            "learned/layernorm.wgsl",
+            "LnParams",
+            [n_tokens, n4, g_off4, b_off4, ng_off4, nb_off4, stride4, sigma, a_off4]
+        );
+        assert_wgsl_layout!(
+            AttnParams,
+            "learned/attention.wgsl",
+            "AttnParams",
+            [n_blocks, width, heads]
+        );
+        assert_wgsl_layout!(
+            FeatParams,
+            "learned/features.wgsl",
+            "FeatParams",
+            [n_problems, n_total, secant, prev_off, n_features, stride, diagonal, metric_off]
+        );
+        assert_wgsl_layout!(
+            LearnedParams,
+            "learned/step.wgsl",
+            "LearnedParams",
+            [
+                out_stride,
+                precondition,
+                scratch_off,
+                scale_col,
+                lambda_mu,
+                lambda_s,
+                lambda_u,
+                lambda_scale,
+                secant,
+                absolute,
+                abs_col,
+                unit_first,
+                quasi_newton,
+                diagonal,
+                metric_off
+            ]
+        );
+    }
+}

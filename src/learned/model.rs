@@ -9,6 +9,7 @@
 //! Linear layers compute y = x·W + b with W of shape [in, out], row-major.
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -18,8 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Version of the model file format this build reads and writes; bumped when the
 /// tensor layout or the meaning of a config field changes.
@@ -869,29 +869,10 @@ fn read_error(path: &Path, hint: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// Writes `path` through a temporary file in the same directory and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::Config(format!("cannot write {}: {e}", path.display()))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// A temporary directory removed on drop, unique per test and process.
     struct TempDir(PathBuf);

@@ -355,8 +355,8 @@ struct FinishParams {
     n_params: u32,
     keyframes: u32,
     n_channels: u32,
-    smooth: f32,
-    limit: f32,
+    smooth_w: f32,
+    limit_w: f32,
     pad: [u32; 2],
 }
 
@@ -517,8 +517,8 @@ impl MotionEvaluator {
                 n_params: self.cfg.sim.n_params(&self.body) as u32,
                 keyframes: self.cfg.sim.keyframes as u32,
                 n_channels: self.body.n_channels() as u32,
-                smooth: self.cfg.smooth_weight as f32,
-                limit: self.cfg.limit_weight as f32,
+                smooth_w: self.cfg.smooth_weight as f32,
+                limit_w: self.cfg.limit_weight as f32,
                 pad: [0; 2],
             },
         );
@@ -577,5 +577,48 @@ impl crate::objective::Evaluator for MotionEvaluator {
             )));
         }
         Ok(Box::new(self.bind_windows(ctx, x, f, grad)?))
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::kernel::assert_wgsl_layout;
+
+    /// The motion kernels' parameter structs match their WGSL.
+    #[test]
+    fn params_match_their_wgsl() {
+        assert_wgsl_layout!(
+            SimParams,
+            "motion/body.wgsl",
+            "SimParams",
+            [
+                n_windows,
+                n_steps,
+                n_params,
+                steps_per_key,
+                keyframes,
+                lo,
+                hi,
+                dt,
+                ground_k,
+                ground_soft,
+                ground_damp,
+                friction,
+                friction_speed
+            ]
+        );
+        assert_wgsl_layout!(
+            LossParams,
+            "motion/loss.wgsl",
+            "LossParams",
+            [n_windows, n_points, n_obs, obs_every, n_steps, s2]
+        );
+        assert_wgsl_layout!(
+            FinishParams,
+            "motion/finish.wgsl",
+            "FinishParams",
+            [n_windows, n_params, keyframes, n_channels, smooth_w, limit_w]
+        );
     }
 }

@@ -256,12 +256,24 @@ pub struct OptState {
     pub lr: f32,
     pub moff: u32,
     pub n_ls: u32,
-    pub ls: [f32; 12],
+    /// The strong-Wolfe line search's bracket (kernels only; the host zeroes it).
+    pub a: f32,
+    pub f0: f32,
+    pub dg0: f32,
+    pub a_prev: f32,
+    pub f_prev: f32,
+    pub dg_prev: f32,
+    pub a_lo: f32,
+    pub f_lo: f32,
+    pub dg_lo: f32,
+    pub a_hi: f32,
+    pub f_hi: f32,
+    pub dg_hi: f32,
     pub k: u32,
     pub head: u32,
     /// Learned log step scale ℓ (learned optimizers with `lambda_scale > 0`); starts at 0.
     pub log_scale: f32,
-    pub pad: u32,
+    pub pad1: u32,
 }
 
 /// Mirrors `struct OptParams` in `shaders/shared/opt_state.wgsl`.
@@ -767,5 +779,31 @@ impl<'a> GpuRun<'a> {
                 )
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::kernel::assert_wgsl_layout;
+
+    /// The host's mirrors of the optimizer state and parameters match the WGSL structs.
+    #[test]
+    fn structs_match_their_wgsl() {
+        assert_wgsl_layout!(
+            OptState,
+            "shared/opt_state.wgsl",
+            "OptState",
+            [
+                status, iter, n_evals, phase, f, lr, moff, n_ls, a, f0, dg0, a_prev, f_prev,
+                dg_prev, a_lo, f_lo, dg_lo, a_hi, f_hi, dg_hi, k, head, log_scale
+            ]
+        );
+        assert_wgsl_layout!(
+            OptParams,
+            "shared/opt_state.wgsl",
+            "OptParams",
+            [n_problems, n_total, steps, variant, beta1, beta2, eps, gtol, memory]
+        );
     }
 }

@@ -5,13 +5,13 @@
 
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::learned::model::ModelConfig;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -46,29 +46,6 @@ pub struct CheckpointMeta {
     pub train: TrainConfig,
     pub elapsed_seconds: f64,
     pub log: Vec<LogRow>,
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let attempt = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    attempt().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::Io(format!(
-            "could not write {} ({e}); the previous file there is unchanged. Free disk space \
-             or choose another --out",
-            path.display()
-        ))
-    })
 }
 
 /// Saves a checkpoint of `tensors` (raw bytes by name).

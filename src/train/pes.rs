@@ -650,3 +650,44 @@ impl<'a> PesEngine<'a> {
         ]
     }
 }
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::kernel::assert_wgsl_layout;
+
+    /// The PES kernels' parameter structs match their WGSL.
+    #[test]
+    fn params_match_their_wgsl() {
+        assert_wgsl_layout!(
+            NoiseParams,
+            "pes/noise.wgsl",
+            "NoiseParams",
+            [n_pairs, stride, seed, iteration]
+        );
+        assert_wgsl_layout!(
+            CoefParams,
+            "pes/coef.wgsl",
+            "CoefParams",
+            [n_pairs, n_slots, first, use_sign, inv_k, scale]
+        );
+        assert_wgsl_layout!(
+            GradParams,
+            "pes/grad.wgsl",
+            "GradParams",
+            [n_quads, n_pairs, stride4, slot, n_tensors]
+        );
+        assert_wgsl_layout!(
+            TensorNoise,
+            "pes/grad.wgsl",
+            "TensorNoise",
+            [offset4, cols4, quad_off, matrix, a_off4, b_off4]
+        );
+        assert_wgsl_layout!(
+            AdamParams,
+            "pes/adam.wgsl",
+            "AdamParams",
+            [n_elems, lr, beta1, beta2, eps, clip_norm, c1, c2]
+        );
+    }
+}

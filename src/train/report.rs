@@ -1,8 +1,9 @@
 //! What a training run shows and writes: a log line per logged meta-iteration, the log
 //! as CSV, and the meta-loss curves as SVG.
 
-use super::checkpoint::{write_atomic, LogRow};
+use super::checkpoint::LogRow;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::learned::model::ModelConfig;
 use plotters::prelude::*;
 use std::path::Path;
