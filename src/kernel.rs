@@ -209,6 +209,53 @@ pub fn validate(file: &str, source: &str) -> Result<naga::Module> {
     Ok(module)
 }
 
+/// Environment variable naming a folder: every kernel the engine builds writes the exact
+/// WGSL it compiles there (includes expanded, generated code in place, override values in
+/// a header comment), to read or to feed to another WGSL tool.
+pub const DUMP_ENV: &str = "OPTIMUS_DUMP_WGSL";
+
+/// Writes `source` to `$OPTIMUS_DUMP_WGSL/<label>.wgsl` when that variable is set.
+fn dump(label: &str, source: &str, constants: &[(&str, f64)]) -> Result<()> {
+    match std::env::var_os(DUMP_ENV) {
+        Some(dir) => write_dump(std::path::Path::new(&dir), label, source, constants),
+        None => Ok(()),
+    }
+}
+
+/// Writes one kernel's source into `dir` as `<label>.wgsl` (label made a file name).
+fn write_dump(
+    dir: &std::path::Path,
+    label: &str,
+    source: &str,
+    constants: &[(&str, f64)],
+) -> Result<()> {
+    let name: String = label
+        .trim_end_matches(".wgsl")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut text = format!("// kernel '{label}'\n");
+    for (k, v) in constants {
+        text += &format!("// override {k} = {v}\n");
+    }
+    text += source;
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(dir.join(format!("{name}.wgsl")), text))
+        .map_err(|e| {
+            Error::Io(format!(
+                "{DUMP_ENV}: cannot write kernel '{label}' to {} ({e}); unset {DUMP_ENV} or \
+                 name a writable folder",
+                dir.display()
+            ))
+        })
+}
+
 /// How a kernel sees one binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bind {
@@ -240,6 +287,7 @@ impl Kernel {
         binds: &[Bind],
         constants: &[(&str, f64)],
     ) -> Result<Self> {
+        dump(label, source, constants)?;
         let device = &ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let entries: Vec<_> = binds
@@ -408,3 +456,21 @@ macro_rules! assert_wgsl_layout {
 }
 #[cfg(test)]
 pub(crate) use assert_wgsl_layout;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dumped kernel is its exact source under a file name made from its label, with
+    /// its override values in a header.
+    #[test]
+    fn dumped_kernels_hold_their_source_and_overrides() {
+        let dir = std::env::temp_dir().join(format!("optimus-dump-{}", std::process::id()));
+        let src = compose("learned/step.wgsl").unwrap();
+        write_dump(&dir, "learned/step.wgsl (lanes)", &src, &[("WG", 64.0)]).unwrap();
+        let text = std::fs::read_to_string(dir.join("learned_step_wgsl__lanes_.wgsl")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(text.starts_with("// kernel 'learned/step.wgsl (lanes)'\n// override WG = 64\n"));
+        assert!(text.ends_with(&src));
+    }
+}
