@@ -252,7 +252,7 @@ fn bench_optimus(c: &mut Criterion) {
 fn bench_pes(c: &mut Criterion) {
     use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
     use optimus_gpu::train::config::TrainConfig;
-    use optimus_gpu::train::noise::perturbed_model;
+    use optimus_gpu::train::noise::{draw, perturbed_model};
     use optimus_gpu::train::pes::{PesEngine, PesKernels, PesSettings};
     use std::sync::Arc;
     const NP: usize = 64;
@@ -342,7 +342,7 @@ fn bench_pes(c: &mut Criterion) {
         .iter()
         .enumerate()
         .map(|(p, spec)| {
-            let noise = engine.noise_layout.draw(1, 0, (p / 2) as u32);
+            let noise = draw(&engine.noise_layout, 1, 0, (p / 2) as u32);
             let sign = if p % 2 == 0 { sigma } else { -sigma };
             let m = perturbed_model(&model, &engine.noise_layout, &noise, sign);
             let oc = OptimizerConfig {

@@ -6,6 +6,7 @@ use optimus_gpu::learned::model::{
     N_FEATURES_WITH_SCALE, N_FEATURES_WITH_SECANT,
 };
 use optimus_gpu::objective::ObjectiveStage;
+use optimus_gpu::optim::cpu::run_learned;
 use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult};
 use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
 use optimus_gpu::Function;
@@ -132,8 +133,8 @@ fn set_head_column(m: &mut Model, c: usize, value: impl Fn(&[f32]) -> f32) {
 /// checks that an input or output is live.
 fn twin_difference(a: &Model, b: &Model, p: &ProblemSpec, steps: u32) -> f64 {
     max_abs_diff(
-        &cpu::run(a, p, steps).unwrap().x,
-        &cpu::run(b, p, steps).unwrap().x,
+        &run_learned(a, p, steps).unwrap().x,
+        &run_learned(b, p, steps).unwrap().x,
     )
 }
 
@@ -201,7 +202,7 @@ fn check_against_twin(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) {
 fn check_tiling_against_twin(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32, tiling: Tiling) {
     let gpu = run_gpu(problems, m, steps, tiling);
     for (p, g) in problems.iter().zip(&gpu) {
-        let c = cpu::run(m, p, steps).unwrap();
+        let c = run_learned(m, p, steps).unwrap();
         let what = format!(
             "{:?} ({tiling:?}) on {} d={}",
             m.config.kind,
@@ -573,7 +574,7 @@ fn optimus_is_permutation_equivariant() {
             "coordinate {i}"
         );
     }
-    let twin_a = cpu::run(&m, &base, 5).unwrap();
+    let twin_a = run_learned(&m, &base, 5).unwrap();
     for i in 0..d {
         assert!((twin_a.x[i] - res[0].x[i]).abs() < 1e-3);
     }
@@ -704,7 +705,7 @@ fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
     let hist = opt.history(ctx()).unwrap();
     for (k, s) in problems.iter().enumerate() {
         assert_eq!(hist[k].1, steps, "every problem took its steps");
-        let c = cpu::run(&m, s, steps).unwrap();
+        let c = run_learned(&m, s, steps).unwrap();
         for i in 0..d {
             assert!(
                 (xs[k * d + i] as f64 - c.x[i]).abs() < 1e-4,
@@ -773,7 +774,7 @@ fn a_diverging_problem_is_flagged_and_the_learned_batch_goes_on() {
             "problem {k}"
         );
         assert_eq!(res[k].iters, 6);
-        let c = cpu::run(&m, &ps[k], 6).unwrap();
+        let c = run_learned(&m, &ps[k], 6).unwrap();
         assert!(
             (res[k].final_gap() - c.final_gap()).abs() <= 1e-3 * c.gaps[0],
             "problem {k} unaffected by its neighbour"

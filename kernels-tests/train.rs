@@ -10,11 +10,12 @@ use optimus_gpu::learned::cpu as lcpu;
 use optimus_gpu::learned::linear::Tiling;
 use optimus_gpu::learned::model::{Model, ModelConfig, ModelKind};
 use optimus_gpu::objective::ObjectiveStage;
+use optimus_gpu::optim::cpu::run_learned;
 use optimus_gpu::optim::Kernels;
 use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
 use optimus_gpu::train::checkpoint::CHECKPOINT_FILE;
 use optimus_gpu::train::config::TrainConfig;
-use optimus_gpu::train::noise::perturbed_model;
+use optimus_gpu::train::noise::{draw, perturbed_model};
 use optimus_gpu::train::pes::{PesEngine, PesKernels, PesSettings};
 use optimus_gpu::train::{self, cpu, TrainOptions};
 use optimus_gpu::Function;
@@ -79,7 +80,7 @@ fn noise_kernel_matches_its_twin() {
     let stride = e.noise_layout.stride;
     let gpu: Vec<f32> = ctx().read(&e.noise, 3 * stride).unwrap();
     for pair in 0..3u32 {
-        let cpu = e.noise_layout.draw(1234, 6, pair);
+        let cpu = draw(&e.noise_layout, 1234, 6, pair);
         for (j, &c) in cpu.iter().enumerate() {
             assert_close(
                 gpu[pair as usize * stride + j] as f64,
@@ -142,7 +143,7 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
         let xs = e.problems.split(&x);
         let mut max_sep: f64 = 0.0;
         for (p, spec) in specs.iter().enumerate() {
-            let noise = e.noise_layout.draw(1234, 2, (p / 2) as u32);
+            let noise = draw(&e.noise_layout, 1234, 2, (p / 2) as u32);
             let sign = if p % 2 == 0 { sigma } else { -sigma };
             let mp = perturbed_model(&m, &e.noise_layout, &noise, sign);
             let mut st = lcpu::LearnedState::new(kind, &spec.x0);
@@ -198,10 +199,10 @@ fn meta_loss_sums_match_the_twin() {
         let loss: Vec<f32> = ctx().read(&e.loss, 2 * specs.len()).unwrap();
         let mut spread: f64 = 0.0;
         for (p, spec) in specs.iter().enumerate() {
-            let noise = e.noise_layout.draw(1234, 0, (p / 2) as u32);
+            let noise = draw(&e.noise_layout, 1234, 0, (p / 2) as u32);
             let sign = if p % 2 == 0 { sigma } else { -sigma };
             let mp = perturbed_model(&m, &e.noise_layout, &noise, sign);
-            let r = lcpu::run(&mp, spec, steps - 1).unwrap();
+            let r = run_learned(&mp, spec, steps - 1).unwrap();
             let l0 = cpu::log_gap(r.gaps[0]);
             let want: f64 = r
                 .gaps
@@ -311,7 +312,7 @@ fn total_meta_loss(m: &Model, tasks: &[ProblemSpec], t: u32, k: u32) -> f64 {
     tasks
         .iter()
         .map(|p| {
-            let r = lcpu::run(m, p, t - 1).unwrap();
+            let r = run_learned(m, p, t - 1).unwrap();
             let l0 = cpu::log_gap(r.gaps[0]);
             r.gaps
                 .iter()

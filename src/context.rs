@@ -295,8 +295,7 @@ impl GpuContext {
             "max storage buffer binding: {} MiB\nmax buffer size: {} MiB\n\
              max storage buffers per stage: {}\nmax workgroup storage: {} KiB\n\
              max invocations per workgroup: {}\nmax workgroups per dimension: {}\n\
-             features: {:?}\nengine limits: d <= {}, workgroup size {}\n\
-             loop iterations per invocation: {}\n",
+             features: {:?}\nloop iterations per invocation: {}\n",
             l.max_storage_buffer_binding_size >> 20,
             l.max_buffer_size >> 20,
             l.max_storage_buffers_per_shader_stage,
@@ -304,8 +303,6 @@ impl GpuContext {
             l.max_compute_invocations_per_workgroup,
             l.max_compute_workgroups_per_dimension,
             self.device.features(),
-            crate::functions::MAX_DIM,
-            crate::kernel::WORKGROUP,
             self.loop_limit()
                 .map_or("no driver limit".to_string(), |l| format!(
                     "at most {l} (llvmpipe)"

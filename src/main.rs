@@ -391,6 +391,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info => {
             let ctx = GpuContext::new()?;
             print!("{}", ctx.describe());
+            println!(
+                "engine limits: d <= {}, workgroup size {}",
+                optimus_gpu::functions::MAX_DIM,
+                optimus_gpu::kernel::WORKGROUP
+            );
         }
         Command::Eval(args) if args.task == Task::Motion => {
             let cfg = args.motion_config()?;

@@ -1,9 +1,9 @@
 // Draws one truncation's perturbation factors for every antithetic pair: per pair a
-// vector laid out by `train::noise::NoiseLayout` (for each weight matrix a factor a over
+// vector laid out by `learned::layout::NoiseLayout` (for each weight matrix a factor a over
 // its rows and b over its columns, giving the rank-one perturbation σ·a bᵀ; for each
 // bias and LayerNorm vector a full-rank e), zeros in the padding. Keyed by (seed,
 // iteration, pair, index), so any truncation's noise can be drawn again.
-// CPU twin: `train::noise::NoiseLayout::draw`.
+// CPU twin: `train::noise::draw`.
 
 #include "shared/rng.wgsl"
 

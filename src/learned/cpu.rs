@@ -10,9 +10,6 @@ use super::model::{
     Model, ModelKind, StepRule, LOG_SCALE_MAX, N_FEATURES, N_FEATURES_WITH_LOSS,
     N_FEATURES_WITH_SCALE, N_FEATURES_WITH_SECANT, SECANT_LOG_MAX,
 };
-use crate::error::{Error, Result};
-use crate::optim::{ProblemResult, Status};
-use crate::problem::ProblemSpec;
 
 /// β of the three momentum accumulators.
 pub const MOMENTUM_BETAS: [f64; 3] = [0.9, 0.99, 0.999];
@@ -388,32 +385,4 @@ pub fn step(model: &Model, st: &mut LearnedState, f: f64, g: &[f64]) {
         }
     }
     st.t += 1;
-}
-
-/// Runs a learned optimizer on one problem for `steps` steps on the CPU, in f64, with
-/// the same bookkeeping as the GPU run (one evaluation per step, divergence flagged).
-pub fn run(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<ProblemResult> {
-    model.config.validate()?;
-    let d = problem.dim;
-    let mut st = LearnedState::new(model.config.kind, &problem.x0);
-    let mut g = vec![0.0; d];
-    let mut hist = vec![(f64::NAN, 0u32); steps as usize + 1];
-    let mut evals = 0;
-    let status = loop {
-        let f = problem.cpu_gap_grad(&st.x, &mut g).ok_or_else(|| {
-            Error::Problem("user objectives have no CPU twin; run them on the GPU".into())
-        })?;
-        evals += 1;
-        hist[st.t as usize] = (f, evals);
-        if !(f.is_finite() && g.iter().all(|v| v.is_finite())) {
-            break Status::Diverged;
-        }
-        if st.t >= steps {
-            break Status::Done;
-        }
-        step(model, &mut st, f, &g);
-    };
-    Ok(ProblemResult::from_history(
-        status, st.t, evals, &hist, st.x,
-    ))
 }

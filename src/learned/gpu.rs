@@ -9,13 +9,13 @@
 //! only records dispatches.
 
 use super::attention::AttentionKernels;
+use super::layout::{round4, round8, NoiseLayout, PackedLayout};
 use super::linear::{LinearKernels, Tiling, BLOCK_ROWS, NORMALIZED, PERTURBED, RELU, RESIDUAL};
 use super::model::{Model, ModelKind, StepRule};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Kernel};
 use crate::problem::GpuProblems;
-use crate::train::noise::NoiseLayout;
 use std::sync::Arc;
 
 /// Queries per attention block, and rows per preconditioner workgroup.
@@ -23,123 +23,6 @@ const ATTN_BLOCK: u32 = super::attention::BLOCK;
 /// Largest head width the attention kernels hold in registers (`MAX_HEAD4` vec4s).
 pub const MAX_HEAD_WIDTH: usize = 32;
 const MAX_GROUPS: u32 = 65535;
-
-fn round4(n: usize) -> usize {
-    n.div_ceil(4) * 4
-}
-
-fn round8(n: usize) -> usize {
-    n.div_ceil(8) * 8
-}
-
-/// One tensor in the GPU's packed parameters.
-#[derive(Clone, Debug)]
-pub struct PackedTensor {
-    pub name: String,
-    /// Offset in floats.
-    pub offset: usize,
-    /// Rows (1 for a vector) and the padded row count.
-    pub rows: usize,
-    pub rows_p: usize,
-    /// Columns and the padded column count.
-    pub cols: usize,
-    pub cols_p: usize,
-    /// Whether this is a weight matrix (perturbed with rank one in meta-training).
-    pub matrix: bool,
-}
-
-impl PackedTensor {
-    /// Floats the tensor takes, padding included.
-    pub fn len(&self) -> usize {
-        self.rows_p * self.cols_p
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Where each tensor sits in the GPU's copy of the parameters: row counts padded to a
-/// multiple of 4 and column counts to a multiple of 8 (zeros in the padding), every
-/// tensor starting at a multiple of 8, so `linear.wgsl` reads weights as vec4 pairs. The
-/// model files keep the dense canonical layout (`ModelConfig::tensors`); meta-training
-/// updates the packed copy directly (its padding gets zero gradient and stays zero).
-pub struct PackedLayout {
-    pub tensors: Vec<PackedTensor>,
-    pub len: usize,
-}
-
-impl PackedLayout {
-    pub fn new(cfg: &super::model::ModelConfig) -> Self {
-        let mut tensors = Vec::new();
-        let mut off = 0;
-        for t in cfg.tensors() {
-            let (rows, cols) = match t.shape.as_slice() {
-                [r, c] => (*r, *c),
-                [c] => (1, *c),
-                _ => (1, t.len()),
-            };
-            let matrix = t.shape.len() == 2;
-            let rows_p = if matrix { round4(rows) } else { 1 };
-            let cols_p = round8(cols);
-            tensors.push(PackedTensor {
-                name: t.name.clone(),
-                offset: off,
-                rows,
-                rows_p,
-                cols,
-                cols_p,
-                matrix,
-            });
-            off += rows_p * cols_p;
-        }
-        Self { tensors, len: off }
-    }
-
-    /// Offset of tensor `name` in floats.
-    pub fn offset(&self, name: &str) -> Result<usize> {
-        self.get(name).map(|t| t.offset)
-    }
-
-    /// Tensor `name`.
-    pub fn get(&self, name: &str) -> Result<&PackedTensor> {
-        self.tensors
-            .iter()
-            .find(|e| e.name == name)
-            .ok_or_else(|| Error::Config(format!("model has no tensor {name}")))
-    }
-
-    /// The packed copy of canonical weights `w` (laid out by the config's `tensors()`).
-    pub fn pack_weights(&self, w: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; self.len];
-        let mut src = 0;
-        for t in &self.tensors {
-            for r in 0..t.rows {
-                out[t.offset + r * t.cols_p..t.offset + r * t.cols_p + t.cols]
-                    .copy_from_slice(&w[src..src + t.cols]);
-                src += t.cols;
-            }
-        }
-        out
-    }
-
-    /// The packed copy of `model`'s weights.
-    pub fn pack(&self, model: &Model) -> Vec<f32> {
-        self.pack_weights(&model.weights)
-    }
-
-    /// The canonical weights of a packed vector (padding dropped).
-    pub fn unpack(&self, packed: &[f32]) -> Vec<f32> {
-        let mut out = Vec::new();
-        for t in &self.tensors {
-            for r in 0..t.rows {
-                let o = t.offset + r * t.cols_p;
-                out.extend_from_slice(&packed[o..o + t.cols]);
-            }
-        }
-        out
-    }
-}
 
 /// The learned optimizers' kernels, built once.
 pub struct LearnedKernels {

@@ -4,5 +4,6 @@
 pub mod attention;
 pub mod cpu;
 pub mod gpu;
+pub mod layout;
 pub mod linear;
 pub mod model;

@@ -3,6 +3,7 @@
 
 use super::{Method, OptimizerConfig, ProblemResult, Status};
 use crate::error::{Error, Result};
+use crate::learned::{cpu, model::Model};
 use crate::problem::ProblemSpec;
 
 /// Most evaluations one line search may take (`LS_MAX` in `line_search.wgsl`).
@@ -328,6 +329,34 @@ pub fn run(
     }
     let eval = |x: &[f64], g: &mut [f64]| problem.cpu_gap_grad(x, g).unwrap_or(f64::NAN);
     run_fn(eval, &problem.x0, config, lr, steps)
+}
+
+/// Runs a learned optimizer on one problem for `steps` steps on the CPU, in f64, with
+/// the same bookkeeping as the GPU run (one evaluation per step, divergence flagged).
+pub fn run_learned(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<ProblemResult> {
+    model.config.validate()?;
+    let d = problem.dim;
+    let mut st = cpu::LearnedState::new(model.config.kind, &problem.x0);
+    let mut g = vec![0.0; d];
+    let mut hist = vec![(f64::NAN, 0u32); steps as usize + 1];
+    let mut evals = 0;
+    let status = loop {
+        let f = problem.cpu_gap_grad(&st.x, &mut g).ok_or_else(|| {
+            Error::Problem("user objectives have no CPU twin; run them on the GPU".into())
+        })?;
+        evals += 1;
+        hist[st.t as usize] = (f, evals);
+        if !(f.is_finite() && g.iter().all(|v| v.is_finite())) {
+            break Status::Diverged;
+        }
+        if st.t >= steps {
+            break Status::Done;
+        }
+        cpu::step(model, &mut st, f, &g);
+    };
+    Ok(ProblemResult::from_history(
+        status, st.t, evals, &hist, st.x,
+    ))
 }
 
 /// Runs `config` from `x0` on any objective `eval(x, ∇f) -> f − f*`.

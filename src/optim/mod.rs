@@ -639,7 +639,7 @@ impl<'a> GpuRun<'a> {
         })
     }
 
-    /// A learned run's packed weights (`learned::gpu::PackedLayout`), e.g. for a
+    /// A learned run's packed weights (`learned::layout::PackedLayout`), e.g. for a
     /// meta-trainer to copy its current θ in on the GPU; None for classic methods.
     pub fn learned_weights(&self) -> Option<&wgpu::Buffer> {
         self.learned.as_ref().and_then(|net| net.own_theta())

@@ -1,8 +1,8 @@
 //! f64/f32 CPU twins of the PES kernels (`shaders/pes/`), for the tests that compare
 //! them and for reading the meta-loss of runs made elsewhere (validation).
 
-use super::noise::NoiseLayout;
-use crate::learned::gpu::PackedLayout;
+use crate::learned::layout::NoiseLayout;
+use crate::learned::layout::PackedLayout;
 
 /// ln(f + 1e-10) of a gap f (negative rounding clamped to 0).
 pub fn log_gap(f: f64) -> f64 {
@@ -119,7 +119,10 @@ pub fn accumulate_gradient(
             if c == 0.0 {
                 continue;
             }
-            let e = noise.dense(packed, &noise.draw(seed, first + s as u32, i as u32));
+            let e = noise.dense(
+                packed,
+                &super::noise::draw(noise, seed, first + s as u32, i as u32),
+            );
             for (gq, eq) in g.iter_mut().zip(e) {
                 *gq += c * eq;
             }

@@ -9,139 +9,24 @@
 //! ±σ((x·a) b + e), O(in + out) extra work per token and O(in + out) noise per pair,
 //! where per-particle weight copies need |θ| memory and bandwidth per particle.
 
-use crate::error::{Error, Result};
-use crate::learned::gpu::PackedLayout;
+use crate::learned::layout::{NoiseLayout, PackedLayout};
 use crate::learned::model::Model;
 
-/// Where one tensor's noise sits in a pair's noise vector.
-#[derive(Clone, Copy, Debug)]
-pub struct NoiseSlot {
-    pub matrix: bool,
-    /// Offset of the row factor a (matrices only).
-    pub a_off: usize,
-    /// Offset of the column factor b (matrices) or of e (vectors).
-    pub b_off: usize,
-}
-
-/// The layout of one pair's noise vector, parallel to a [`PackedLayout`]: a padded to
-/// the packed row count and b / e to the packed column count, so kernels read them as
-/// vec4 next to the weights; zeros in the padding.
-pub struct NoiseLayout {
-    pub names: Vec<String>,
-    pub slots: Vec<NoiseSlot>,
-    /// Floats per pair (a multiple of 4).
-    pub stride: usize,
-    /// 1 where an index holds a real factor, 0 in padding.
-    pub mask: Vec<u32>,
-}
-
-impl NoiseLayout {
-    /// The layout of every tensor's noise; tensors that no name or name prefix in
-    /// `trainable` matches get zero noise, so PES neither perturbs nor trains them (empty:
-    /// every tensor trains). A prefix that matches no tensor is an error naming it.
-    pub fn new(packed: &PackedLayout, trainable: &[String]) -> Result<Self> {
-        if let Some(p) = trainable.iter().find(|p| {
-            !packed
-                .tensors
-                .iter()
-                .any(|t| t.name.starts_with(p.as_str()))
-        }) {
-            return Err(Error::Config(format!(
-                "trainable: no tensor of this model is named '{p}' or starts with it; the \
-                 tensors are {}",
-                packed
-                    .tensors
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let (mut names, mut slots, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-        for t in &packed.tensors {
-            let trains = trainable.is_empty() || trainable.iter().any(|p| names_tensor(p, &t.name));
-            let mut region = |len: usize, real: usize| {
-                let off = mask.len();
-                mask.extend((0..len).map(|i| (trains && i < real) as u32));
-                off
-            };
-            let slot = if t.matrix {
-                let a_off = region(t.rows_p, t.rows);
-                let b_off = region(t.cols_p, t.cols);
-                NoiseSlot {
-                    matrix: true,
-                    a_off,
-                    b_off,
-                }
+/// One pair's noise vector for truncation `iteration` in `layout` (twin of
+/// `pes/noise.wgsl`): N(0, 1) where the layout holds a real factor, 0 in padding.
+pub fn draw(layout: &NoiseLayout, seed: u32, iteration: u32, pair: u32) -> Vec<f32> {
+    layout
+        .mask
+        .iter()
+        .enumerate()
+        .map(|(j, &m)| {
+            if m != 0 {
+                counter_normal([seed, iteration, pair, j as u32])
             } else {
-                let b_off = region(t.cols_p, t.cols);
-                NoiseSlot {
-                    matrix: false,
-                    a_off: b_off,
-                    b_off,
-                }
-            };
-            names.push(t.name.clone());
-            slots.push(slot);
-        }
-        Ok(Self {
-            names,
-            slots,
-            stride: mask.len(),
-            mask,
-        })
-    }
-
-    /// The slot of tensor `name`.
-    pub fn slot(&self, name: &str) -> Result<NoiseSlot> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| self.slots[i])
-            .ok_or_else(|| Error::Config(format!("model has no tensor {name}")))
-    }
-
-    /// One pair's noise vector for truncation `iteration` (twin of `pes/noise.wgsl`).
-    pub fn draw(&self, seed: u32, iteration: u32, pair: u32) -> Vec<f32> {
-        self.mask
-            .iter()
-            .enumerate()
-            .map(|(j, &m)| {
-                if m != 0 {
-                    counter_normal([seed, iteration, pair, j as u32])
-                } else {
-                    0.0
-                }
-            })
-            .collect()
-    }
-
-    /// The dense perturbation ε this pair's noise stands for, in packed layout: a bᵀ for
-    /// matrices, e for vectors (the straightforward per-particle weights; used by the
-    /// CPU twin and as the reference the rank-one kernels are tested against).
-    pub fn dense(&self, packed: &PackedLayout, noise: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; packed.len];
-        for (t, s) in packed.tensors.iter().zip(&self.slots) {
-            for r in 0..t.rows {
-                for c in 0..t.cols {
-                    out[t.offset + r * t.cols_p + c] = if s.matrix {
-                        noise[s.a_off + r] * noise[s.b_off + c]
-                    } else {
-                        noise[s.b_off + c]
-                    };
-                }
+                0.0
             }
-        }
-        out
-    }
-}
-
-/// Whether `entry` of a `trainable` list names tensor `name`: the whole name, or a
-/// prefix that ends where a name part does ("blocks.1" names "blocks.1.ln1.weight" but
-/// not "blocks.10.ln1.weight").
-pub fn names_tensor(entry: &str, name: &str) -> bool {
-    name.strip_prefix(entry)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+        .collect()
 }
 
 /// pcg4d (Jarzynski & Olano 2020), twin of `shared/rng.wgsl`.
@@ -182,20 +67,5 @@ pub fn perturbed_model(
     Model {
         config: model.config.clone(),
         weights: packed.unpack(&theta),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_tensor;
-
-    #[test]
-    fn trainable_entries_name_whole_name_parts() {
-        assert!(names_tensor("head", "head.weight"));
-        assert!(names_tensor("head.bias", "head.bias"));
-        assert!(names_tensor("blocks.1", "blocks.1.ln1.weight"));
-        assert!(!names_tensor("blocks.1", "blocks.10.ln1.weight"));
-        assert!(!names_tensor("head", "heads.weight"));
-        assert!(!names_tensor("blocks.1.mlp", "blocks.1.attn.qkv.weight"));
     }
 }

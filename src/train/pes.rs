@@ -4,11 +4,12 @@
 //! estimate reduced on the GPU from regenerated noise; Adam on θ on the GPU. The host
 //! only records passes, queues resets and reads back what it logs.
 
-use super::noise::NoiseLayout;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Kernel};
-use crate::learned::gpu::{LearnedNet, PackedLayout, Perturbation, StepBuffers};
+use crate::learned::gpu::{LearnedNet, Perturbation, StepBuffers};
+use crate::learned::layout::NoiseLayout;
+use crate::learned::layout::PackedLayout;
 use crate::learned::model::Model;
 use crate::objective::{Evaluation, Evaluator};
 use crate::optim::{Kernels, OptParams, OptState};
