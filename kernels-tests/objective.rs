@@ -178,7 +178,8 @@ fn analytic_gradients_match_finite_differences() {
 fn user_objective_runs_on_the_gpu() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
-    let user = std::sync::Arc::new(optimus_gpu::objective::UserObjective::load(&path).unwrap());
+    let user =
+        std::sync::Arc::new(optimus_gpu::user_objective::UserObjective::load(&path).unwrap());
     let stage = ObjectiveStage::new(ctx(), Some(&user)).unwrap();
     let problems: Vec<_> = [1usize, 5, 70]
         .iter()

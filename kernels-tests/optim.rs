@@ -1,7 +1,8 @@
 use crate::common::ctx;
-use optimus_gpu::objective::{ObjectiveStage, UserObjective};
+use optimus_gpu::objective::ObjectiveStage;
 use optimus_gpu::optim::{cpu, GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
 use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
+use optimus_gpu::user_objective::UserObjective;
 use optimus_gpu::Function;
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 use optimus_gpu::kernel::{compose, validate, ENTRY_SHADERS};
-use optimus_gpu::objective::{objective_source, UserObjective};
+use optimus_gpu::user_objective::{objective_source, UserObjective};
 
 #[test]
 fn every_shader_parses_and_validates_with_naga() {

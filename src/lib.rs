@@ -23,6 +23,7 @@ pub mod objective;
 pub mod optim;
 pub mod problem;
 pub mod train;
+pub mod user_objective;
 
 pub use context::GpuContext;
 pub use error::{Error, Result};

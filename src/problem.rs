@@ -9,7 +9,7 @@
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::functions::{Function, MAX_DIM};
-use crate::objective::UserObjective;
+use crate::user_objective::UserObjective;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;

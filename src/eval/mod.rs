@@ -9,11 +9,12 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::functions::Function;
 use crate::learned::model::{Model, ModelKind};
-use crate::objective::{ObjectiveStage, UserObjective};
+use crate::objective::ObjectiveStage;
 use crate::optim::{
     check_loop_budget, GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status,
 };
 use crate::problem::{Objective, ProblemSpec, SampleOptions};
+use crate::user_objective::UserObjective;
 use indicatif::{ProgressBar, ProgressStyle};
 use results::{Cell, EvalResults, TunedLr};
 use serde::{Deserialize, Serialize};
