@@ -17,6 +17,48 @@ fn is_revolute(joint: usize) -> bool {
     JOINTS[joint].ends_with("knee") || JOINTS[joint].ends_with("elbow")
 }
 
+/// Quaternions are taken as unit rotations up to this difference in length; beyond it
+/// they are still normalised, but the clip gets a warning.
+const UNIT_TOLERANCE: f64 = 1e-3;
+
+/// The quaternions of one clip that were off unit length (by more than
+/// [`UNIT_TOLERANCE`]): public clips have lengths from 0.85 to 1.06, which normalising
+/// repairs, and one warning per clip says so.
+#[derive(Debug, Default)]
+struct Renormalised {
+    count: usize,
+    /// The length furthest from 1.
+    worst: f64,
+}
+
+impl Renormalised {
+    /// `q` normalised, noted if it was off unit length; `None` for a quaternion of zero
+    /// or infinite length, which has no direction to keep.
+    fn unit(&mut self, q: DQuat) -> Option<DQuat> {
+        let len = q.length();
+        if !(len.is_finite() && len > 0.0) {
+            return None;
+        }
+        if (len - 1.0).abs() > UNIT_TOLERANCE {
+            if self.count == 0 || (len - 1.0).abs() > (self.worst - 1.0).abs() {
+                self.worst = len;
+            }
+            self.count += 1;
+        }
+        Some(q / len)
+    }
+
+    fn warning(&self, path: &str) -> Option<String> {
+        (self.count > 0).then(|| {
+            format!(
+                "motion clip {path}: normalised {} quaternions whose length was off 1 by more \
+                 than {UNIT_TOLERANCE} (the worst {:.4})",
+                self.count, self.worst
+            )
+        })
+    }
+}
+
 /// A clip: poses at frame times.
 #[derive(Clone, Debug)]
 pub struct Clip {
@@ -57,8 +99,18 @@ impl Clip {
         self.poses[0]
     }
 
-    /// Parses a DeepMimic clip; `path` names the file in errors.
+    /// Parses a DeepMimic clip; `path` names the file in errors and in the warning about
+    /// quaternions that were not of unit length.
     pub fn from_deepmimic(text: &str, path: &str) -> Result<Self> {
+        let (clip, renormalised) = Self::parse_deepmimic(text, path)?;
+        if let Some(warning) = renormalised.warning(path) {
+            log::warn!("{warning}");
+        }
+        Ok(clip)
+    }
+
+    /// [`Clip::from_deepmimic`] without the logging: the clip and its quaternions' lengths.
+    fn parse_deepmimic(text: &str, path: &str) -> Result<(Self, Renormalised)> {
         let bad = |msg: String| Error::Config(format!("motion clip {path}: {msg}"));
         let json: serde_json::Value =
             serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
@@ -79,6 +131,7 @@ impl Clip {
                 frames.len()
             )));
         }
+        let mut renormalised = Renormalised::default();
         let mut durations = Vec::new();
         let mut poses = Vec::new();
         for (i, frame) in frames.iter().enumerate() {
@@ -105,15 +158,21 @@ impl Clip {
                     values[0]
                 )));
             }
-            let quat = |k: usize| -> Result<DQuat> {
+            let mut quat = |k: usize| -> Result<DQuat> {
                 let q = DQuat::from_xyzw(values[k + 1], values[k + 2], values[k + 3], values[k]);
-                if (q.length() - 1.0).abs() > 0.05 {
-                    return Err(bad(format!(
-                        "frame {i}, value {k}: quaternion (w, x, y, z) of length {:.3}, expected 1",
+                renormalised.unit(q).ok_or_else(|| {
+                    bad(format!(
+                        "frame {i}, values {k}-{}: the quaternion (w, x, y, z) = ({}, {}, {}, \
+                         {}) has length {}; a rotation needs a non-zero one (the identity is \
+                         1 0 0 0)",
+                        k + 3,
+                        q.w,
+                        q.x,
+                        q.y,
+                        q.z,
                         q.length()
-                    )));
-                }
-                Ok(q.normalize())
+                    ))
+                })
             };
             let mut joints = [DQuat::IDENTITY; 12];
             let mut k = 8;
@@ -126,19 +185,34 @@ impl Clip {
                     k += 4;
                 }
             }
+            let root_rot = quat(4)?;
             durations.push(values[0]);
             poses.push(Pose {
                 root: DVec3::new(values[1], values[2], values[3]),
-                root_rot: quat(4)?,
+                root_rot,
                 joints,
             });
         }
-        Ok(Self {
+        let clip = Self {
             name: path.to_string(),
             durations,
             poses,
             looping,
-        })
+        }
+        .with_finite_span(path)?;
+        Ok((clip, renormalised))
+    }
+
+    /// Refuses a clip whose frame durations add up to infinity: windows draw their start
+    /// in its span.
+    pub(crate) fn with_finite_span(self, path: &str) -> Result<Self> {
+        if self.duration().is_finite() {
+            return Ok(self);
+        }
+        Err(Error::Config(format!(
+            "motion clip {path}: the frame durations add up to more than any clip can last; \
+             give them in seconds"
+        )))
     }
 
     /// Reads a DeepMimic clip file.
@@ -412,3 +486,6 @@ fn kick(u: f64, amp: f64) -> Pose {
     p.joints[CHEST] = rz(0.2 * lift);
     p
 }
+
+#[cfg(test)]
+mod tests;
