@@ -1,7 +1,7 @@
 //! Motion clips: kinematic pose sequences on the DeepMimic skeleton, read from and
-//! written to the DeepMimic JSON format (docs/DESIGN.md §5), and the project's own
-//! procedural motion families (walking for meta-training; dancing, jumping, turning,
-//! squatting and kicking for testing).
+//! written to the DeepMimic JSON format (docs/DESIGN.md §5) and BVH (`bvh.rs`), and the
+//! project's own procedural motion families (walking for meta-training; dancing, jumping,
+//! turning, squatting and kicking for testing).
 
 use super::body::{Pose, JOINTS};
 use crate::error::{Error, Result};
@@ -15,6 +15,12 @@ pub const FRAME_LEN: usize = 44;
 
 fn is_revolute(joint: usize) -> bool {
     JOINTS[joint].ends_with("knee") || JOINTS[joint].ends_with("elbow")
+}
+
+/// The angle of the rotation about z nearest to `q` (its twist about z): a knee's or an
+/// elbow's angle.
+pub(super) fn hinge_angle(q: DQuat) -> f64 {
+    2.0 * q.z.atan2(q.w)
 }
 
 /// Quaternions are taken as unit rotations up to this difference in length; beyond it
@@ -215,11 +221,20 @@ impl Clip {
         )))
     }
 
-    /// Reads a DeepMimic clip file.
+    /// Reads a motion clip file: BVH for a name ending in `.bvh` (scaled to the engine's
+    /// legs, see [`Clip::from_bvh`]), DeepMimic JSON otherwise.
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Io(format!("cannot read motion clip {}: {e}", path.display())))?;
-        let mut clip = Self::from_deepmimic(&text, &path.display().to_string())?;
+        let name = path.display().to_string();
+        let bvh = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("bvh"));
+        let mut clip = if bvh {
+            Self::from_bvh(&text, &name, None)?
+        } else {
+            Self::from_deepmimic(&text, &name)?
+        };
         clip.name = path
             .file_stem()
             .map_or(clip.name, |s| s.to_string_lossy().into_owned());
@@ -238,8 +253,7 @@ impl Clip {
                 f.extend(q(p.root_rot));
                 for (j, r) in p.joints.iter().enumerate() {
                     if is_revolute(j) {
-                        let (axis, angle) = r.to_axis_angle();
-                        f.push(angle * axis.z.signum());
+                        f.push(hinge_angle(*r));
                     } else {
                         f.extend(q(*r));
                     }
