@@ -230,7 +230,7 @@ fn pd_control_holds_a_target_pose() {
 }
 
 /// A short task for tests: 3 keyframes, 40 steps, 5 observed frames.
-fn small_task() -> super::task::TaskConfig {
+pub(super) fn small_task() -> super::task::TaskConfig {
     super::task::TaskConfig {
         sim: SimConfig {
             keyframes: 3,

@@ -1,8 +1,9 @@
 //! The clip loaders: DeepMimic quaternion normalisation, BVH export and retargeting
-//! against forward kinematics, and error messages.
+//! against forward kinematics, error messages, and damaged files (errors, never panics).
 
 use super::{Clip, Family};
-use crate::motion::body::N_POINTS;
+use crate::motion::body::{Body, N_POINTS};
+use crate::motion::task::Source;
 use glam::{DQuat, DVec3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -514,4 +515,132 @@ fn bvh_errors_name_the_file_the_line_and_the_fix() {
             "{err}\nwanted: {want}"
         );
     }
+}
+
+/// `good` damaged in one of four ways: arbitrary bytes, a truncation, byte edits, or
+/// numbers replaced by extreme ones; and whether the damage must be an error (a
+/// truncation before `must_fail_before`).
+fn damage(rng: &mut ChaCha8Rng, good: &str, must_fail_before: usize) -> (String, bool) {
+    const BYTES: &[u8] = b"0123456789-+.eE{}[]:,\" \n\tabcNnaIifxyz";
+    let mut bytes = good.as_bytes().to_vec();
+    match rng.random_range(0..4) {
+        0 => {
+            let n = rng.random_range(0..300);
+            let text: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            return (String::from_utf8_lossy(&text).into_owned(), false);
+        }
+        1 => {
+            let cut = rng.random_range(0..bytes.len());
+            bytes.truncate(cut);
+            return (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                cut < must_fail_before,
+            );
+        }
+        2 => {
+            for _ in 0..rng.random_range(1..6) {
+                let at = rng.random_range(0..bytes.len());
+                match rng.random_range(0..3) {
+                    0 => bytes[at] = BYTES[rng.random_range(0..BYTES.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => {
+                        let end = (at + rng.random_range(1..40)).min(bytes.len());
+                        let chunk = bytes[at..end].to_vec();
+                        let to = rng.random_range(0..bytes.len());
+                        bytes.splice(to..to, chunk);
+                    }
+                }
+            }
+        }
+        _ => {
+            const EXTREME: [&str; 9] = [
+                "1e308",
+                "-1e308",
+                "NaN",
+                "inf",
+                "0",
+                "1e-320",
+                "1e30",
+                "-0",
+                "99999999999999999999",
+            ];
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let words: Vec<&str> = text.split(' ').collect();
+            let mut out = Vec::with_capacity(words.len());
+            for w in words {
+                let numeric = w
+                    .trim_matches(|c: char| !c.is_ascii_digit())
+                    .parse::<f64>()
+                    .is_ok();
+                if numeric && rng.random_bool(0.05) {
+                    out.push(EXTREME[rng.random_range(0..EXTREME.len())].to_string());
+                } else {
+                    out.push(w.to_string());
+                }
+            }
+            return (out.join(" "), false);
+        }
+    }
+    (String::from_utf8_lossy(&bytes).into_owned(), false)
+}
+
+#[test]
+fn damaged_clip_files_give_errors_not_panics() {
+    let cfg = crate::motion::tests::small_task();
+    let body = Body::new(&cfg.gains);
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let clip = Family::Walk.clip(&mut rng, 0.2);
+    let bvh = clip.to_bvh();
+    let json = clip.to_deepmimic();
+    // A BVH cut before its last row lacks frames; JSON cut anywhere is not JSON.
+    let bvh_rows = bvh.trim_end().rfind('\n').unwrap();
+    let json_end = json.trim_end().len();
+    type Loader = fn(&str) -> crate::error::Result<Clip>;
+    let loaders: [(&str, &str, usize, Loader); 2] = [
+        ("BVH", &bvh, bvh_rows, |t| {
+            Clip::from_bvh(t, "fuzz.bvh", None)
+        }),
+        ("DeepMimic", &json, json_end, |t| {
+            Clip::from_deepmimic(t, "fuzz.json")
+        }),
+    ];
+    let (mut accepted, mut refused) = (0, 0);
+    for (format, good, must_fail_before, load) in loaders {
+        assert!(load(good).is_ok());
+        for case in 0..4000 {
+            let (text, must_fail) = damage(&mut rng, good, must_fail_before);
+            let result = std::panic::catch_unwind(|| load(&text)).unwrap_or_else(|_| {
+                panic!("the {format} loader panicked on damaged file {case}:\n{text}")
+            });
+            match result {
+                Ok(clip) => {
+                    assert!(
+                        !must_fail,
+                        "{format} case {case} accepted a truncation:\n{text}"
+                    );
+                    assert!(clip.poses.len() >= 2 && clip.duration().is_finite());
+                    for p in &clip.poses {
+                        assert!(
+                            p.points().iter().all(|x| x.is_finite()),
+                            "{format} case {case}"
+                        );
+                    }
+                    // What a loader accepts, the task can cut windows from or refuse.
+                    let _ = Source::Clip(clip).window(&body, &cfg, case);
+                    accepted += 1;
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.contains("motion clip fuzz."), "{format} case {case}: {e}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        accepted > 100 && refused > 1000,
+        "{accepted} accepted, {refused} refused"
+    );
 }
