@@ -209,7 +209,8 @@ struct EvalArgs {
     /// dance, jump, squat, kick).
     #[arg(long, value_delimiter = ',')]
     families: Option<Vec<String>>,
-    /// DeepMimic motion clip files to test on as well (--task motion).
+    /// Motion clip files to test on as well (--task motion): BVH motion capture for a
+    /// name ending in .bvh (e.g. the CMU database), DeepMimic JSON otherwise.
     #[arg(long, value_delimiter = ',')]
     clips: Option<Vec<PathBuf>>,
     /// Windows per motion family or clip (--task motion; default 4).

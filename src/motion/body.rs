@@ -354,6 +354,26 @@ pub struct Pose {
 /// Height of the root over the ground in the neutral pose (feet flat).
 pub const ROOT_HEIGHT: f64 = 0.421546 + 0.40987 + 0.07;
 
+/// Segment offsets of the DeepMimic humanoid (m), each in its parent segment's frame,
+/// the right side's (z > 0; [`mirrored`] on the left): shared by the forward kinematics,
+/// the BVH export and the BVH retargeting.
+pub const CHEST_OFFSET: DVec3 = DVec3::new(0.0, 0.236151, 0.0);
+pub const NECK_OFFSET: DVec3 = DVec3::new(0.0, 0.223894, 0.0);
+pub const HEAD_OFFSET: DVec3 = DVec3::new(0.0, 0.2, 0.0);
+pub const SHOULDER_OFFSET: DVec3 = DVec3::new(-0.02405, 0.2435, 0.18311);
+pub const UPPER_ARM_OFFSET: DVec3 = DVec3::new(0.0, -0.274788, 0.0);
+pub const FOREARM_OFFSET: DVec3 = DVec3::new(0.0, -0.258947, 0.0);
+pub const HIP_OFFSET: DVec3 = DVec3::new(0.0, 0.0, 0.084887);
+pub const THIGH_OFFSET: DVec3 = DVec3::new(0.0, -0.421546, 0.0);
+pub const SHIN_OFFSET: DVec3 = DVec3::new(0.0, -0.40987, 0.0);
+pub const TOE_OFFSET: DVec3 = DVec3::new(0.16, -0.07, 0.0);
+pub const HEEL_OFFSET: DVec3 = DVec3::new(-0.05, -0.07, 0.0);
+
+/// An offset of the right side (`sign` 1) or the left (`sign` −1).
+pub fn mirrored(v: DVec3, sign: f64) -> DVec3 {
+    DVec3::new(v.x, v.y, sign * v.z)
+}
+
 impl Pose {
     /// Standing upright, arms down, facing +x, feet on the ground.
     pub fn neutral() -> Self {
@@ -388,9 +408,9 @@ impl Pose {
         let r = self.root_rot;
         let mut p = [DVec3::ZERO; N_POINTS];
         let chest_rot = r * j[0];
-        p[CHEST] = self.root + r * DVec3::new(0.0, 0.236151, 0.0);
-        p[NECK] = p[CHEST] + chest_rot * DVec3::new(0.0, 0.223894, 0.0);
-        p[HEAD] = p[NECK] + chest_rot * j[1] * DVec3::new(0.0, 0.2, 0.0);
+        p[CHEST] = self.root + r * CHEST_OFFSET;
+        p[NECK] = p[CHEST] + chest_rot * NECK_OFFSET;
+        p[HEAD] = p[NECK] + chest_rot * j[1] * HEAD_OFFSET;
         for (s, sign) in [(0usize, 1.0), (1, -1.0)] {
             let (sh, el, wr, hip, knee, ankle, toe, heel) = if s == 0 {
                 (
@@ -404,18 +424,18 @@ impl Pose {
             let b = 2 + 5 * s;
             let (q_hip, q_knee, q_ankle, q_sh, q_el) =
                 (j[b], j[b + 1], j[b + 2], j[b + 3], j[b + 4]);
-            p[sh] = p[CHEST] + chest_rot * DVec3::new(-0.02405, 0.2435, sign * 0.18311);
+            p[sh] = p[CHEST] + chest_rot * mirrored(SHOULDER_OFFSET, sign);
             let arm = chest_rot * q_sh;
-            p[el] = p[sh] + arm * DVec3::new(0.0, -0.274788, 0.0);
-            p[wr] = p[el] + arm * q_el * DVec3::new(0.0, -0.258947, 0.0);
-            p[hip] = self.root + r * DVec3::new(0.0, 0.0, sign * 0.084887);
+            p[el] = p[sh] + arm * UPPER_ARM_OFFSET;
+            p[wr] = p[el] + arm * q_el * FOREARM_OFFSET;
+            p[hip] = self.root + r * mirrored(HIP_OFFSET, sign);
             let thigh = r * q_hip;
-            p[knee] = p[hip] + thigh * DVec3::new(0.0, -0.421546, 0.0);
+            p[knee] = p[hip] + thigh * THIGH_OFFSET;
             let shin = thigh * q_knee;
-            p[ankle] = p[knee] + shin * DVec3::new(0.0, -0.40987, 0.0);
+            p[ankle] = p[knee] + shin * SHIN_OFFSET;
             let foot = shin * q_ankle;
-            p[toe] = p[ankle] + foot * DVec3::new(0.16, -0.07, 0.0);
-            p[heel] = p[ankle] + foot * DVec3::new(-0.05, -0.07, 0.0);
+            p[toe] = p[ankle] + foot * TOE_OFFSET;
+            p[heel] = p[ankle] + foot * HEEL_OFFSET;
         }
         p
     }

@@ -1,7 +1,7 @@
 //! Motion clips: kinematic pose sequences on the DeepMimic skeleton, read from and
-//! written to the DeepMimic JSON format (docs/DESIGN.md §5), and the project's own
-//! procedural motion families (walking for meta-training; dancing, jumping, turning,
-//! squatting and kicking for testing).
+//! written to the DeepMimic JSON format (docs/DESIGN.md §5) and BVH (`bvh.rs`), and the
+//! project's own procedural motion families (walking for meta-training; dancing, jumping,
+//! turning, squatting and kicking for testing).
 
 use super::body::{Pose, JOINTS};
 use crate::error::{Error, Result};
@@ -15,6 +15,54 @@ pub const FRAME_LEN: usize = 44;
 
 fn is_revolute(joint: usize) -> bool {
     JOINTS[joint].ends_with("knee") || JOINTS[joint].ends_with("elbow")
+}
+
+/// The angle of the rotation about z nearest to `q` (its twist about z): a knee's or an
+/// elbow's angle.
+pub(super) fn hinge_angle(q: DQuat) -> f64 {
+    2.0 * q.z.atan2(q.w)
+}
+
+/// Quaternions are taken as unit rotations up to this difference in length; beyond it
+/// they are still normalised, but the clip gets a warning.
+const UNIT_TOLERANCE: f64 = 1e-3;
+
+/// The quaternions of one clip that were off unit length (by more than
+/// [`UNIT_TOLERANCE`]): public clips have lengths from 0.85 to 1.06, which normalising
+/// repairs, and one warning per clip says so.
+#[derive(Debug, Default)]
+struct Renormalised {
+    count: usize,
+    /// The length furthest from 1.
+    worst: f64,
+}
+
+impl Renormalised {
+    /// `q` normalised, noted if it was off unit length; `None` for a quaternion of zero
+    /// or infinite length, which has no direction to keep.
+    fn unit(&mut self, q: DQuat) -> Option<DQuat> {
+        let len = q.length();
+        if !(len.is_finite() && len > 0.0) {
+            return None;
+        }
+        if (len - 1.0).abs() > UNIT_TOLERANCE {
+            if self.count == 0 || (len - 1.0).abs() > (self.worst - 1.0).abs() {
+                self.worst = len;
+            }
+            self.count += 1;
+        }
+        Some(q / len)
+    }
+
+    fn warning(&self, path: &str) -> Option<String> {
+        (self.count > 0).then(|| {
+            format!(
+                "motion clip {path}: normalised {} quaternions whose length was off 1 by more \
+                 than {UNIT_TOLERANCE} (the worst {:.4})",
+                self.count, self.worst
+            )
+        })
+    }
 }
 
 /// A clip: poses at frame times.
@@ -57,8 +105,18 @@ impl Clip {
         self.poses[0]
     }
 
-    /// Parses a DeepMimic clip; `path` names the file in errors.
+    /// Parses a DeepMimic clip; `path` names the file in errors and in the warning about
+    /// quaternions that were not of unit length.
     pub fn from_deepmimic(text: &str, path: &str) -> Result<Self> {
+        let (clip, renormalised) = Self::parse_deepmimic(text, path)?;
+        if let Some(warning) = renormalised.warning(path) {
+            log::warn!("{warning}");
+        }
+        Ok(clip)
+    }
+
+    /// [`Clip::from_deepmimic`] without the logging: the clip and its quaternions' lengths.
+    fn parse_deepmimic(text: &str, path: &str) -> Result<(Self, Renormalised)> {
         let bad = |msg: String| Error::Config(format!("motion clip {path}: {msg}"));
         let json: serde_json::Value =
             serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
@@ -79,6 +137,7 @@ impl Clip {
                 frames.len()
             )));
         }
+        let mut renormalised = Renormalised::default();
         let mut durations = Vec::new();
         let mut poses = Vec::new();
         for (i, frame) in frames.iter().enumerate() {
@@ -105,15 +164,21 @@ impl Clip {
                     values[0]
                 )));
             }
-            let quat = |k: usize| -> Result<DQuat> {
+            let mut quat = |k: usize| -> Result<DQuat> {
                 let q = DQuat::from_xyzw(values[k + 1], values[k + 2], values[k + 3], values[k]);
-                if (q.length() - 1.0).abs() > 0.05 {
-                    return Err(bad(format!(
-                        "frame {i}, value {k}: quaternion (w, x, y, z) of length {:.3}, expected 1",
+                renormalised.unit(q).ok_or_else(|| {
+                    bad(format!(
+                        "frame {i}, values {k}-{}: the quaternion (w, x, y, z) = ({}, {}, {}, \
+                         {}) has length {}; a rotation needs a non-zero one (the identity is \
+                         1 0 0 0)",
+                        k + 3,
+                        q.w,
+                        q.x,
+                        q.y,
+                        q.z,
                         q.length()
-                    )));
-                }
-                Ok(q.normalize())
+                    ))
+                })
             };
             let mut joints = [DQuat::IDENTITY; 12];
             let mut k = 8;
@@ -126,26 +191,50 @@ impl Clip {
                     k += 4;
                 }
             }
+            let root_rot = quat(4)?;
             durations.push(values[0]);
             poses.push(Pose {
                 root: DVec3::new(values[1], values[2], values[3]),
-                root_rot: quat(4)?,
+                root_rot,
                 joints,
             });
         }
-        Ok(Self {
+        let clip = Self {
             name: path.to_string(),
             durations,
             poses,
             looping,
-        })
+        }
+        .with_finite_span(path)?;
+        Ok((clip, renormalised))
     }
 
-    /// Reads a DeepMimic clip file.
+    /// Refuses a clip whose frame durations add up to infinity: windows draw their start
+    /// in its span.
+    pub(crate) fn with_finite_span(self, path: &str) -> Result<Self> {
+        if self.duration().is_finite() {
+            return Ok(self);
+        }
+        Err(Error::Config(format!(
+            "motion clip {path}: the frame durations add up to more than any clip can last; \
+             give them in seconds"
+        )))
+    }
+
+    /// Reads a motion clip file: BVH for a name ending in `.bvh` (scaled to the engine's
+    /// legs, see [`Clip::from_bvh`]), DeepMimic JSON otherwise.
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Io(format!("cannot read motion clip {}: {e}", path.display())))?;
-        let mut clip = Self::from_deepmimic(&text, &path.display().to_string())?;
+        let name = path.display().to_string();
+        let bvh = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("bvh"));
+        let mut clip = if bvh {
+            Self::from_bvh(&text, &name, None)?
+        } else {
+            Self::from_deepmimic(&text, &name)?
+        };
         clip.name = path
             .file_stem()
             .map_or(clip.name, |s| s.to_string_lossy().into_owned());
@@ -164,8 +253,7 @@ impl Clip {
                 f.extend(q(p.root_rot));
                 for (j, r) in p.joints.iter().enumerate() {
                     if is_revolute(j) {
-                        let (axis, angle) = r.to_axis_angle();
-                        f.push(angle * axis.z.signum());
+                        f.push(hinge_angle(*r));
                     } else {
                         f.extend(q(*r));
                     }
@@ -412,3 +500,6 @@ fn kick(u: f64, amp: f64) -> Pose {
     p.joints[CHEST] = rz(0.2 * lift);
     p
 }
+
+#[cfg(test)]
+mod tests;

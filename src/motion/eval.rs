@@ -30,7 +30,8 @@ pub struct MotionEvalConfig {
     pub task: TaskConfig,
     /// Procedural motion families to cut test windows from.
     pub families: Vec<String>,
-    /// DeepMimic clip files to cut test windows from (each a family of its own).
+    /// Clip files to cut test windows from (each a family of its own): BVH for a name
+    /// ending in `.bvh`, DeepMimic JSON otherwise.
     pub clips: Vec<PathBuf>,
     /// Windows per family or clip.
     pub windows: usize,

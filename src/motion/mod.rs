@@ -4,6 +4,7 @@
 //! its kinematic skeleton, `measure` and `sim` are the f64 CPU twin.
 
 pub mod body;
+pub mod bvh;
 pub mod clip;
 pub mod codegen;
 pub mod eval;

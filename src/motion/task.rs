@@ -168,17 +168,20 @@ pub struct Window {
     pub obs: Vec<[f64; 3]>,
 }
 
-/// Positions and velocities (central differences) of a clip's body points at t.
-fn kinematic_state(clip: &Clip, t: f64, noise: Option<&[Pose]>) -> Initial {
-    let h = 1.0 / 120.0;
-    let at = |s: f64, k: usize| match noise {
-        Some(n) => n[k].points(),
-        None => clip.sample(s).points(),
-    };
-    let (a, b, c) = (at(t - h, 0), at(t, 1), at(t + h, 2));
+/// Times of the initial velocity's difference quotient at t: t ± 1/120 s, one-sided at
+/// the clip's ends (a window may start on its first frame), and the time they span.
+fn stencil(clip: &Clip, t: f64) -> ([f64; 3], f64) {
+    let h: f64 = 1.0 / 120.0;
+    let (back, ahead) = (h.min(t), h.min(clip.duration() - t));
+    ([t - back, t, t + ahead], back + ahead)
+}
+
+/// Positions and velocities of the body points of poses at the times of [`stencil`].
+fn kinematic_state(poses: &[Pose; 3], gap: f64) -> Initial {
+    let [a, b, c] = poses.map(|p| p.points());
     Initial {
         x: b.to_vec(),
-        v: (0..N_POINTS).map(|i| (c[i] - a[i]) / (2.0 * h)).collect(),
+        v: (0..N_POINTS).map(|i| (c[i] - a[i]) / gap).collect(),
     }
 }
 
@@ -216,7 +219,8 @@ impl Window {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let true_params = params_of(body, cfg, |t| clip.sample(t), start);
-        let true_init = kinematic_state(clip, start, None);
+        let (times, gap) = stencil(clip, start);
+        let true_init = kinematic_state(&times.map(|t| clip.sample(t)), gap);
         let truth = simulate(body, &cfg.sim, &true_params, &true_init);
         if !truth.is_finite() {
             return Err(Error::Problem(format!(
@@ -258,9 +262,7 @@ impl Window {
             noisy(&clip.sample(t), cfg, base.wrapping_add(k))
         };
         let x0 = params_of(body, cfg, noisy_at, start);
-        let h = 1.0 / 120.0;
-        let poses = [start - h, start, start + h].map(|t| noisy(&clip.sample(t), cfg, base));
-        let init = kinematic_state(clip, start, Some(&poses));
+        let init = kinematic_state(&times.map(|t| noisy(&clip.sample(t), cfg, base)), gap);
         Ok(Self {
             source: clip.name.clone(),
             start,
@@ -283,6 +285,12 @@ pub enum Source {
     Clip(Clip),
 }
 
+/// How far into a clip windows start where the clip has room. The start state needs
+/// the clip only 1/120 s around the start ([`stencil`]), so a clip one window long is
+/// enough; the lead-in keeps the windows of every seed (training runs, the README's
+/// results) what they were when it was a requirement.
+const LEAD_IN: f64 = 0.1;
+
 impl Source {
     /// A window at a random start, every draw from `seed`.
     pub fn window(&self, body: &Body, cfg: &TaskConfig, seed: u64) -> Result<Window> {
@@ -292,15 +300,18 @@ impl Source {
             Source::Family(f) => f.clip(&mut rng, span + 1.2),
             Source::Clip(c) => c.clone(),
         };
-        let room = clip.duration() - span - 0.1;
-        if room < 0.0 {
+        let room = clip.duration() - span;
+        if room < -1e-9 {
             return Err(Error::Config(format!(
-                "clip '{}' lasts {:.2} s, shorter than a {span:.2} s window",
+                "clip '{}' lasts {:.3} s from its first frame to its last, shorter than a \
+                 {span:.3} s window; use a longer clip or a shorter window (sim.keyframes)",
                 clip.name,
                 clip.duration()
             )));
         }
-        let start = 0.1 + rng.random_range(0.0..=room);
+        let room = room.max(0.0);
+        let lead = LEAD_IN.min(room);
+        let start = lead + rng.random_range(0.0..=room - lead);
         Window::new(body, cfg, &clip, start, rng.random())
     }
 }

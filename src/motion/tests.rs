@@ -230,7 +230,7 @@ fn pd_control_holds_a_target_pose() {
 }
 
 /// A short task for tests: 3 keyframes, 40 steps, 5 observed frames.
-fn small_task() -> super::task::TaskConfig {
+pub(super) fn small_task() -> super::task::TaskConfig {
     super::task::TaskConfig {
         sim: SimConfig {
             keyframes: 3,
@@ -368,4 +368,49 @@ fn shipped_motion_configs_parse() {
     let text = std::fs::read_to_string(root.join("assets/train_motion.ron")).unwrap();
     let t = crate::train::config::TrainConfig::from_ron(&text, "assets/train_motion.ron").unwrap();
     assert_eq!(t.motion.unwrap().sim.keyframes, 4);
+}
+
+#[test]
+fn a_clip_one_window_long_is_enough() {
+    use super::clip::{Clip, Family};
+    use super::task::{Source, TaskConfig};
+    let cfg = TaskConfig::default();
+    let body = Body::new(&cfg.gains);
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let long = Family::Walk.clip(&mut rng, 1.0);
+    let dt = long.durations[0];
+    // The window is 0.70 s: 21 frame steps at 30 frames/s.
+    let frames = (cfg.window_seconds() / dt).round() as usize + 1;
+    let cut = |n: usize| Clip {
+        name: format!("walk{n}"),
+        durations: long.durations[..n].to_vec(),
+        poses: long.poses[..n].to_vec(),
+        looping: false,
+    };
+    let exact = cut(frames);
+    assert!((exact.duration() - cfg.window_seconds()).abs() < 1e-9);
+    let w = Source::Clip(exact.clone()).window(&body, &cfg, 11).unwrap();
+    assert_eq!(w.start, 0.0);
+    // At the first frame the start velocity is the one-sided difference, not half of it.
+    let h = 1.0 / 120.0;
+    let (p0, p1) = (exact.sample(0.0).points(), exact.sample(h).points());
+    for i in 0..N_POINTS {
+        let v = (p1[i] - p0[i]) / h;
+        assert!((w.true_init.v[i] - v).length() < 1e-9, "point {i}");
+    }
+    // 0.80 s: the lead-in shrinks to what the clip has room for.
+    let w = Source::Clip(cut(frames + 3))
+        .window(&body, &cfg, 12)
+        .unwrap();
+    assert!(w.start >= 0.0 && w.start + cfg.window_seconds() <= 0.8 + 1e-9);
+    let err = Source::Clip(cut(frames - 1))
+        .window(&body, &cfg, 13)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "lasts 0.667 s from its first frame to its last, shorter than a 0.700 s window"
+        ),
+        "{err}"
+    );
 }
