@@ -514,6 +514,20 @@ impl GpuProblems {
     }
 }
 
+/// Mixes a seed with indices into an independent seed (splitmix64 on each word), so
+/// every draw of a run is a pure function of (seed, what, index) and a resumed run draws
+/// the same tasks as an uninterrupted one.
+pub fn mix_seed(seed: u64, words: &[u64]) -> u64 {
+    let mut z = seed;
+    for &w in words {
+        z = z.wrapping_add(w).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}
+
 #[cfg(test)]
 mod layout_tests {
     use super::*;

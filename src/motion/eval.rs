@@ -15,7 +15,7 @@ use crate::eval::report::{draw_chart, Labels, Series};
 use crate::eval::{bar, load_models, model_asset, model_for, scored_gap};
 use crate::learned::model::ModelKind;
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
-use crate::train::config::mix_seed;
+use crate::problem::mix_seed;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};

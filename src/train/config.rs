@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::functions::{Function, MAX_DIM};
 use crate::learned::model::ModelConfig;
-use crate::problem::{Objective, ProblemSpec, SampleOptions};
+use crate::problem::{mix_seed, Objective, ProblemSpec, SampleOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -288,20 +288,6 @@ impl TrainConfig {
     pub fn validation_steps(&self) -> u32 {
         self.validation.steps.unwrap_or(self.horizon)
     }
-}
-
-/// Mixes a seed with indices into an independent seed (splitmix64 on each word), so
-/// every draw of a run is a pure function of (seed, what, index) and a resumed run draws
-/// the same tasks as an uninterrupted one.
-pub fn mix_seed(seed: u64, words: &[u64]) -> u64 {
-    let mut z = seed;
-    for &w in words {
-        z = z.wrapping_add(w).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-    }
-    z
 }
 
 /// Draws tasks from a [`TaskConfig`].
