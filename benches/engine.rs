@@ -24,7 +24,6 @@ fn problems() -> Vec<ProblemSpec> {
     let opts = SampleOptions {
         shift: 0.1,
         rotate: true,
-        reflect: false,
         log10_scale: (0.0, 0.0),
         log10_width: (0.0, 0.0),
         start_fraction: 1.0,
@@ -117,7 +116,6 @@ fn bench(c: &mut Criterion) {
             let opts = SampleOptions {
                 shift: 0.1,
                 rotate: true,
-                reflect: false,
                 log10_scale: (0.0, 0.0),
                 log10_width: (0.0, 0.0),
                 start_fraction: 1.0,

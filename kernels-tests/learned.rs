@@ -169,7 +169,6 @@ pub fn problems(dims: &[usize]) -> Vec<ProblemSpec> {
             let opts = SampleOptions {
                 shift: 0.2,
                 rotate: k % 2 == 1 && d <= 64,
-                reflect: false,
                 log10_scale: (0.0, 0.0),
                 log10_width: (0.0, 0.0),
                 start_fraction: 1.0,
@@ -306,7 +305,6 @@ fn features_of_steep_problems_do_not_overflow() {
             let opts = SampleOptions {
                 shift: 0.0,
                 rotate: false,
-                reflect: false,
                 log10_scale: (log10_scale, log10_scale),
                 log10_width: (0.0, 0.0),
                 start_fraction: 1.0,
@@ -365,7 +363,6 @@ fn the_secant_step_length_matches_the_twin() {
     let opts = SampleOptions {
         shift: 0.0,
         rotate: false,
-        reflect: false,
         log10_scale: (0.0, 0.0),
         log10_width: (0.0, 0.0),
         start_fraction: 0.5,

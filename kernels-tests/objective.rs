@@ -17,7 +17,6 @@ fn shifted_rotated() -> SampleOptions {
     SampleOptions {
         shift: 0.3,
         rotate: true,
-        reflect: false,
         log10_scale: (-1.0, 1.0),
         log10_width: (-1.0, 1.0),
         start_fraction: 1.0,

@@ -119,7 +119,6 @@ fn mixed_batch() -> Vec<ProblemSpec> {
             let opts = SampleOptions {
                 shift: 0.2,
                 rotate: k % 2 == 1,
-                reflect: false,
                 log10_scale: (0.0, 0.0),
                 log10_width: (0.0, 0.0),
                 start_fraction: 1.0,
@@ -286,7 +285,6 @@ fn near_the_drivers_loop_limit_results_stay_right_and_past_it_runs_are_refused()
     let opts = SampleOptions {
         shift: 0.1,
         rotate: false,
-        reflect: false,
         log10_scale: (0.0, 0.0),
         log10_width: (0.0, 0.0),
         start_fraction: 1.0,
@@ -308,7 +306,6 @@ fn near_the_drivers_loop_limit_results_stay_right_and_past_it_runs_are_refused()
     // A rotated objective at d = 1000.
     let rot = SampleOptions {
         rotate: true,
-        reflect: false,
         ..opts
     };
     let q = ProblemSpec::sample(Objective::Builtin(Function::Sphere), 1000, &rot, 2).unwrap();

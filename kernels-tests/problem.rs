@@ -32,7 +32,6 @@ fn sampling_is_seeded_and_rotations_are_orthogonal() {
     let opts = SampleOptions {
         shift: 0.5,
         rotate: true,
-        reflect: false,
         log10_scale: (-2.0, 2.0),
         log10_width: (0.0, 0.0),
         start_fraction: 1.0,
@@ -66,7 +65,6 @@ fn width_stretches_the_problem() {
         let opts = |w: f64| SampleOptions {
             shift: 0.4,
             rotate: true,
-            reflect: false,
             log10_scale: (-1.0, 1.0),
             log10_width: (w, w),
             start_fraction: 1.0,

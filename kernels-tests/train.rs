@@ -353,7 +353,6 @@ fn pes_estimate_agrees_with_finite_differences() {
             let opts = SampleOptions {
                 shift: 0.3,
                 rotate: false,
-                reflect: false,
                 log10_scale: (0.0, 0.0),
                 log10_width: (0.0, 0.0),
                 start_fraction: 1.0,

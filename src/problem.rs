@@ -77,10 +77,6 @@ pub struct SampleOptions {
     pub shift: f64,
     /// Apply a random orthogonal rotation (couples the coordinates).
     pub rotate: bool,
-    /// Where not rotated, flip the sign of each coordinate with probability ½ (a
-    /// diagonal ±1 rotation), so no direction of x-space is special: several benchmark
-    /// functions have their minimizers off the centre of their start domains.
-    pub reflect: bool,
     /// log10 of the objective scale is drawn uniformly from this range.
     pub log10_scale: (f64, f64),
     /// log10 of the width w (x = w·z around the origin) is drawn uniformly from this
@@ -97,7 +93,6 @@ impl Default for SampleOptions {
         Self {
             shift: 0.0,
             rotate: false,
-            reflect: false,
             log10_scale: (0.0, 0.0),
             log10_width: (0.0, 0.0),
             start_fraction: 1.0,
@@ -154,17 +149,7 @@ impl ProblemSpec {
                 objective.minimizer(i, d) + shift
             })
             .collect();
-        let rotation = if opts.rotate && !user && d > 1 {
-            Some(random_orthogonal(d, &mut rng))
-        } else if opts.reflect && !user {
-            let mut r = vec![0.0; d * d];
-            for i in 0..d {
-                r[i * d + i] = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
-            }
-            Some(r)
-        } else {
-            None
-        };
+        let rotation = (opts.rotate && !user && d > 1).then(|| random_orthogonal(d, &mut rng));
         // A fixed value draws nothing, so adding an option leaves older draws as they were.
         let mut log_uniform = |(a, b): (f64, f64)| {
             if a == b {
@@ -541,41 +526,6 @@ pub fn mix_seed(seed: u64, words: &[u64]) -> u64 {
         z ^= z >> 31;
     }
     z
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Rosenbrock's minimizer is at z = 1 in its start domain [−5, 10], so 60 % of the
-    /// unreflected starts' coordinates lie above it; reflected ones lie on either side
-    /// about equally, with the minimizer still where `center` says.
-    #[test]
-    fn reflection_removes_the_preferred_direction() {
-        let share_below = |reflect: bool| {
-            let opts = SampleOptions {
-                reflect,
-                ..Default::default()
-            };
-            let (mut below, mut n) = (0, 0);
-            for seed in 0..200 {
-                let p =
-                    ProblemSpec::sample(Objective::Builtin(Function::Rosenbrock), 6, &opts, seed)
-                        .unwrap();
-                let mut g = vec![0.0; 6];
-                assert!(p.cpu_gap_grad(&p.center, &mut g).unwrap().abs() < 1e-12);
-                below += p.x0.iter().zip(&p.center).filter(|(x, c)| x < c).count();
-                n += 6;
-            }
-            below as f64 / n as f64
-        };
-        assert!((share_below(false) - 0.4).abs() < 0.05, "{}", share_below(false));
-        assert!(
-            (share_below(true) - 0.5).abs() < 0.05,
-            "{}",
-            share_below(true)
-        );
-    }
 }
 
 #[cfg(test)]

@@ -30,12 +30,6 @@ pub struct TaskConfig {
     pub shift: f64,
     /// Probability that a task is rotated (couples its coordinates).
     pub rotate_prob: f64,
-    /// Flip the sign of each coordinate of every task that is not rotated with
-    /// probability ½, textbook ones included, so the training distribution prefers no
-    /// direction: several functions' minimizers sit off the centre of their start
-    /// domains (Rosenbrock's at z = 1 in [−5, 10]), so a drift of every coordinate one
-    /// way helps on some tasks, and PES learns one that the evaluation punishes.
-    pub reflect: bool,
     /// log10 of the objective scale is uniform in this range.
     pub log10_scale: (f64, f64),
     /// log10 of the problem's width is uniform in this range: x-space is the function's
@@ -74,7 +68,6 @@ impl Default for TaskConfig {
             held_out_dims: vec![10],
             shift: 0.5,
             rotate_prob: 0.5,
-            reflect: false,
             log10_scale: (-1.0, 1.0),
             log10_width: (0.0, 0.0),
             start_fraction: 1.0,
@@ -415,7 +408,6 @@ impl TaskSampler {
             SampleOptions {
                 shift: 0.0,
                 rotate: false,
-                reflect: self.cfg.reflect,
                 log10_scale: (0.0, 0.0),
                 log10_width: (0.0, 0.0),
                 start_fraction: self.cfg.start_fraction,
@@ -424,7 +416,6 @@ impl TaskSampler {
             SampleOptions {
                 shift: self.cfg.shift,
                 rotate,
-                reflect: self.cfg.reflect,
                 log10_scale: self.cfg.log10_scale,
                 log10_width: self.cfg.log10_width,
                 start_fraction: self.cfg.start_fraction,
