@@ -637,13 +637,14 @@ fn motion_training_runs_and_resumes() {
     }
 }
 
-/// Every committed training config (each run's `train.ron` in assets/models/ and the
-/// top-level ones) still parses, and every committed model directory still loads: a
-/// config field or model change must not orphan the records of how the models were made.
+/// Every committed training config (the shipped models' and the top-level ones in
+/// assets/, each experiment run's in docs/experiments/) still parses, and every committed
+/// model directory still loads: a config field or model change must not orphan the
+/// records of how the models were made.
 #[test]
 fn committed_configs_and_models_still_load() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    let mut dirs = vec![root.clone()];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("assets"), root.join("docs/experiments")];
     let (mut configs, mut models) = (0, 0);
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
