@@ -367,7 +367,13 @@ fn shipped_motion_configs_parse() {
     );
     let text = std::fs::read_to_string(root.join("assets/train_motion.ron")).unwrap();
     let t = crate::train::config::TrainConfig::from_ron(&text, "assets/train_motion.ron").unwrap();
-    assert_eq!(t.motion.unwrap().sim.keyframes, 4);
+    // Training windows have the evaluation's size (absent: the defaults).
+    let eval_keyframes = cfg.task.sim.keyframes;
+    assert_eq!(
+        t.motion.map_or(eval_keyframes, |m| m.sim.keyframes),
+        eval_keyframes,
+        "assets/train_motion.ron trains on windows of the evaluation's size"
+    );
 }
 
 #[test]
