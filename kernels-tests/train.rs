@@ -553,7 +553,9 @@ fn bad_training_input_gets_clear_errors() {
     assert!(e.contains("even"), "{e}");
     let ckpt = out.join(CHECKPOINT_FILE);
     let before = std::fs::read(&ckpt).unwrap();
-    std::fs::create_dir_all(out.join("checkpoint.tmp")).unwrap();
+    // A directory where the atomic write puts its temporary file makes the write fail.
+    let tmp = format!(".{CHECKPOINT_FILE}.tmp-{}", std::process::id());
+    std::fs::create_dir_all(out.join(tmp)).unwrap();
     let mut more = options(tiny_config(3), &out, true);
     more.config = None;
     more.iterations = Some(6);
