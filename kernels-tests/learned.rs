@@ -422,10 +422,7 @@ fn the_diagonal_quasi_newton_step_starts_with_a_sign_step() {
         let m = qn_model(kind, StepRule::DiagonalQuasiNewton, 2, 0.0);
         for d in [1, 7, 40] {
             let p = ProblemSpec::sample(Objective::Builtin(Function::Sphere), d, &opts, 9).unwrap();
-            let mut st = cpu::LearnedState::new(kind, &p.x0);
-            let mut g = vec![0.0; d];
-            let f0 = p.cpu_gap_grad(&st.x, &mut g).unwrap();
-            cpu::step(&m, &mut st, f0, &g);
+            let (st, g) = first_twin_step(&m, &p);
             let want: Vec<f64> = (0..d)
                 .map(|i| p.x0[i] - g[i].signum() / (d as f64).sqrt())
                 .collect();
@@ -435,6 +432,15 @@ fn the_diagonal_quasi_newton_step_starts_with_a_sign_step() {
             );
         }
     }
+}
+
+/// The twin's state after `m`'s first step on `p`, and the gradient at the start point.
+fn first_twin_step(m: &Model, p: &ProblemSpec) -> (cpu::LearnedState, Vec<f64>) {
+    let mut st = cpu::LearnedState::new(m.config.kind, &p.x0);
+    let mut g = vec![0.0; p.dim];
+    let f0 = p.cpu_gap_grad(&st.x, &mut g).unwrap();
+    cpu::step(m, &mut st, f0, &g);
+    (st, g)
 }
 
 /// Known answer: with a zero head the quasi-Newton step is the Barzilai–Borwein method,
@@ -450,11 +456,8 @@ fn a_zero_head_quasi_newton_step_is_barzilai_borwein() {
         let m = qn_model(kind, StepRule::QuasiNewton, 2, 0.0);
         for d in [1, 7, 40] {
             let p = ProblemSpec::sample(Objective::Builtin(Function::Sphere), d, &opts, 9).unwrap();
-            let mut st = cpu::LearnedState::new(kind, &p.x0);
-            let mut g = vec![0.0; d];
-            let f0 = p.cpu_gap_grad(&st.x, &mut g).unwrap();
+            let (mut st, mut g) = first_twin_step(&m, &p);
             let norm_g = g.iter().map(|v| v * v).sum::<f64>().sqrt();
-            cpu::step(&m, &mut st, f0, &g);
             let first: Vec<f64> = (0..d)
                 .map(|i| p.x0[i] - g[i] * (1.0 / norm_g).min(1.0))
                 .collect();
