@@ -34,7 +34,7 @@ pub const POINTS: [&str; 19] = [
 ];
 pub const N_POINTS: usize = POINTS.len();
 
-const CHEST: usize = 0;
+pub(crate) const CHEST: usize = 0;
 const NECK: usize = 1;
 const HEAD: usize = 2;
 const R_SHOULDER: usize = 3;
@@ -43,12 +43,12 @@ const R_WRIST: usize = 5;
 const L_SHOULDER: usize = 6;
 const L_ELBOW: usize = 7;
 const L_WRIST: usize = 8;
-const R_HIP: usize = 9;
+pub(crate) const R_HIP: usize = 9;
 const R_KNEE: usize = 10;
 const R_ANKLE: usize = 11;
 const R_TOE: usize = 12;
 const R_HEEL: usize = 13;
-const L_HIP: usize = 14;
+pub(crate) const L_HIP: usize = 14;
 const L_KNEE: usize = 15;
 const L_ANKLE: usize = 16;
 const L_TOE: usize = 17;

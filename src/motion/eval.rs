@@ -124,6 +124,10 @@ pub struct MotionResults {
     pub adam_lr: Option<f64>,
     /// MPJPE of the kinematic initialization per family (mm).
     pub initial_mpjpe_mm: Vec<(String, f64)>,
+    /// Per family: how far the simulated truth is from the clip that drives it, the
+    /// mean point distance (mm) and the largest trunk tilt between them (degrees),
+    /// averaged over the family's windows ([`Window::truth_vs_clip`]).
+    pub truth_vs_clip: Vec<(String, f64, f64)>,
     pub rows: Vec<Row>,
     pub windows: Vec<WindowResult>,
     pub seconds: f64,
@@ -358,6 +362,17 @@ pub fn run(
             (name.clone(), 1e3 * e)
         })
         .collect();
+    let truth_vs_clip = families
+        .iter()
+        .map(|(name, ws)| {
+            let (d, t) = ws.iter().fold((0.0, 0.0), |(d, t), w| {
+                let (dw, tw) = w.truth_vs_clip(&cfg.task);
+                (d + dw, t + tw)
+            });
+            let n = ws.len() as f64;
+            (name.clone(), 1e3 * d / n, (t / n).to_degrees())
+        })
+        .collect();
     Ok((
         MotionResults {
             adapter: ctx
@@ -371,6 +386,7 @@ pub fn run(
             reference: reference.map(|r| r.name().to_string()),
             adam_lr,
             initial_mpjpe_mm,
+            truth_vs_clip,
             rows,
             windows,
             seconds: start.elapsed().as_secs_f64(),
@@ -469,6 +485,15 @@ pub fn table(res: &MotionResults) -> String {
     s += &format!(
         "MPJPE of the kinematic initialization (mm): {}\n",
         init.join(", ")
+    );
+    let track: Vec<String> = res
+        .truth_vs_clip
+        .iter()
+        .map(|(f, d, t)| format!("{f} {d:.0} mm / {t:.0}°"))
+        .collect();
+    s += &format!(
+        "simulated truth against its clip (mean point distance / largest trunk tilt): {}\n",
+        track.join(", ")
     );
     s
 }

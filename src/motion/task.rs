@@ -4,7 +4,7 @@
 //! initialization a user would have (a noisy kinematic 3d estimate). The objective's
 //! f64 twin is here; the GPU version is `shaders/motion/loss.wgsl` and `finish.wgsl`.
 
-use super::body::{Body, Gains, Measure, Pose, N_POINTS};
+use super::body::{Body, Gains, Measure, Pose, CHEST, L_HIP, N_POINTS, R_HIP};
 use super::clip::Clip;
 use super::sim::{adjoint, simulate, Initial, SimConfig, Trajectory};
 use crate::error::{Error, Result};
@@ -166,6 +166,9 @@ pub struct Window {
     pub camera: Camera,
     /// Per observed frame and point: (u, v, weight); weight 0 where not seen.
     pub obs: Vec<[f64; 3]>,
+    /// The clip's own (kinematic) body points at each observed frame, which the
+    /// simulated truth should follow ([`Window::truth_vs_clip`]).
+    pub clip_points: Vec<DVec3>,
 }
 
 /// Times of the initial velocity's difference quotient at t: t ± 1/120 s, one-sided at
@@ -174,6 +177,31 @@ fn stencil(clip: &Clip, t: f64) -> ([f64; 3], f64) {
     let h: f64 = 1.0 / 120.0;
     let (back, ahead) = (h.min(t), h.min(clip.duration() - t));
     ([t - back, t, t + ahead], back + ahead)
+}
+
+impl Window {
+    /// How far the simulated truth is from the clip that drives it, over the observed
+    /// frames: the mean distance of a body point from the clip's (m), and the largest
+    /// angle between the two trunks (hips' midpoint to chest, rad). The clip is what a
+    /// reconstruction should recover, so the simulation should track it closely.
+    pub fn truth_vs_clip(&self, cfg: &TaskConfig) -> (f64, f64) {
+        let np = N_POINTS;
+        let (mut dist, mut tilt) = (0.0, 0.0f64);
+        let frames = self.clip_points.len() / np;
+        for j in 0..frames {
+            let sim = &self.truth.x[j * cfg.obs_every * np..][..np];
+            let kin = &self.clip_points[j * np..][..np];
+            dist += sim
+                .iter()
+                .zip(kin)
+                .map(|(a, b)| (*a - *b).length())
+                .sum::<f64>()
+                / np as f64;
+            let trunk = |p: &[DVec3]| p[CHEST] - 0.5 * (p[R_HIP] + p[L_HIP]);
+            tilt = tilt.max(trunk(sim).angle_between(trunk(kin)));
+        }
+        (dist / frames as f64, tilt)
+    }
 }
 
 /// Positions and velocities of the body points of poses at the times of [`stencil`].
@@ -232,7 +260,7 @@ impl Window {
         let np = N_POINTS;
         let n = cfg.sim.n_steps();
         let mean: DVec3 = (0..=n)
-            .map(|s| 0.5 * (truth.x[s * np + 9] + truth.x[s * np + 14]))
+            .map(|s| 0.5 * (truth.x[s * np + R_HIP] + truth.x[s * np + L_HIP]))
             .sum::<DVec3>()
             / (n + 1) as f64;
         let az = rng.random_range(0.0..std::f64::consts::TAU);
@@ -253,6 +281,12 @@ impl Window {
                 ]);
             }
         }
+        let clip_points: Vec<DVec3> = (0..cfg.n_obs())
+            .flat_map(|j| {
+                let t = start + (j * cfg.obs_every) as f64 * cfg.sim.dt;
+                clip.sample(t).points()
+            })
+            .collect();
         // The kinematic estimate: the clip with smooth noise (one noise draw per
         // keyframe, interpolated in between by the simulation's own interpolation).
         let base: u64 = rng.random();
@@ -273,6 +307,7 @@ impl Window {
             init,
             camera,
             obs,
+            clip_points,
         })
     }
 }

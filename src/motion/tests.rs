@@ -420,3 +420,43 @@ fn a_clip_one_window_long_is_enough() {
         "{err}"
     );
 }
+
+/// Known answers of the truth-against-clip measure: a truth that is the clip's own
+/// points at the observed frames is 0 away and untilted; one shifted by 5 cm is 5 cm away
+/// and still untilted; one whose trunk is turned by 30° about the chest-to-hips line's
+/// normal reports that tilt.
+#[test]
+fn truth_against_clip_measures_distance_and_tilt() {
+    use super::body::{CHEST, L_HIP, R_HIP};
+    use super::clip::Family;
+    use super::task::{Source, TaskConfig};
+    let cfg = TaskConfig::default();
+    let body = Body::new(&cfg.gains);
+    let mut w = Source::Family(Family::Walk).window(&body, &cfg, 3).unwrap();
+    let np = N_POINTS;
+    let frames = w.clip_points.len() / np;
+    assert_eq!(frames, cfg.n_obs());
+    let put = |w: &mut super::task::Window, f: &dyn Fn(DVec3, &[DVec3]) -> DVec3| {
+        for j in 0..frames {
+            let kin = w.clip_points[j * np..][..np].to_vec();
+            for i in 0..np {
+                w.truth.x[j * cfg.obs_every * np + i] = f(kin[i], &kin);
+            }
+        }
+    };
+    put(&mut w, &|p, _| p);
+    let (d, t) = w.truth_vs_clip(&cfg);
+    assert!(d < 1e-12 && t < 1e-6, "{d} {t}");
+    put(&mut w, &|p, _| p + DVec3::new(0.03, 0.0, 0.04));
+    let (d, t) = w.truth_vs_clip(&cfg);
+    assert!((d - 0.05).abs() < 1e-12 && t < 1e-6, "{d} {t}");
+    // Every point rotated by 30° about an axis through the root normal to the trunk.
+    put(&mut w, &|p, kin| {
+        let root = 0.5 * (kin[R_HIP] + kin[L_HIP]);
+        let trunk = kin[CHEST] - root;
+        let axis = trunk.normalize().any_orthonormal_vector();
+        root + DQuat::from_axis_angle(axis, 30f64.to_radians()) * (p - root)
+    });
+    let (_, t) = w.truth_vs_clip(&cfg);
+    assert!((t.to_degrees() - 30.0).abs() < 1e-6, "{}", t.to_degrees());
+}
