@@ -1,7 +1,10 @@
 use crate::common::{assert_close, ctx};
+use optimus_gpu::check::check_gradient;
 use optimus_gpu::objective::{evaluate, ObjectiveStage};
 use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
+use optimus_gpu::user_objective::UserObjective;
 use optimus_gpu::Function;
+use std::sync::Arc;
 
 const DIMS: [usize; 5] = [1, 2, 7, 64, 300];
 
@@ -207,6 +210,29 @@ fn user_objective_runs_on_the_gpu() {
         assert_close(*fg, f, 1e-5, 1e-6, "user f");
         for i in 0..d {
             assert_close(gg[i], lam(i) * p.x0[i], 1e-5, 1e-6, "user g");
+        }
+    }
+}
+
+/// `check` passes the shipped quadratic, whose gradient is right, and names exactly the
+/// coordinate of a gradient that is wrong in one place (twice the derivative of
+/// coordinate 3), at every point and dimension.
+#[test]
+fn gradient_check_names_the_wrong_coordinate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let good = std::fs::read_to_string(root.join("assets/objectives/quadratic.wgsl")).unwrap();
+    let bad_src = good.replace(
+        "return curvature(i, d) * coord(i);",
+        "return select(1.0, 2.0, i == 3u) * curvature(i, d) * coord(i);",
+    );
+    assert_ne!(good, bad_src);
+    for (src, want) in [(good, vec![]), (bad_src, vec![3])] {
+        let user = Arc::new(UserObjective::from_source("q", "q.wgsl", src).unwrap());
+        let checks = check_gradient(ctx(), &user, &[5, 8], 2, 7).unwrap();
+        assert_eq!(checks.len(), 4);
+        for c in &checks {
+            let wrong: Vec<usize> = c.wrong().map(|w| w.index).collect();
+            assert_eq!(wrong, want, "d = {}, point {}", c.dim, c.point);
         }
     }
 }

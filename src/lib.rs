@@ -10,6 +10,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod bench;
+pub mod check;
 pub mod context;
 pub mod embed;
 pub mod error;

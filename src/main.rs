@@ -54,6 +54,27 @@ enum Command {
     /// windows of the motion task), entirely on the GPU. Logs, a CSV, a meta-loss plot,
     /// checkpoints (every few iterations and on Ctrl-C) and the model go to --out.
     Train(TrainArgs),
+    /// Check a user objective's hand-written gradient: user_grad against central
+    /// finite differences of its own f (on the GPU, f32, several step sizes) at seeded
+    /// random points of its domain; prints the worst coordinate per point and exits
+    /// with an error naming the coordinates whose derivative is wrong.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The user objective file (see assets/objectives/quadratic.wgsl).
+    #[arg(long)]
+    objective: PathBuf,
+    /// Dimensions to check at, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,10,30")]
+    dims: Vec<usize>,
+    /// Random points per dimension.
+    #[arg(long, default_value_t = 4)]
+    points: usize,
+    /// Seed of the points.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -513,6 +534,21 @@ fn run(cli: Cli) -> Result<()> {
                 adapter_name(&ctx)
             );
             print!("{}", bench::table(&reports));
+        }
+        Command::Check(a) => {
+            let user = Arc::new(optimus_gpu::user_objective::UserObjective::load(
+                &a.objective,
+            )?);
+            let ctx = GpuContext::new()?;
+            let checks =
+                optimus_gpu::check::check_gradient(&ctx, &user, &a.dims, a.points, a.seed)?;
+            print!("{}", optimus_gpu::check::report(&user, &checks));
+            if checks.iter().any(|c| c.wrong().next().is_some()) {
+                anyhow::bail!(
+                    "the gradient of {} disagrees with its finite differences (above)",
+                    a.objective.display()
+                );
+            }
         }
         Command::Train(a) => {
             let mut config = match &a.config {
