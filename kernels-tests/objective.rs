@@ -214,13 +214,13 @@ fn user_objective_runs_on_the_gpu() {
     }
 }
 
-/// `check` passes the shipped quadratic, whose gradient is right, and names exactly the
+/// `check` passes the shipped quadratic, whose gradient is right, names exactly the
 /// coordinate of a gradient that is wrong in one place (twice the derivative of
-/// coordinate 3), at every point and dimension.
+/// coordinate 3) at every point and dimension, and catches a read past the problem.
 #[test]
 fn gradient_check_names_the_wrong_coordinate() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let good = std::fs::read_to_string(root.join("assets/objectives/quadratic.wgsl")).unwrap();
+    let good = good_src(root);
     let bad_src = good.replace(
         "return curvature(i, d) * coord(i);",
         "return select(1.0, 2.0, i == 3u) * curvature(i, d) * coord(i);",
@@ -235,4 +235,19 @@ fn gradient_check_names_the_wrong_coordinate() {
             assert_eq!(wrong, want, "d = {}, point {}", c.dim, c.point);
         }
     }
+    // A term that reads one coordinate past the problem is caught, with what to fix.
+    let oob = UserObjective::from_source(
+        "q",
+        "q.wgsl",
+        good_src(root).replace("let z = coord(i);", "let z = coord(i + 1u);"),
+    )
+    .unwrap();
+    let e = check_gradient(ctx(), &Arc::new(oob), &[4], 1, 7)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("coord(j) with j ≥ d"), "{e}");
+}
+
+fn good_src(root: &std::path::Path) -> String {
+    std::fs::read_to_string(root.join("assets/objectives/quadratic.wgsl")).unwrap()
 }

@@ -50,8 +50,15 @@ fn e_at(j: u32) -> f32 {
     return scratch[cur_off + j];
 }
 
+// Set by `optimus-gpu check` (`ObjectiveStage::checking`): a user objective's read of a
+// coordinate past its problem's d gives NaN instead of another problem's coordinate.
+override CHECK_BOUNDS: bool = false;
+
 // Coordinate j of the current problem (the user objective's accessor).
 fn coord(j: u32) -> f32 {
+    if CHECK_BOUNDS && j >= cur_dim {
+        return bitcast<f32>(0x7fc00000u);
+    }
     return zstar(cur_func, j, cur_dim) + e_at(j);
 }
 

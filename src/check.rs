@@ -1,6 +1,7 @@
 //! `optimus-gpu check`: a user objective's hand-written gradient against central finite
 //! differences of its own f, evaluated on the GPU (user objectives have no CPU twin), at
-//! seeded random points of its domain. Users write `user_grad` by hand; this is where
+//! seeded random points of its domain, with reads of `coord(j)` past the problem's d
+//! caught (they give NaN in this mode). Users write `user_grad` by hand; this is where
 //! they find its mistakes before a run or a meta-training goes wrong quietly.
 
 use crate::context::GpuContext;
@@ -61,7 +62,8 @@ pub fn check_gradient(
             "name at least one dimension (--dims) and one point (--points)".into(),
         ));
     }
-    let stage = ObjectiveStage::new(ctx, Some(user))?;
+    let stage = ObjectiveStage::checking(ctx, user)?;
+    let plain = ObjectiveStage::new(ctx, Some(user))?;
     let width = user.domain.1 - user.domain.0;
     let mut out = Vec::new();
     for &d in dims {
@@ -85,10 +87,19 @@ pub fn check_gradient(
             }
             let values = evaluate(ctx, &stage, &batch)?;
             let (f0, g) = &values[0];
-            if !f0.is_finite() || g.iter().any(|v| !v.is_finite()) {
+            let finite = |f: &f64, g: &[f64]| f.is_finite() && g.iter().all(|v| v.is_finite());
+            if !finite(f0, g) {
+                let (pf, pg) = &evaluate(ctx, &plain, std::slice::from_ref(&base))?[0];
+                let what = if finite(pf, pg) {
+                    "user_term or user_grad reads coord(j) with j ≥ d (past the problem's \
+                     last coordinate; in a run that reads another problem's coordinates); \
+                     bound every index by d"
+                } else {
+                    "f or its gradient is not finite there; fix the objective or narrow \
+                     USER_DOMAIN_LO/HI"
+                };
                 return Err(Error::Problem(format!(
-                    "{}: f or its gradient is not finite at a point of the domain (d = {d}, \
-                     x = {:?}); fix the objective or narrow USER_DOMAIN_LO/HI",
+                    "{} at d = {d}, x = {:?}: {what}",
                     user.path, base.x0
                 )));
             }

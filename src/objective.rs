@@ -41,6 +41,9 @@ pub struct ObjectiveStage {
     generic: Kernel,
     special: Vec<OnceLock<Kernel>>,
     source: String,
+    /// 1 when reads past a problem's coordinates give NaN (`checking`), else 0: the
+    /// `CHECK_BOUNDS` override of every pipeline.
+    check_bounds: f64,
 }
 
 /// What computes f − f* and ∇f of every problem of a batch on the GPU: the objective
@@ -83,14 +86,38 @@ impl Evaluation for ObjectiveBinding {
 
 impl ObjectiveStage {
     pub fn new(ctx: &GpuContext, user: Option<&UserObjective>) -> Result<Self> {
+        Self::build(ctx, user, false)
+    }
+
+    /// The stage for `optimus-gpu check`: a user objective's `coord(j)` with j past the
+    /// problem's d reads NaN, so an out-of-range read shows instead of silently reading
+    /// another problem's coordinates.
+    pub fn checking(ctx: &GpuContext, user: &UserObjective) -> Result<Self> {
+        Self::build(ctx, Some(user), true)
+    }
+
+    fn build(ctx: &GpuContext, user: Option<&UserObjective>, check_bounds: bool) -> Result<Self> {
         let source = objective_source(user.map(|u| u.source.as_str()))?;
         let file = user.map_or("objective.wgsl", |u| u.path.as_str());
         validate(file, &source)?;
-        let generic = Kernel::new(ctx, "objective", &source, &BINDS)?;
+        let check_bounds = check_bounds as u32 as f64;
+        let label = if check_bounds > 0.0 {
+            "objective (bounds checked)"
+        } else {
+            "objective"
+        };
+        let generic = Kernel::with_constants(
+            ctx,
+            label,
+            &source,
+            &BINDS,
+            &[("CHECK_BOUNDS", check_bounds)],
+        )?;
         Ok(Self {
             generic,
             special: (0..N_FUNCS).map(|_| OnceLock::new()).collect(),
             source,
+            check_bounds,
         })
     }
 
@@ -105,7 +132,10 @@ impl ObjectiveStage {
             "objective (specialized)",
             &self.source,
             &BINDS,
-            &[("FUNC_SPEC", id as f64)],
+            &[
+                ("FUNC_SPEC", id as f64),
+                ("CHECK_BOUNDS", self.check_bounds),
+            ],
         )?;
         Ok(slot.get_or_init(|| k))
     }
