@@ -102,6 +102,11 @@ struct TrainArgs {
     /// Continue from --out's checkpoint (same result as an uninterrupted run).
     #[arg(long)]
     resume: bool,
+    /// Meta-train on your own WGSL objective (as `eval --objective` takes it; check its
+    /// gradient first with `optimus-gpu check`) instead of the benchmark functions: its
+    /// start points at the config's dimensions (sets the config's `tasks.objective`).
+    #[arg(long, conflicts_with = "resume")]
+    objective: Option<PathBuf>,
     /// Start from this model's weights instead of random ones (same architecture as
     /// the config's model), e.g. assets/models/optimus to fine-tune on motion.
     #[arg(long)]
@@ -558,6 +563,13 @@ fn run(cli: Cli) -> Result<()> {
             if a.task == Task::Motion && !a.resume {
                 let cfg = config.get_or_insert_with(TrainConfig::default);
                 cfg.motion.get_or_insert_with(Default::default);
+            }
+            if let Some(path) = &a.objective {
+                if a.task == Task::Motion {
+                    anyhow::bail!("--objective trains on your objective; leave out --task motion");
+                }
+                let cfg = config.get_or_insert_with(TrainConfig::default);
+                cfg.tasks.objective = Some(path.clone());
             }
             let opts = TrainOptions {
                 config,

@@ -324,6 +324,10 @@ pub struct GpuProblems {
     pub x0: wgpu::Buffer,
     /// The kernel id shared by every problem, if they share one.
     pub single_func: Option<u32>,
+    /// Whether the batch was made with user-objective problems: only then can
+    /// [`GpuProblems::write_problem`] put one in (the stage that binds the batch was
+    /// compiled with that objective).
+    has_user: bool,
     /// Start of each problem's d×d rotation slot when the batch was made with
     /// [`GpuProblems::with_slots`] (meta-training redraws problems in place).
     rot_slots: Vec<u32>,
@@ -355,17 +359,20 @@ impl GpuProblems {
         }
     }
 
-    /// Replaces problem `slot` with `spec` (same dimension, built-in function) through
-    /// queued writes, which land before the next submit.
+    /// Replaces problem `slot` with `spec` (same dimension; a user objective only in a
+    /// batch made with one) through queued writes, which land before the next submit.
     pub fn write_problem(&self, ctx: &GpuContext, slot: usize, spec: &ProblemSpec) -> Result<()> {
         spec.validate()?;
         let (off, d) = (self.offsets[slot], self.dims[slot] as usize);
-        if self.rot_slots.is_empty()
-            || spec.dim != d
-            || matches!(spec.objective, Objective::User(_))
-        {
+        let user = matches!(spec.objective, Objective::User(_));
+        if self.rot_slots.is_empty() || spec.dim != d || (user && !self.has_user) {
             return Err(Error::Problem(format!(
-                "slot {slot} holds d = {d} problems of built-in functions; cannot put a d = {} {} there",
+                "slot {slot} holds d = {d} problems {}; cannot put a d = {} {} there",
+                if self.has_user {
+                    "of the batch's objectives"
+                } else {
+                    "of built-in functions"
+                },
                 spec.dim,
                 spec.objective.name()
             )));
@@ -435,6 +442,9 @@ impl GpuProblems {
             (!slots && problems.iter().all(|p| p.objective.id() == first)).then_some(first);
         Ok(Self {
             single_func,
+            has_user: problems
+                .iter()
+                .any(|p| matches!(p.objective, Objective::User(_))),
             n_problems: problems.len() as u32,
             n_total: x0.len() as u32,
             offsets,
@@ -476,6 +486,7 @@ impl GpuProblems {
         }
         Ok(Self {
             single_func: None,
+            has_user: false,
             n_problems: dims.len() as u32,
             n_total: offset,
             offsets,

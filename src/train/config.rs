@@ -5,9 +5,11 @@ use crate::error::{Error, Result};
 use crate::functions::{Function, MAX_DIM};
 use crate::learned::model::ModelConfig;
 use crate::problem::{mix_seed, Objective, ProblemSpec, SampleOptions};
+use crate::user_objective::UserObjective;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The task distribution (docs/DESIGN.md §2): benchmark functions at random dimensions,
 /// shifted, optionally rotated and scaled, from random start points. Held-out functions
@@ -17,6 +19,10 @@ use serde::{Deserialize, Serialize};
 pub struct TaskConfig {
     /// Function names (as `optimus-gpu eval --functions` takes them).
     pub functions: Vec<String>,
+    /// A user objective file (WGSL, as `eval --objective` takes it) to train on instead
+    /// of `functions`: tasks are its start points in `dims`, scaled by `log10_scale`
+    /// (shift, rotation, width and textbook tasks do not apply to user objectives).
+    pub objective: Option<std::path::PathBuf>,
     pub held_out_functions: Vec<String>,
     /// Inclusive range of dimensions.
     pub dims: (usize, usize),
@@ -61,6 +67,7 @@ impl Default for TaskConfig {
             ]
             .map(|f| f.name().to_string())
             .to_vec(),
+            objective: None,
             held_out_functions: [Griewank, Perm, Schwefel]
                 .map(|f| f.name().to_string())
                 .to_vec(),
@@ -294,6 +301,8 @@ impl TrainConfig {
 pub struct TaskSampler {
     cfg: TaskConfig,
     functions: Vec<Function>,
+    /// The user objective tasks are drawn from instead of `functions`.
+    pub user: Option<Arc<UserObjective>>,
     /// Dimensions that may be sampled.
     pub dims: Vec<usize>,
 }
@@ -303,7 +312,12 @@ impl TaskSampler {
     /// dimensions with a function defined at each.
     pub fn new(cfg: &TaskConfig) -> Result<Self> {
         let bad = |m: String| Err(Error::Config(format!("tasks: {m}")));
-        if cfg.functions.is_empty() {
+        let user = cfg
+            .objective
+            .as_ref()
+            .map(|p| UserObjective::load(p).map(Arc::new))
+            .transpose()?;
+        if cfg.functions.is_empty() && user.is_none() {
             return bad("functions is empty; name at least one benchmark function".into());
         }
         let parse = |names: &[String]| -> Result<Vec<Function>> {
@@ -328,7 +342,7 @@ impl TaskSampler {
         }
         let dims: Vec<usize> = (lo..=hi)
             .filter(|d| !cfg.held_out_dims.contains(d))
-            .filter(|&d| functions.iter().any(|f| f.check_dim(d).is_ok()))
+            .filter(|&d| user.is_some() || functions.iter().any(|f| f.check_dim(d).is_ok()))
             .collect();
         if dims.is_empty() {
             return bad(format!(
@@ -366,6 +380,7 @@ impl TaskSampler {
         Ok(Self {
             cfg: cfg.clone(),
             functions,
+            user,
             dims,
         })
     }
@@ -394,6 +409,14 @@ impl TaskSampler {
     /// rotation (with probability `rotate_prob`), scale and start point.
     pub fn sample(&self, d: usize, seed: u64) -> Result<ProblemSpec> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        if let Some(u) = &self.user {
+            let opts = SampleOptions {
+                log10_scale: self.cfg.log10_scale,
+                start_fraction: self.cfg.start_fraction,
+                ..SampleOptions::default()
+            };
+            return ProblemSpec::sample(Objective::User(u.clone()), d, &opts, rng.random());
+        }
         let funcs: Vec<Function> = self
             .functions
             .iter()

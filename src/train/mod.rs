@@ -294,7 +294,11 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     let mut tasks = Tasks::new(&cfg)?;
     let dims: Vec<usize> = (0..pairs).map(|i| tasks.slot_dim(cfg.seed, i)).collect();
     let kernels = Kernels::new(ctx)?;
-    let stage = ObjectiveStage::new(ctx, None)?;
+    let user = match &tasks {
+        Tasks::Functions(s) => s.user.clone(),
+        Tasks::Motion { .. } => None,
+    };
+    let stage = ObjectiveStage::new(ctx, user.as_deref())?;
     let pes_kernels = PesKernels::new(ctx)?;
     let init = match &opts.init {
         Some(dir) => Model::load(dir)?.grown_to(&model_cfg).map_err(|e| {
