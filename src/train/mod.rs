@@ -146,7 +146,7 @@ impl Schedule {
 
 /// Where a run's tasks come from.
 enum Tasks {
-    Functions(TaskSampler),
+    Functions(Box<TaskSampler>),
     /// Walking windows of the motion task; the evaluator holds every particle's window
     /// and is given new ones at resets.
     Motion {
@@ -159,7 +159,7 @@ enum Tasks {
 impl Tasks {
     fn new(cfg: &TrainConfig) -> Result<Self> {
         Ok(match &cfg.motion {
-            None => Tasks::Functions(TaskSampler::new(&cfg.tasks)?),
+            None => Tasks::Functions(Box::new(TaskSampler::new(&cfg.tasks)?)),
             Some(m) => Tasks::Motion {
                 body: Box::new(Body::new(&m.gains)),
                 cfg: Box::new(m.clone()),
