@@ -618,13 +618,9 @@ fn motion_training_runs_and_resumes() {
     let s = train::train(ctx(), &motion(config(5), &a, false), &stop).unwrap();
     assert!(s.log.iter().all(|r| r.val_loss.is_finite()), "{:?}", s.log);
     train::train(ctx(), &motion(config(3), &b, false), &stop).unwrap();
-    let mut again = motion(config(3), &b, true);
-    again.config = None;
-    again.iterations = Some(5);
-    train::train(ctx(), &again, &stop).unwrap();
     let (ma, mb) = (
         Model::load(&a.join("model")).unwrap(),
-        Model::load(&b.join("model")).unwrap(),
+        resume_to(motion(config(3), &b, true), 5),
     );
     assert!(ma.weights == mb.weights, "resumed motion run differs");
     // A functions checkpoint is not resumed as a motion run.
@@ -750,16 +746,21 @@ fn training_on_a_user_objective_runs_and_resumes() {
     let mut first = cfg.clone();
     first.iterations = 3;
     train::train(ctx(), &options(first, &split, false), &stop).unwrap();
-    let mut resumed = options(cfg, &split, true);
-    resumed.config = None;
-    resumed.iterations = Some(8);
-    train::train(ctx(), &resumed, &stop).unwrap();
     let (a, b) = (
         Model::load(&whole.join("model")).unwrap(),
-        Model::load(&split.join("model")).unwrap(),
+        resume_to(options(cfg, &split, true), 8),
     );
     assert_eq!(a.weights, b.weights, "a resumed user-objective run differs");
     for d in [whole, split] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+/// Resumes the run in `opts.out` from its checkpoint (its own config) up to
+/// `iterations` meta-iterations and returns the model it ends with.
+fn resume_to(mut opts: TrainOptions, iterations: u32) -> Model {
+    opts.config = None;
+    opts.iterations = Some(iterations);
+    train::train(ctx(), &opts, &AtomicBool::new(false)).unwrap();
+    Model::load(&opts.out.join("model")).unwrap()
 }
