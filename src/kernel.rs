@@ -7,6 +7,9 @@
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// Invocations per workgroup in every kernel. Each workgroup owns one problem and loops
 /// over its coordinates, so this is independent of the problem dimension.
@@ -265,7 +268,9 @@ pub enum Bind {
 }
 
 /// A compute pipeline with an explicit bind group layout (so unused bindings are kept
-/// and bind groups always match). Built once, reused for every dispatch.
+/// and bind groups always match). Built once per device and kept in the device's one
+/// kernel cache (`GpuContext::cached`), keyed by label, a hash of the exact source,
+/// bindings and override values, so generated kernels are shared wherever they recur.
 pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
@@ -274,13 +279,30 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Builds the kernel from already validated WGSL with entry point `main`.
-    pub fn new(ctx: &GpuContext, label: &str, source: &str, binds: &[Bind]) -> Result<Self> {
+    /// The kernel of WGSL `source` with entry point `main` (validated with naga when it
+    /// is first built; `label` names it in errors).
+    pub fn new(ctx: &GpuContext, label: &str, source: &str, binds: &[Bind]) -> Result<Arc<Self>> {
         Self::with_constants(ctx, label, source, binds, &[])
     }
 
     /// Like [`Kernel::new`], with values for the shader's `override` constants.
     pub fn with_constants(
+        ctx: &GpuContext,
+        label: &str,
+        source: &str,
+        binds: &[Bind],
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Self>> {
+        let mut h = DefaultHasher::new();
+        source.hash(&mut h);
+        let key = format!("{label}|{:016x}|{binds:?}|{constants:?}", h.finish());
+        ctx.cached(&key, || {
+            validate(label, source)?;
+            Self::build(ctx, label, source, binds, constants)
+        })
+    }
+
+    fn build(
         ctx: &GpuContext,
         label: &str,
         source: &str,
@@ -349,10 +371,8 @@ impl Kernel {
     }
 
     /// Builds the engine kernel `path` from `shaders/`.
-    pub fn from_shader(ctx: &GpuContext, path: &str, binds: &[Bind]) -> Result<Self> {
-        let source = compose(path)?;
-        validate(path, &source)?;
-        Self::new(ctx, path, &source, binds)
+    pub fn from_shader(ctx: &GpuContext, path: &str, binds: &[Bind]) -> Result<Arc<Self>> {
+        Self::new(ctx, path, &compose(path)?, binds)
     }
 
     /// A bind group over `buffers`, one per binding, in order.

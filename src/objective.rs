@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::kernel::{validate, Bind, Kernel};
 use crate::problem::GpuProblems;
 use crate::user_objective::{objective_source, UserObjective};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 #[repr(C)]
@@ -38,8 +39,8 @@ const N_FUNCS: usize = 14;
 /// function with `FUNC_SPEC` set, whose dispatch on the function id folds away
 /// (measured about 2x faster per problem on lavapipe at d = 32).
 pub struct ObjectiveStage {
-    generic: Kernel,
-    special: Vec<OnceLock<Kernel>>,
+    generic: Arc<Kernel>,
+    special: Vec<OnceLock<Arc<Kernel>>>,
     source: String,
     /// 1 when reads past a problem's coordinates give NaN (`checking`), else 0: the
     /// `CHECK_BOUNDS` override of every pipeline.

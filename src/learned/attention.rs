@@ -14,7 +14,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{compose, validate, Bind, Kernel};
+use crate::kernel::{compose, Bind, Kernel};
 use crate::learned::linear::Tiling;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -83,22 +83,14 @@ impl AttentionKernels {
                 // Two heads per workgroup when every problem fits one 32-query block.
                 let pair = dmax <= 32 && heads.is_multiple_of(2) && hd4 <= 4;
                 let path = "learned/attention_tiles.wgsl";
-                let k = ctx.cached(&format!("{path} {hd4} pair {pair}"), || {
-                    let src = compose(path)?;
-                    validate(path, &src)?;
-                    let constants = [("HD4", hd4 as f64), ("PAIR", pair as u32 as f64)];
-                    Kernel::with_constants(ctx, path, &src, BINDS, &constants)
-                })?;
+                let constants = [("HD4", hd4 as f64), ("PAIR", pair as u32 as f64)];
+                let k = Kernel::with_constants(ctx, path, &compose(path)?, BINDS, &constants)?;
                 Ok((k, if pair { heads / 2 } else { heads }))
             }
             Tiling::Lanes => {
                 let qpl = queries_per_lane(dmax);
                 let label = format!("learned/attention lanes {hd4}x{qpl}");
-                let k = ctx.cached(&label, || {
-                    let src = lane_source(&self.common, hd4, qpl);
-                    validate(&label, &src)?;
-                    Kernel::new(ctx, &label, &src, BINDS)
-                })?;
+                let k = Kernel::new(ctx, &label, &lane_source(&self.common, hd4, qpl), BINDS)?;
                 Ok((k, heads))
             }
         }
@@ -238,6 +230,7 @@ fn max_of(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::validate;
 
     #[test]
     fn lane_kernels_are_valid_wgsl() {

@@ -26,16 +26,16 @@ const MAX_GROUPS: u32 = 65535;
 
 /// The learned optimizers' kernels, built once.
 pub struct LearnedKernels {
-    features: Kernel,
+    features: Arc<Kernel>,
     linear: LinearKernels,
-    layernorm: Kernel,
+    layernorm: Arc<Kernel>,
     /// Attention pipelines by head width, built on first use: a constant head width
     /// lets the loops over it unroll into registers (measured 2x faster on lavapipe).
     attention: AttentionKernels,
-    step: Kernel,
-    precondition: Kernel,
+    step: Arc<Kernel>,
+    precondition: Arc<Kernel>,
     /// x·a of the rank-one perturbations (meta-training only).
-    project: Kernel,
+    project: Arc<Kernel>,
 }
 
 impl LearnedKernels {

@@ -15,7 +15,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{compose, validate, Bind, Kernel};
+use crate::kernel::{compose, Bind, Kernel};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -125,22 +125,13 @@ impl LinearKernels {
         let constants = [("FLAGS", flags as f64)];
         if self.lanes_for(in4, out4) {
             let c4 = columns_per_lane(out4);
-            // The source depends on the whole shape and the LayerNorm and perturbation
-            // flags, so all of it is in the key.
             let label = format!("learned/linear lanes {in4}x{out4} ({c4} per lane)");
-            let k = ctx.cached(&format!("{label} flags {flags}"), || {
-                let src = lane_source(&self.common, in4, c4, out4 / c4, flags);
-                validate(&label, &src)?;
-                Kernel::with_constants(ctx, &label, &src, BINDS, &constants)
-            })?;
+            let src = lane_source(&self.common, in4, c4, out4 / c4, flags);
+            let k = Kernel::with_constants(ctx, &label, &src, BINDS, &constants)?;
             Ok((k, [rows.div_ceil(LANE_TOKENS), 1, 1]))
         } else {
             let path = "learned/linear_blocks.wgsl";
-            let k = ctx.cached(&format!("{path} flags {flags}"), || {
-                let src = compose(path)?;
-                validate(path, &src)?;
-                Kernel::with_constants(ctx, path, &src, BINDS, &constants)
-            })?;
+            let k = Kernel::with_constants(ctx, path, &compose(path)?, BINDS, &constants)?;
             let groups = (rows / BLOCK_ROWS).div_ceil(BLOCK_WG);
             Ok((k, [groups, out4.div_ceil(2), 1]))
         }
@@ -312,6 +303,7 @@ const COMP: [&str; 4] = ["x", "y", "z", "w"];
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::validate;
 
     #[test]
     fn columns_split_over_at_most_eight_lanes() {

@@ -9,22 +9,23 @@ use super::sim::{Initial, SimConfig, Trajectory};
 use super::task::{TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{compose, validate, Bind, Kernel};
+use crate::kernel::{compose, Bind, Kernel};
 use glam::DVec3;
 use std::sync::Arc;
 
 /// The motion kernels of one body and simulation config, built once: the forward and
 /// adjoint passes are completed by code generated from the body ([`super::codegen`]).
 pub struct MotionKernels {
-    forward: Kernel,
-    adjoint: Kernel,
-    loss: Kernel,
-    finish: Kernel,
+    forward: Arc<Kernel>,
+    adjoint: Arc<Kernel>,
+    loss: Arc<Kernel>,
+    finish: Arc<Kernel>,
 }
 
 impl MotionKernels {
-    /// The kernels of `body` under `cfg`, built once per device (cached in `ctx`).
-    pub fn new(ctx: &GpuContext, body: &Body, cfg: &SimConfig) -> Result<Arc<Self>> {
+    /// The kernels of `body` under `cfg` (each built once per device, in the kernel
+    /// cache).
+    pub fn new(ctx: &GpuContext, body: &Body, cfg: &SimConfig) -> Result<Self> {
         let fwd = format!(
             "{}\n{}",
             compose("motion/forward.wgsl")?,
@@ -35,24 +36,18 @@ impl MotionKernels {
             compose("motion/adjoint.wgsl")?,
             super::codegen::adjoint(body)
         );
-        ctx.cached(&format!("{fwd}{adj}"), || Self::build(ctx, &fwd, &adj))
-    }
-
-    fn build(ctx: &GpuContext, fwd: &str, adj: &str) -> Result<Self> {
         use Bind::*;
-        validate("motion/forward.wgsl", fwd)?;
-        validate("motion/adjoint.wgsl", adj)?;
         Ok(Self {
             forward: Kernel::new(
                 ctx,
                 "motion/forward.wgsl",
-                fwd,
+                &fwd,
                 &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
             )?,
             adjoint: Kernel::new(
                 ctx,
                 "motion/adjoint.wgsl",
-                adj,
+                &adj,
                 &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
             )?,
             loss: Kernel::from_shader(
@@ -368,7 +363,7 @@ struct FinishParams {
 /// evaluator that every binding shares, so [`MotionEvaluator::write_window`] puts a
 /// new window in a slot for all of them (meta-training resets).
 pub struct MotionEvaluator {
-    kernels: Arc<MotionKernels>,
+    kernels: MotionKernels,
     body: Body,
     cfg: TaskConfig,
     n_windows: usize,

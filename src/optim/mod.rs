@@ -444,9 +444,9 @@ pub fn check_loop_budget(
 
 /// Kernels of every method, built once and shared by runs.
 pub struct Kernels {
-    first_order: Kernel,
-    bfgs: Kernel,
-    lbfgs: Kernel,
+    first_order: Arc<Kernel>,
+    bfgs: Arc<Kernel>,
+    lbfgs: Arc<Kernel>,
     pub(crate) learned: LearnedKernels,
 }
 

@@ -14,15 +14,16 @@ use crate::learned::model::Model;
 use crate::objective::{Evaluation, Evaluator};
 use crate::optim::{Kernels, OptParams, OptState};
 use crate::problem::{GpuProblems, ProblemSpec};
+use std::sync::Arc;
 
 /// The PES kernels, built once.
 pub struct PesKernels {
-    noise: Kernel,
-    loss: Kernel,
-    coef: Kernel,
-    grad: Kernel,
-    stats: Kernel,
-    adam: Kernel,
+    noise: Arc<Kernel>,
+    loss: Arc<Kernel>,
+    coef: Arc<Kernel>,
+    grad: Arc<Kernel>,
+    stats: Arc<Kernel>,
+    adam: Arc<Kernel>,
 }
 
 impl PesKernels {
