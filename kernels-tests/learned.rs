@@ -639,7 +639,7 @@ fn learned_methods_need_a_model_of_their_kind() {
 #[test]
 fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
     use optimus_gpu::embed::EmbeddedOptimizer;
-    use optimus_gpu::kernel::{Bind, Kernel};
+    use optimus_gpu::kernel::Kernel;
     // The caller's own kernel: sphere, f = Σ x², ∇f = 2x, one invocation per problem.
     let src = "@group(0) @binding(0) var<uniform> dims: vec4<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -674,18 +674,7 @@ fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
     let g = ctx().storage_zeroed("g", p * d).unwrap();
     let f = ctx().storage_zeroed("f", p).unwrap();
     let dims = ctx().uniform("dims", &[d as u32, 0, 0, 0]);
-    let k = Kernel::new(
-        ctx(),
-        "caller",
-        src,
-        &[
-            Bind::Uniform,
-            Bind::ReadOnly,
-            Bind::ReadWrite,
-            Bind::ReadWrite,
-        ],
-    )
-    .unwrap();
+    let k = Kernel::new(ctx(), "caller", src).unwrap();
     let group = k.bind(ctx(), &[&dims, &x, &g, &f]);
     let e = EmbeddedOptimizer::new(ctx(), &m, &vec![d; p], &x, &g, None, steps)
         .err()

@@ -259,6 +259,49 @@ fn write_dump(
         })
 }
 
+/// The bindings of group 0 as `module` declares them, in binding order: they must be
+/// buffers numbered 0, 1, 2, … (the engine's kernels use one bind group).
+fn reflect_binds(label: &str, module: &naga::Module) -> Result<Vec<Bind>> {
+    let bad = |message: String| Error::Shader {
+        file: label.to_string(),
+        message,
+    };
+    let mut binds: Vec<(u32, Bind)> = Vec::new();
+    for (_, g) in module.global_variables.iter() {
+        let Some(rb) = &g.binding else { continue };
+        let bind = match g.space {
+            naga::AddressSpace::Uniform => Bind::Uniform,
+            naga::AddressSpace::Storage { access } => {
+                if access.contains(naga::StorageAccess::STORE) {
+                    Bind::ReadWrite
+                } else {
+                    Bind::ReadOnly
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "binding {} is a {other:?} resource; kernels bind buffers only",
+                    rb.binding
+                )))
+            }
+        };
+        if rb.group != 0 {
+            return Err(bad(format!(
+                "binding {} is in group {}; kernels use group 0 only",
+                rb.binding, rb.group
+            )));
+        }
+        binds.push((rb.binding, bind));
+    }
+    binds.sort_by_key(|(b, _)| *b);
+    if let Some((i, (b, _))) = binds.iter().enumerate().find(|(i, (b, _))| *b != *i as u32) {
+        return Err(bad(format!(
+            "bindings must be numbered 0, 1, 2, …; binding {b} is at position {i}"
+        )));
+    }
+    Ok(binds.into_iter().map(|(_, b)| b).collect())
+}
+
 /// How a kernel sees one binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bind {
@@ -280,9 +323,11 @@ pub struct Kernel {
 
 impl Kernel {
     /// The kernel of WGSL `source` with entry point `main` (validated with naga when it
-    /// is first built; `label` names it in errors).
-    pub fn new(ctx: &GpuContext, label: &str, source: &str, binds: &[Bind]) -> Result<Arc<Self>> {
-        Self::with_constants(ctx, label, source, binds, &[])
+    /// is first built; `label` names it in errors). Its bind group layout is read from
+    /// the module: every `@group(0) @binding(i)` buffer, uniform or storage with its
+    /// access, in binding order.
+    pub fn new(ctx: &GpuContext, label: &str, source: &str) -> Result<Arc<Self>> {
+        Self::with_constants(ctx, label, source, &[])
     }
 
     /// Like [`Kernel::new`], with values for the shader's `override` constants.
@@ -290,15 +335,15 @@ impl Kernel {
         ctx: &GpuContext,
         label: &str,
         source: &str,
-        binds: &[Bind],
         constants: &[(&str, f64)],
     ) -> Result<Arc<Self>> {
         let mut h = DefaultHasher::new();
         source.hash(&mut h);
-        let key = format!("{label}|{:016x}|{binds:?}|{constants:?}", h.finish());
+        let key = format!("{label}|{:016x}|{constants:?}", h.finish());
         ctx.cached(&key, || {
-            validate(label, source)?;
-            Self::build(ctx, label, source, binds, constants)
+            let module = validate(label, source)?;
+            let binds = reflect_binds(label, &module)?;
+            Self::build(ctx, label, source, &binds, constants)
         })
     }
 
@@ -371,8 +416,8 @@ impl Kernel {
     }
 
     /// Builds the engine kernel `path` from `shaders/`.
-    pub fn from_shader(ctx: &GpuContext, path: &str, binds: &[Bind]) -> Result<Arc<Self>> {
-        Self::new(ctx, path, &compose(path)?, binds)
+    pub fn from_shader(ctx: &GpuContext, path: &str) -> Result<Arc<Self>> {
+        Self::new(ctx, path, &compose(path)?)
     }
 
     /// A bind group over `buffers`, one per binding, in order.
@@ -480,6 +525,28 @@ pub(crate) use assert_wgsl_layout;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bindings come from the module: the step kernel's two uniforms, four read-only and
+    /// four read-write buffers, in binding order; a second group is refused by name.
+    #[test]
+    fn bindings_are_read_from_the_module() {
+        use Bind::*;
+        let src = compose("learned/step.wgsl").unwrap();
+        let binds = reflect_binds("step", &validate("step", &src).unwrap()).unwrap();
+        assert_eq!(
+            binds,
+            [
+                Uniform, Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite,
+                ReadWrite, ReadWrite
+            ]
+        );
+        let bad = "@group(1) @binding(0) var<storage, read_write> a: array<f32>;\n\
+                   @compute @workgroup_size(1) fn main() { a[0] = 1.0; }";
+        let e = reflect_binds("bad", &validate("bad", bad).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("group 1"), "{e}");
+    }
 
     /// A dumped kernel is its exact source under a file name made from its label, with
     /// its override values in a header.

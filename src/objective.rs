@@ -6,7 +6,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{validate, Bind, Kernel};
+use crate::kernel::{validate, Kernel};
 use crate::problem::GpuProblems;
 use crate::user_objective::{objective_source, UserObjective};
 use std::sync::Arc;
@@ -19,17 +19,6 @@ struct ObjParams {
     n_total: u32,
     pad: [u32; 2],
 }
-
-const BINDS: [Bind; 8] = [
-    Bind::Uniform,
-    Bind::ReadOnly,
-    Bind::ReadOnly,
-    Bind::ReadOnly,
-    Bind::ReadOnly,
-    Bind::ReadWrite,
-    Bind::ReadWrite,
-    Bind::ReadWrite,
-];
 
 /// Kernel ids: the 13 benchmark functions and the user objective.
 const N_FUNCS: usize = 14;
@@ -107,13 +96,8 @@ impl ObjectiveStage {
         } else {
             "objective"
         };
-        let generic = Kernel::with_constants(
-            ctx,
-            label,
-            &source,
-            &BINDS,
-            &[("CHECK_BOUNDS", check_bounds)],
-        )?;
+        let generic =
+            Kernel::with_constants(ctx, label, &source, &[("CHECK_BOUNDS", check_bounds)])?;
         Ok(Self {
             generic,
             special: (0..N_FUNCS).map(|_| OnceLock::new()).collect(),
@@ -132,7 +116,6 @@ impl ObjectiveStage {
             ctx,
             "objective (specialized)",
             &self.source,
-            &BINDS,
             &[
                 ("FUNC_SPEC", id as f64),
                 ("CHECK_BOUNDS", self.check_bounds),

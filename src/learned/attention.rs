@@ -14,7 +14,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{compose, Bind, Kernel};
+use crate::kernel::{compose, Kernel};
 use crate::learned::linear::Tiling;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -37,13 +37,6 @@ const LANES: u32 = 8;
 /// Keys per tile of a lane kernel (measured on lavapipe with the broadcast reads: 4
 /// beats 1, 2 and 8 at d = 32, 100 and 1000).
 const KEY_TILE: u32 = 4;
-
-const BINDS: &[Bind] = &[
-    Bind::Uniform,
-    Bind::ReadOnly,
-    Bind::ReadOnly,
-    Bind::ReadWrite,
-];
 
 /// Attention pipelines, built on first use by head width and kept in the device's
 /// cache (`GpuContext::cached`).
@@ -84,13 +77,13 @@ impl AttentionKernels {
                 let pair = dmax <= 32 && heads.is_multiple_of(2) && hd4 <= 4;
                 let path = "learned/attention_tiles.wgsl";
                 let constants = [("HD4", hd4 as f64), ("PAIR", pair as u32 as f64)];
-                let k = Kernel::with_constants(ctx, path, &compose(path)?, BINDS, &constants)?;
+                let k = Kernel::with_constants(ctx, path, &compose(path)?, &constants)?;
                 Ok((k, if pair { heads / 2 } else { heads }))
             }
             Tiling::Lanes => {
                 let qpl = queries_per_lane(dmax);
                 let label = format!("learned/attention lanes {hd4}x{qpl}");
-                let k = Kernel::new(ctx, &label, &lane_source(&self.common, hd4, qpl), BINDS)?;
+                let k = Kernel::new(ctx, &label, &lane_source(&self.common, hd4, qpl))?;
                 Ok((k, heads))
             }
         }

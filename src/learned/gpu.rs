@@ -14,7 +14,7 @@ use super::linear::{LinearKernels, Tiling, BLOCK_ROWS, NORMALIZED, PERTURBED, RE
 use super::model::{Model, ModelKind, StepRule};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{Bind, Kernel};
+use crate::kernel::Kernel;
 use crate::problem::GpuProblems;
 use std::sync::Arc;
 
@@ -47,7 +47,6 @@ impl LearnedKernels {
     /// The kernels with a chosen layout of the linear layers and attention (tests run
     /// both).
     pub fn with_tiling(ctx: &GpuContext, tiling: Tiling) -> Result<Self> {
-        use Bind::*;
         if tiling == Tiling::Lanes && !super::linear::lanes_supported(ctx) {
             return Err(Error::Gpu(
                 "the lane kernels need subgroup operations with subgroups of at least 8 \
@@ -56,41 +55,13 @@ impl LearnedKernels {
             ));
         }
         Ok(Self {
-            project: Kernel::from_shader(
-                ctx,
-                "pes/project.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite],
-            )?,
-            features: Kernel::from_shader(
-                ctx,
-                "learned/features.wgsl",
-                &[
-                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadWrite,
-                    ReadOnly, ReadWrite,
-                ],
-            )?,
+            project: Kernel::from_shader(ctx, "pes/project.wgsl")?,
+            features: Kernel::from_shader(ctx, "learned/features.wgsl")?,
             linear: LinearKernels::new(tiling)?,
-            layernorm: Kernel::from_shader(
-                ctx,
-                "learned/layernorm.wgsl",
-                &[
-                    Uniform, ReadOnly, ReadOnly, ReadWrite, ReadOnly, ReadOnly, ReadWrite,
-                ],
-            )?,
+            layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl")?,
             attention: AttentionKernels::new(tiling)?,
-            precondition: Kernel::from_shader(
-                ctx,
-                "learned/precondition.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
-            )?,
-            step: Kernel::from_shader(
-                ctx,
-                "learned/step.wgsl",
-                &[
-                    Uniform, Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite,
-                    ReadWrite, ReadWrite,
-                ],
-            )?,
+            precondition: Kernel::from_shader(ctx, "learned/precondition.wgsl")?,
+            step: Kernel::from_shader(ctx, "learned/step.wgsl")?,
         })
     }
 }

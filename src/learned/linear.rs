@@ -15,7 +15,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{compose, Bind, Kernel};
+use crate::kernel::{compose, Kernel};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -40,16 +40,6 @@ pub const RESIDUAL: u32 = 2;
 pub const PERTURBED: u32 = 4;
 /// LayerNorm the input first (lane kernels only, unperturbed).
 pub const NORMALIZED: u32 = 8;
-
-const BINDS: &[Bind] = &[
-    Bind::Uniform,
-    Bind::ReadOnly,
-    Bind::ReadOnly,
-    Bind::ReadWrite,
-    Bind::ReadOnly,
-    Bind::ReadOnly,
-    Bind::ReadOnly,
-];
 
 /// How the work of the linear layers and of attention is spread over invocations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,11 +117,11 @@ impl LinearKernels {
             let c4 = columns_per_lane(out4);
             let label = format!("learned/linear lanes {in4}x{out4} ({c4} per lane)");
             let src = lane_source(&self.common, in4, c4, out4 / c4, flags);
-            let k = Kernel::with_constants(ctx, &label, &src, BINDS, &constants)?;
+            let k = Kernel::with_constants(ctx, &label, &src, &constants)?;
             Ok((k, [rows.div_ceil(LANE_TOKENS), 1, 1]))
         } else {
             let path = "learned/linear_blocks.wgsl";
-            let k = Kernel::with_constants(ctx, path, &compose(path)?, BINDS, &constants)?;
+            let k = Kernel::with_constants(ctx, path, &compose(path)?, &constants)?;
             let groups = (rows / BLOCK_ROWS).div_ceil(BLOCK_WG);
             Ok((k, [groups, out4.div_ceil(2), 1]))
         }

@@ -9,7 +9,7 @@ use super::sim::{Initial, SimConfig, Trajectory};
 use super::task::{TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{compose, Bind, Kernel};
+use crate::kernel::{compose, Kernel};
 use glam::DVec3;
 use std::sync::Arc;
 
@@ -36,32 +36,11 @@ impl MotionKernels {
             compose("motion/adjoint.wgsl")?,
             super::codegen::adjoint(body)
         );
-        use Bind::*;
         Ok(Self {
-            forward: Kernel::new(
-                ctx,
-                "motion/forward.wgsl",
-                &fwd,
-                &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
-            )?,
-            adjoint: Kernel::new(
-                ctx,
-                "motion/adjoint.wgsl",
-                &adj,
-                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
-            )?,
-            loss: Kernel::from_shader(
-                ctx,
-                "motion/loss.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
-            )?,
-            finish: Kernel::from_shader(
-                ctx,
-                "motion/finish.wgsl",
-                &[
-                    Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite,
-                ],
-            )?,
+            forward: Kernel::new(ctx, "motion/forward.wgsl", &fwd)?,
+            adjoint: Kernel::new(ctx, "motion/adjoint.wgsl", &adj)?,
+            loss: Kernel::from_shader(ctx, "motion/loss.wgsl")?,
+            finish: Kernel::from_shader(ctx, "motion/finish.wgsl")?,
         })
     }
 }

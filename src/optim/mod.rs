@@ -11,7 +11,7 @@ pub mod cpu;
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{Bind, Kernel};
+use crate::kernel::Kernel;
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
 use crate::learned::linear::Tiling;
 use crate::learned::model::{Model, ModelKind};
@@ -458,18 +458,10 @@ impl Kernels {
     /// The kernels with a chosen layout of the learned optimizers' linear layers
     /// (tests check both layouts on one device).
     pub fn with_tiling(ctx: &GpuContext, tiling: Tiling) -> Result<Self> {
-        use Bind::*;
-        let fo = [
-            Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
-        ];
-        let qn = [
-            Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
-            ReadWrite,
-        ];
         Ok(Self {
-            first_order: Kernel::from_shader(ctx, "first_order.wgsl", &fo)?,
-            bfgs: Kernel::from_shader(ctx, "bfgs.wgsl", &qn)?,
-            lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl", &qn)?,
+            first_order: Kernel::from_shader(ctx, "first_order.wgsl")?,
+            bfgs: Kernel::from_shader(ctx, "bfgs.wgsl")?,
+            lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl")?,
             learned: LearnedKernels::with_tiling(ctx, tiling)?,
         })
     }

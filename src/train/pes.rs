@@ -6,7 +6,7 @@
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{Bind, Kernel};
+use crate::kernel::Kernel;
 use crate::learned::gpu::{LearnedNet, Perturbation, StepBuffers};
 use crate::learned::layout::NoiseLayout;
 use crate::learned::layout::PackedLayout;
@@ -28,34 +28,13 @@ pub struct PesKernels {
 
 impl PesKernels {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        use Bind::*;
         Ok(Self {
-            noise: Kernel::from_shader(ctx, "pes/noise.wgsl", &[Uniform, ReadOnly, ReadWrite])?,
-            loss: Kernel::from_shader(
-                ctx,
-                "pes/loss.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite, ReadWrite],
-            )?,
-            coef: Kernel::from_shader(
-                ctx,
-                "pes/coef.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadWrite],
-            )?,
-            grad: Kernel::from_shader(
-                ctx,
-                "pes/grad.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadOnly, ReadWrite],
-            )?,
-            stats: Kernel::from_shader(
-                ctx,
-                "pes/stats.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadWrite],
-            )?,
-            adam: Kernel::from_shader(
-                ctx,
-                "pes/adam.wgsl",
-                &[Uniform, ReadOnly, ReadOnly, ReadWrite, ReadWrite, ReadWrite],
-            )?,
+            noise: Kernel::from_shader(ctx, "pes/noise.wgsl")?,
+            loss: Kernel::from_shader(ctx, "pes/loss.wgsl")?,
+            coef: Kernel::from_shader(ctx, "pes/coef.wgsl")?,
+            grad: Kernel::from_shader(ctx, "pes/grad.wgsl")?,
+            stats: Kernel::from_shader(ctx, "pes/stats.wgsl")?,
+            adam: Kernel::from_shader(ctx, "pes/adam.wgsl")?,
         })
     }
 }
