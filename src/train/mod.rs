@@ -27,6 +27,7 @@ use crate::problem::ProblemSpec;
 use checkpoint::{CheckpointMeta, LogRow, CHECKPOINT_FILE, CHECKPOINT_VERSION};
 use config::{TaskSampler, TrainConfig};
 use pes::{PesEngine, PesKernels, PesSettings};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -262,16 +263,19 @@ fn read_bytes(ctx: &GpuContext, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
     Ok(bytemuck::cast_slice(&words).to_vec())
 }
 
-/// Runs (or resumes) meta-training. `stop` set (Ctrl-C) ends the run after the current
-/// meta-iteration with a checkpoint.
-pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result<TrainSummary> {
-    std::fs::create_dir_all(&opts.out)
-        .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
-    let ckpt_path = opts.out.join(CHECKPOINT_FILE);
+/// A checkpoint to continue from: its metadata and its state buffers by name.
+type Resumed = Option<(CheckpointMeta, HashMap<String, Vec<u8>>)>;
+
+/// The run's training and model configs (the checkpoint's when resuming, with
+/// `--iterations` applied), checked, and the checkpoint to restore if any.
+fn resolve_configs(
+    opts: &TrainOptions,
+    ckpt_path: &Path,
+) -> Result<(TrainConfig, ModelConfig, Resumed)> {
     let mut cfg = opts.config.clone().unwrap_or_default();
     let mut model_cfg = model_config(&cfg, opts.kind.unwrap_or_default());
     let resumed = if opts.resume {
-        let (meta, tensors) = checkpoint::load(&ckpt_path)?;
+        let (meta, tensors) = checkpoint::load(ckpt_path)?;
         check_resume(&meta, opts, &model_cfg)?;
         cfg = meta.train.clone();
         model_cfg = meta.model.clone();
@@ -290,6 +294,114 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
             opts.batch
         )));
     }
+    Ok((cfg, model_cfg, resumed))
+}
+
+/// θ to start from: `--init`'s model grown to the config's architecture, or a seeded
+/// random model.
+fn initial_model(opts: &TrainOptions, cfg: &TrainConfig, model_cfg: &ModelConfig) -> Result<Model> {
+    match &opts.init {
+        Some(dir) => Model::load(dir)?.grown_to(model_cfg).map_err(|e| {
+            Error::Config(format!(
+                "--init {}: {}. Set the config's model to match",
+                dir.display(),
+                config_message(e)
+            ))
+        }),
+        None => Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL])),
+    }
+}
+
+/// The validation problems (their own seed) bound to a run of the unperturbed θ.
+fn validation_run<'a>(
+    ctx: &'a GpuContext,
+    kernels: &'a Kernels,
+    stage: &ObjectiveStage,
+    tasks: &Tasks,
+    cfg: &TrainConfig,
+    init: &Model,
+) -> Result<GpuRun<'a>> {
+    let vseed = cfg.validation.seed;
+    let (problems, windows): (Vec<_>, Vec<_>) = (0..cfg.validation.problems)
+        .map(|p| {
+            let d = tasks.slot_dim(vseed, p);
+            tasks.sample(d, mix_seed(vseed, &[SEED_TASK, p as u64]))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let oc = OptimizerConfig {
+        model: Some(Arc::new(init.clone())),
+        ..OptimizerConfig::new(Method::for_model(init.config.kind))
+    };
+    let steps = cfg.validation_steps();
+    match tasks {
+        Tasks::Functions(_) => GpuRun::new(ctx, kernels, stage, &problems, &oc, None, steps),
+        Tasks::Motion { cfg: m, .. } => {
+            let ws: Vec<Window> = windows.into_iter().flatten().collect();
+            let eval = MotionEvaluator::new(ctx, m, &ws)?;
+            GpuRun::new(ctx, kernels, &eval, &problems, &oc, None, steps)
+        }
+    }
+}
+
+/// Every pair's first task (both particles of a pair get the same one); for motion the
+/// evaluator of their windows is made here too.
+fn first_tasks(
+    ctx: &GpuContext,
+    tasks: &mut Tasks,
+    cfg: &TrainConfig,
+    dims: &[usize],
+) -> Result<Vec<ProblemSpec>> {
+    let mut specs = Vec::with_capacity(2 * dims.len());
+    let mut windows = Vec::new();
+    for (i, &d) in dims.iter().enumerate() {
+        let (t, w) = tasks.sample(d, mix_seed(cfg.seed, &[SEED_TASK, i as u64, 0]))?;
+        specs.push(t.clone());
+        specs.push(t);
+        if let Some(w) = w {
+            windows.extend([w.clone(), w]);
+        }
+    }
+    if let Tasks::Motion { cfg: m, eval, .. } = tasks {
+        *eval = Some(Box::new(MotionEvaluator::new(ctx, m, &windows)?));
+    }
+    Ok(specs)
+}
+
+/// Writes a checkpoint's state buffers back to the GPU, refusing a damaged one or one
+/// of another model size or batch.
+fn restore(
+    run: &Run<'_>,
+    engine: &PesEngine<'_>,
+    tensors: &HashMap<String, Vec<u8>>,
+) -> Result<()> {
+    for (name, buf) in run.state_buffers(engine) {
+        let bytes = tensors.get(name).ok_or_else(|| {
+            Error::Io(format!(
+                "checkpoint lacks {name}; it is damaged or from another version"
+            ))
+        })?;
+        if bytes.len() as u64 != buf.size() {
+            return Err(Error::Config(format!(
+                "checkpoint buffer {name} has {} bytes, this run needs {}; the \
+                 checkpoint is from a different model size or batch",
+                bytes.len(),
+                buf.size()
+            )));
+        }
+        run.ctx.queue.write_buffer(buf, 0, bytes);
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) meta-training. `stop` set (Ctrl-C) ends the run after the current
+/// meta-iteration with a checkpoint.
+pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result<TrainSummary> {
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
+    let ckpt_path = opts.out.join(CHECKPOINT_FILE);
+    let (cfg, model_cfg, resumed) = resolve_configs(opts, &ckpt_path)?;
     let pairs = opts.batch / 2;
     let mut tasks = Tasks::new(&cfg)?;
     let dims: Vec<usize> = (0..pairs).map(|i| tasks.slot_dim(cfg.seed, i)).collect();
@@ -300,51 +412,9 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     };
     let stage = ObjectiveStage::new(ctx, user.as_deref())?;
     let pes_kernels = PesKernels::new(ctx)?;
-    let init = match &opts.init {
-        Some(dir) => Model::load(dir)?.grown_to(&model_cfg).map_err(|e| {
-            Error::Config(format!(
-                "--init {}: {}. Set the config's model to match",
-                dir.display(),
-                config_message(e)
-            ))
-        })?,
-        None => Model::init(model_cfg.clone(), mix_seed(cfg.seed, &[SEED_MODEL]))?,
-    };
-    let vseed = cfg.validation.seed;
-    let (validation, vwindows): (Vec<_>, Vec<_>) = (0..cfg.validation.problems)
-        .map(|p| {
-            let d = tasks.slot_dim(vseed, p);
-            tasks.sample(d, mix_seed(vseed, &[SEED_TASK, p as u64]))
-        })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    let oc = OptimizerConfig {
-        model: Some(Arc::new(init.clone())),
-        ..OptimizerConfig::new(Method::for_model(model_cfg.kind))
-    };
-    let vsteps = cfg.validation_steps();
-    let validation = match &tasks {
-        Tasks::Functions(_) => GpuRun::new(ctx, &kernels, &stage, &validation, &oc, None, vsteps)?,
-        Tasks::Motion { cfg: m, .. } => {
-            let ws: Vec<Window> = vwindows.into_iter().flatten().collect();
-            let eval = MotionEvaluator::new(ctx, m, &ws)?;
-            GpuRun::new(ctx, &kernels, &eval, &validation, &oc, None, vsteps)?
-        }
-    };
-    let mut specs = Vec::with_capacity(opts.batch);
-    let mut windows = Vec::new();
-    for i in 0..pairs {
-        let (t, w) = tasks.sample(dims[i], mix_seed(cfg.seed, &[SEED_TASK, i as u64, 0]))?;
-        specs.push(t.clone());
-        specs.push(t);
-        if let Some(w) = w {
-            windows.extend([w.clone(), w]);
-        }
-    }
-    if let Tasks::Motion { cfg: m, eval, .. } = &mut tasks {
-        *eval = Some(Box::new(MotionEvaluator::new(ctx, m, &windows)?));
-    }
+    let init = initial_model(opts, &cfg, &model_cfg)?;
+    let validation = validation_run(ctx, &kernels, &stage, &tasks, &cfg, &init)?;
+    let specs = first_tasks(ctx, &mut tasks, &cfg, &dims)?;
     let run = Run {
         ctx,
         cfg: &cfg,
@@ -369,22 +439,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     )?;
     let (mut n, mut log, elapsed0) = match resumed {
         Some((meta, tensors)) => {
-            for (name, buf) in run.state_buffers(&engine) {
-                let bytes = tensors.get(name).ok_or_else(|| {
-                    Error::Io(format!(
-                        "checkpoint lacks {name}; it is damaged or from another version"
-                    ))
-                })?;
-                if bytes.len() as u64 != buf.size() {
-                    return Err(Error::Config(format!(
-                        "checkpoint buffer {name} has {} bytes, this run needs {}; the \
-                         checkpoint is from a different model size or batch",
-                        bytes.len(),
-                        buf.size()
-                    )));
-                }
-                ctx.queue.write_buffer(buf, 0, bytes);
-            }
+            restore(&run, &engine, &tensors)?;
             (meta.iteration, meta.log, meta.elapsed_seconds)
         }
         None => (0, Vec::new(), 0.0),
