@@ -195,36 +195,14 @@ impl<'a> PesEngine<'a> {
         specs: &[ProblemSpec],
         settings: PesSettings,
     ) -> Result<Self> {
-        if specs.is_empty() || !specs.len().is_multiple_of(2) {
-            return Err(Error::Config(format!(
-                "PES needs an even number of particles (antithetic pairs), got {}",
-                specs.len()
-            )));
-        }
+        let packed = PackedLayout::new(&model.config);
+        check_particles(ctx, specs.len(), &packed)?;
         let n_pairs = (specs.len() / 2) as u32;
         let np = specs.len();
         let problems = GpuProblems::with_slots(ctx, specs)?;
         let n = problems.n_total as usize;
-        let packed = PackedLayout::new(&model.config);
         let noise_layout = NoiseLayout::new(&packed, &settings.trainable)?;
         let stride = noise_layout.stride as u32;
-        if n_pairs > 65535 {
-            return Err(Error::TooLarge(format!(
-                "{} particles; at most {} per run (65535 pairs)",
-                np,
-                2 * 65535
-            )));
-        }
-        if let Some(limit) = ctx.loop_limit() {
-            // `pes/grad.wgsl` loops over every pair in one invocation.
-            if (n_pairs as u64 + packed.tensors.len() as u64) > limit {
-                return Err(Error::TooLarge(format!(
-                    "{np} particles need {n_pairs} loop iterations per invocation in the \
-                     gradient reduction; this driver (llvmpipe) stops an invocation after \
-                     {limit}. Use a smaller --batch or a GPU"
-                )));
-            }
-        }
         let s = &settings;
         let theta = ctx.storage("theta", &packed.pack(model))?;
         let plen = packed.len;
@@ -295,27 +273,7 @@ impl<'a> PesEngine<'a> {
             .iter()
             .map(|p| pes.noise.bind(ctx, &[p, &mask, &noise]))
             .collect();
-        // Blocks of 4×4 weights (4 entries of a vector) for `pes/grad.wgsl`, in vec4s:
-        // packed rows are padded to 4 and columns to 8, every offset a multiple of 4.
-        let mut n_quads = 0u32;
-        let table: Vec<TensorNoise> = packed
-            .tensors
-            .iter()
-            .zip(&noise_layout.slots)
-            .map(|(t, sl)| {
-                let quad_off = n_quads;
-                n_quads += (t.rows_p.div_ceil(4) * t.cols_p / 4) as u32;
-                TensorNoise {
-                    offset4: (t.offset / 4) as u32,
-                    cols4: (t.cols_p / 4) as u32,
-                    quad_off,
-                    matrix: sl.matrix as u32,
-                    a_off4: (sl.a_off / 4) as u32,
-                    b_off4: (sl.b_off / 4) as u32,
-                    pad: [0; 2],
-                }
-            })
-            .collect();
+        let (table, n_quads) = noise_table(&packed, &noise_layout);
         let table_buf = ctx.storage("noise table", &table)?;
         let mut keep = Vec::new();
         let grad_groups = (0..window)
@@ -630,6 +588,61 @@ impl<'a> PesEngine<'a> {
             ("x0", &self.problems.x0),
         ]
     }
+}
+
+/// Refuses a particle count PES cannot run: odd or zero (antithetic pairs), more pairs
+/// than one dispatch row holds, or, on llvmpipe, more than its loop limit lets the
+/// gradient reduction visit in one invocation.
+fn check_particles(ctx: &GpuContext, np: usize, packed: &PackedLayout) -> Result<()> {
+    if np == 0 || !np.is_multiple_of(2) {
+        return Err(Error::Config(format!(
+            "PES needs an even number of particles (antithetic pairs), got {np}"
+        )));
+    }
+    let n_pairs = np / 2;
+    if n_pairs > 65535 {
+        return Err(Error::TooLarge(format!(
+            "{np} particles; at most {} per run (65535 pairs)",
+            2 * 65535
+        )));
+    }
+    if let Some(limit) = ctx.loop_limit() {
+        // `pes/grad.wgsl` loops over every pair in one invocation.
+        if (n_pairs as u64 + packed.tensors.len() as u64) > limit {
+            return Err(Error::TooLarge(format!(
+                "{np} particles need {n_pairs} loop iterations per invocation in the \
+                 gradient reduction; this driver (llvmpipe) stops an invocation after \
+                 {limit}. Use a smaller --batch or a GPU"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Per tensor, where `pes/grad.wgsl` finds its weights and noise, in vec4s, and where
+/// its blocks of 4×4 weights (4 entries of a vector) start; and the number of blocks.
+/// Packed rows are padded to 4 and columns to 8, so every offset is a multiple of 4.
+fn noise_table(packed: &PackedLayout, layout: &NoiseLayout) -> (Vec<TensorNoise>, u32) {
+    let mut n_quads = 0u32;
+    let table = packed
+        .tensors
+        .iter()
+        .zip(&layout.slots)
+        .map(|(t, sl)| {
+            let quad_off = n_quads;
+            n_quads += (t.rows_p.div_ceil(4) * t.cols_p / 4) as u32;
+            TensorNoise {
+                offset4: (t.offset / 4) as u32,
+                cols4: (t.cols_p / 4) as u32,
+                quad_off,
+                matrix: sl.matrix as u32,
+                a_off4: (sl.a_off / 4) as u32,
+                b_off4: (sl.b_off / 4) as u32,
+                pad: [0; 2],
+            }
+        })
+        .collect();
+    (table, n_quads)
 }
 
 #[cfg(test)]
