@@ -37,7 +37,6 @@ pub struct Coordinate {
 pub struct PointCheck {
     pub dim: usize,
     pub point: usize,
-    pub x: Vec<f64>,
     pub coordinates: Vec<Coordinate>,
 }
 
@@ -133,7 +132,6 @@ pub fn check_gradient(
             out.push(PointCheck {
                 dim: d,
                 point: k,
-                x: base.x0,
                 coordinates,
             });
         }

@@ -312,8 +312,8 @@ pub enum Bind {
 
 /// A compute pipeline with an explicit bind group layout (so unused bindings are kept
 /// and bind groups always match). Built once per device and kept in the device's one
-/// kernel cache (`GpuContext::cached`), keyed by label, a hash of the exact source,
-/// bindings and override values, so generated kernels are shared wherever they recur.
+/// kernel cache (`GpuContext::cached`), keyed by label, a hash of the exact source and
+/// the override values, so generated kernels are shared wherever they recur.
 pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,

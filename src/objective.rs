@@ -6,7 +6,7 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::{validate, Kernel};
+use crate::kernel::Kernel;
 use crate::problem::GpuProblems;
 use crate::user_objective::{objective_source, UserObjective};
 use std::sync::Arc;
@@ -88,16 +88,16 @@ impl ObjectiveStage {
 
     fn build(ctx: &GpuContext, user: Option<&UserObjective>, check_bounds: bool) -> Result<Self> {
         let source = objective_source(user.map(|u| u.source.as_str()))?;
+        // The label names the user's file in naga's errors (its lines come first).
         let file = user.map_or("objective.wgsl", |u| u.path.as_str());
-        validate(file, &source)?;
-        let check_bounds = check_bounds as u32 as f64;
-        let label = if check_bounds > 0.0 {
-            "objective (bounds checked)"
+        let label = if check_bounds {
+            format!("{file} (bounds checked)")
         } else {
-            "objective"
+            file.to_string()
         };
+        let check_bounds = check_bounds as u32 as f64;
         let generic =
-            Kernel::with_constants(ctx, label, &source, &[("CHECK_BOUNDS", check_bounds)])?;
+            Kernel::with_constants(ctx, &label, &source, &[("CHECK_BOUNDS", check_bounds)])?;
         Ok(Self {
             generic,
             special: (0..N_FUNCS).map(|_| OnceLock::new()).collect(),
