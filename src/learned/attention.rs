@@ -112,7 +112,7 @@ fn lane_source(common: &str, hd4: u32, nq: u32) -> String {
          let w4 = params.width / 4u;\n    \
          let stride4 = 3u * w4;\n    \
          let hq = wid.z * {hd4}u;\n    \
-         let scale = 1.4426950408889634 * inverseSqrt({}.0);",
+         let scale = inverseSqrt({}.0);",
         4 * hd4
     );
     // This invocation's queries (rows past d are clamped and not written).
@@ -172,12 +172,12 @@ fn lane_source(common: &str, hd4: u32, nq: u32) -> String {
         let _ = writeln!(
             w,
             "        let mx{i} = max(m{i}, {});\n        \
-             let corr{i} = exp2(m{i} - mx{i});\n        m{i} = mx{i};",
+             let corr{i} = exp(m{i} - mx{i});\n        m{i} = mx{i};",
             max_of(&scores)
         );
         let ps: Vec<String> = (0..nt).map(|t| format!("p{i}_{t}")).collect();
         for t in 0..nt {
-            let _ = writeln!(w, "        let p{i}_{t} = exp2(s{i}_{t} - mx{i});");
+            let _ = writeln!(w, "        let p{i}_{t} = exp(s{i}_{t} - mx{i});");
         }
         let _ = writeln!(w, "        l{i} = l{i} * corr{i} + {};", ps.join(" + "));
     }
