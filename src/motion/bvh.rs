@@ -793,8 +793,16 @@ impl Clip {
             }
             ground = points.iter().map(|x| x.y).fold(ground, f64::min);
         }
-        for pose in &mut poses {
+        for (pose, line) in poses.iter_mut().zip(&bvh.row_lines) {
             pose.root.y -= ground;
+            // Extreme but finite heights can overflow once grounded.
+            if !pose.root.y.is_finite() {
+                return Err(at_line(
+                    path,
+                    *line,
+                    "this frame's height is too far from the clip's lowest point to represent",
+                ));
+            }
         }
         Self {
             name: path.to_string(),

@@ -492,7 +492,7 @@ pub fn table(res: &MotionResults) -> String {
         .map(|(f, d, t)| format!("{f} {d:.0} mm / {t:.0}°"))
         .collect();
     s += &format!(
-        "simulated truth against its clip (mean point distance / largest trunk tilt): {}\n",
+        "simulated truth against its clip (mean point distance / per-window largest trunk tilt, averaged): {}\n",
         track.join(", ")
     );
     s
