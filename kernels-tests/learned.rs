@@ -6,7 +6,7 @@ use optimus_gpu::learned::model::{
     N_FEATURES_WITH_SCALE, N_FEATURES_WITH_SECANT,
 };
 use optimus_gpu::objective::ObjectiveStage;
-use optimus_gpu::optim::cpu::run_learned;
+use optimus_gpu::optim::cpu::{run_guarded, run_learned};
 use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult};
 use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
 use optimus_gpu::Function;
@@ -772,4 +772,98 @@ fn a_diverging_problem_is_flagged_and_the_learned_batch_goes_on() {
             "problem {k} unaffected by its neighbour"
         );
     }
+}
+
+fn run_guarded_gpu(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) -> Vec<ProblemResult> {
+    let kernels = Kernels::new(ctx()).unwrap();
+    let stage = ObjectiveStage::new(ctx(), None).unwrap();
+    let cfg = OptimizerConfig {
+        model: Some(m.clone()),
+        ..OptimizerConfig::new(Method::OptimusGuard)
+    };
+    GpuRun::new(ctx(), &kernels, &stage, problems, &cfg, None, steps)
+        .unwrap()
+        .run(ctx())
+        .unwrap()
+}
+
+#[test]
+fn the_guarded_step_matches_the_twin() {
+    let m = model(ModelKind::Optimus, 8);
+    let ps = problems(&[1, 3, 17, 70]);
+    let steps = 6;
+    let gpu = run_guarded_gpu(&ps, &m, steps);
+    let mut fallback_taken = false;
+    for (p, g) in ps.iter().zip(&gpu) {
+        let c = run_guarded(&m, p, steps).unwrap();
+        let what = format!("{} d={}", p.objective.name(), p.dim);
+        assert_eq!((g.status, g.iters), (c.status, c.iters), "{what}");
+        // Two evaluations a step after the first evaluation.
+        assert_eq!((g.evals, c.evals), (1 + 2 * steps, 1 + 2 * steps), "{what}");
+        let moved = max_abs_diff(&c.x, &p.x0);
+        assert!(moved > 1e-4, "{what}: the twin barely moved ({moved})");
+        for i in 0..p.dim {
+            let (dg, dc) = (g.x[i] - p.x0[i], c.x[i] - p.x0[i]);
+            assert!(
+                (dg - dc).abs() <= 2e-3 * moved + 1e-5,
+                "{what}: coordinate {i} moved {dg} on the GPU, {dc} in the twin"
+            );
+        }
+        fallback_taken |= max_abs_diff(&run_learned(&m, p, steps).unwrap().x, &c.x) > 1e-6;
+    }
+    assert!(
+        fallback_taken,
+        "the guard never chose the fallback: the test is vacuous"
+    );
+}
+
+#[test]
+fn the_guard_solves_sphere_with_its_fallback() {
+    // Known answer: on Σ z², Barzilai–Borwein's length from any two points is 1/2, so
+    // the fallback's second step lands on the minimizer, and the guard keeps it.
+    let m = model(ModelKind::Optimus, 9);
+    let ps: Vec<ProblemSpec> = [2usize, 10, 100]
+        .iter()
+        .map(|&d| {
+            ProblemSpec::sample(
+                Objective::Builtin(Function::Sphere),
+                d,
+                &SampleOptions::default(),
+                d as u64,
+            )
+            .unwrap()
+        })
+        .collect();
+    for (p, r) in ps.iter().zip(run_guarded_gpu(&ps, &m, 4)) {
+        assert!(
+            r.final_gap() <= 1e-8 * r.gaps[0],
+            "d = {}: gap {} from {}",
+            p.dim,
+            r.final_gap(),
+            r.gaps[0]
+        );
+    }
+}
+
+#[test]
+fn the_guard_keeps_a_start_that_blows_up_finite() {
+    // A sphere scaled to within two orders of f32's largest value: the random model's
+    // steps overflow it, and the plain learned run is flagged as diverged; behind the
+    // guard the problem stays finite and ends no higher than it started.
+    let m = model(ModelKind::Optimus, 6);
+    let mut p = ProblemSpec::sample(
+        Objective::Builtin(Function::Sphere),
+        5,
+        &SampleOptions::default(),
+        3,
+    )
+    .unwrap();
+    p.scale = 1e36;
+    let plain = run_gpu(std::slice::from_ref(&p), &m, 8, Tiling::for_device(ctx()));
+    assert_eq!(plain[0].status, optimus_gpu::optim::Status::Diverged);
+    let guarded = &run_guarded_gpu(std::slice::from_ref(&p), &m, 8)[0];
+    assert_eq!(guarded.status, optimus_gpu::optim::Status::Done);
+    assert!(guarded.final_gap().is_finite() && guarded.final_gap() <= guarded.gaps[0]);
+    let c = run_guarded(&m, &p, 8).unwrap();
+    assert_eq!(c.status, optimus_gpu::optim::Status::Done);
 }

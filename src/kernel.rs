@@ -84,6 +84,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../shaders/learned/precondition.wgsl"),
     ),
     (
+        "learned/guard.wgsl",
+        include_str!("../shaders/learned/guard.wgsl"),
+    ),
+    (
         "shared/quasi_newton.wgsl",
         include_str!("../shaders/shared/quasi_newton.wgsl"),
     ),
@@ -143,6 +147,7 @@ pub const ENTRY_SHADERS: &[&str] = &[
     "learned/attention_tiles.wgsl",
     "learned/step.wgsl",
     "learned/precondition.wgsl",
+    "learned/guard.wgsl",
     "pes/noise.wgsl",
     "pes/project.wgsl",
     "pes/loss.wgsl",

@@ -255,7 +255,8 @@ struct EvalArgs {
     #[arg(long)]
     steps: Option<u32>,
     /// Optimizers, comma-separated: gd, momentum, nesterov, adam, bfgs, lbfgs, and the
-    /// learned optimus, optimus-0, lopt (these need --model).
+    /// learned optimus, optimus-0, lopt, and optimus-guard (Optimus behind a loss guard,
+    /// two evaluations a step). Learned ones use --model or the committed models.
     #[arg(long, value_delimiter = ',')]
     optimizers: Option<Vec<String>>,
     /// Seed of the start points (and of shifts and rotations).

@@ -9,17 +9,6 @@ fn write_history(p: u32, it: u32, f: f32, evals: u32) {
     history[base + 1u] = f32(evals);
 }
 
-var<workgroup> w_state: OptState;
-
-// Problem p's optimizer state, made workgroup-uniform (read by one invocation, then
-// broadcast), so kernels may branch on it around barriers.
-fn load_state(p: u32, lid: u32) -> OptState {
-    if lid == 0u {
-        w_state = state[p];
-    }
-    return workgroupUniformLoad(&w_state);
-}
-
 // Bookkeeping of a method that evaluates once per step (first-order and learned):
 // counts the evaluation, records f, and stops the problem at its budget, or flags it
 // when f or ∇f is not finite (the rest of the batch goes on). The caller steps only

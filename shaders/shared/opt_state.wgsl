@@ -1,6 +1,6 @@
 // Per-problem optimizer state shared by every optimizer kernel; mirrors
 // `optim::OptState`. Each problem stops on its own: a kernel returns at once for a
-// problem whose status is not RUNNING.
+// problem whose status is not RUNNING. Includers bind `state: array<OptState>`.
 
 struct OptState {
     status: u32,
@@ -69,4 +69,15 @@ struct OptParams {
 
 fn is_finite(v: f32) -> bool {
     return v == v && abs(v) <= 3.4e38;
+}
+
+var<workgroup> w_state: OptState;
+
+// Problem p's optimizer state, made workgroup-uniform (read by one invocation, then
+// broadcast), so kernels may branch on it around barriers.
+fn load_state(p: u32, lid: u32) -> OptState {
+    if lid == 0u {
+        w_state = state[p];
+    }
+    return workgroupUniformLoad(&w_state);
 }

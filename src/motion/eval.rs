@@ -237,7 +237,11 @@ fn motion_model_dirs(cfg: &MotionEvalConfig, methods: &[Method]) -> Result<Vec<P
         .map(|d| crate::learned::model::Model::load(d).map(|m| m.config.kind))
         .collect::<Result<Vec<_>>>()?
         .contains(&ModelKind::Optimus);
-    if methods.contains(&Method::Optimus) && !named_optimus {
+    if methods
+        .iter()
+        .any(|m| m.model_kind() == Some(ModelKind::Optimus))
+        && !named_optimus
+    {
         dirs.extend(model_asset("optimus-motion"));
     }
     Ok(dirs)

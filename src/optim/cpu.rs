@@ -359,6 +359,78 @@ pub fn run_learned(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
     ))
 }
 
+/// Factor on the guard's fallback length after a step whose candidates were both not
+/// finite (`RETREAT` in `learned/guard.wgsl`).
+pub const GUARD_RETREAT: f64 = 0.25;
+
+/// Runs a learned optimizer behind the loss guard on the CPU, in f64 (twin of
+/// `learned/guard.wgsl` with the learned step): from the accepted point, the learned
+/// candidate and the fallback x − α g (α = sᵀs / sᵀy over the accepted points, kept
+/// while sᵀy ≤ 0, first min(1, 1/‖g‖)) are both evaluated and the lower finite one is
+/// accepted; the learned state goes on from it. Where neither is finite the accepted
+/// point is kept and α shrinks by [`GUARD_RETREAT`]. Two evaluations a step.
+pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<ProblemResult> {
+    model.config.validate()?;
+    let d = problem.dim;
+    let eval = |x: &[f64], g: &mut [f64]| {
+        let f = problem.cpu_gap_grad(x, g).ok_or_else(|| {
+            Error::Problem("user objectives have no CPU twin; run them on the GPU".into())
+        })?;
+        Ok::<_, Error>(f.is_finite() && g.iter().all(|v| v.is_finite())).map(|ok| (f, ok))
+    };
+    let mut st = cpu::LearnedState::new(model.config.kind, &problem.x0);
+    let mut g = vec![0.0; d];
+    let (mut f, mut ok) = eval(&st.x, &mut g)?;
+    let mut evals = 1;
+    let mut hist = vec![(f64::NAN, 0u32); steps as usize + 1];
+    hist[0] = (f, evals);
+    let mut prev: Option<(Vec<f64>, Vec<f64>)> = None;
+    let (mut alpha, mut retreat) = (0.0, false);
+    let status = loop {
+        if !ok {
+            break Status::Diverged;
+        }
+        if st.t >= steps {
+            break Status::Done;
+        }
+        let x_t = st.x.clone();
+        let (mut ss, mut sy, mut gg) = (0.0, 0.0, 0.0);
+        for i in 0..d {
+            let (s, y) = prev
+                .as_ref()
+                .map_or((0.0, 0.0), |(px, pg)| (x_t[i] - px[i], g[i] - pg[i]));
+            ss += s * s;
+            sy += s * y;
+            gg += g[i] * g[i];
+        }
+        if prev.is_none() {
+            alpha = (1.0 / gg.sqrt()).min(1.0);
+        } else if retreat {
+            alpha *= GUARD_RETREAT;
+        } else if sy > 0.0 {
+            alpha = ss / sy;
+        }
+        let x_f: Vec<f64> = (0..d).map(|i| x_t[i] - alpha * g[i]).collect();
+        let (g_t, f_t) = (g.clone(), f);
+        prev = Some((x_t.clone(), g.clone()));
+        cpu::step(model, &mut st, f, &g);
+        let mut g_f = vec![0.0; d];
+        let (f_l, ok_l) = eval(&st.x, &mut g)?;
+        let (f_f, ok_f) = eval(&x_f, &mut g_f)?;
+        evals += 2;
+        (f, ok, retreat) = (f_l, ok_l, false);
+        if ok_f && (!ok_l || f_f < f_l) {
+            (st.x, g, f, ok) = (x_f, g_f, f_f, true);
+        } else if !ok_l {
+            (st.x, g, f, ok, retreat) = (x_t, g_t, f_t, true, true);
+        }
+        hist[st.t as usize] = (f, evals);
+    };
+    Ok(ProblemResult::from_history(
+        status, st.t, evals, &hist, st.x,
+    ))
+}
+
 /// Runs `config` from `x0` on any objective `eval(x, ∇f) -> f − f*`.
 pub fn run_fn(
     eval: impl Fn(&[f64], &mut [f64]) -> f64,

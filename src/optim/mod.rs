@@ -43,10 +43,14 @@ pub enum Method {
     Optimus0,
     /// The per-parameter MLP learned optimizer.
     Lopt,
+    /// Optimus behind a loss guard: each step evaluates its candidate and a
+    /// Barzilai–Borwein gradient step's, and keeps the lower (two evaluations a step).
+    #[serde(rename = "optimus-guard")]
+    OptimusGuard,
 }
 
 impl Method {
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Gd,
         Method::Momentum,
         Method::Nesterov,
@@ -56,6 +60,7 @@ impl Method {
         Method::Optimus,
         Method::Optimus0,
         Method::Lopt,
+        Method::OptimusGuard,
     ];
 
     /// The classic methods, which need no model.
@@ -79,6 +84,7 @@ impl Method {
             Method::Optimus => "optimus",
             Method::Optimus0 => "optimus-0",
             Method::Lopt => "lopt",
+            Method::OptimusGuard => "optimus-guard",
         }
     }
 
@@ -94,7 +100,7 @@ impl Method {
     /// The model kind a learned method runs, None for classic methods.
     pub fn model_kind(self) -> Option<ModelKind> {
         match self {
-            Method::Optimus => Some(ModelKind::Optimus),
+            Method::Optimus | Method::OptimusGuard => Some(ModelKind::Optimus),
             Method::Optimus0 => Some(ModelKind::Optimus0),
             Method::Lopt => Some(ModelKind::Lopt),
             _ => None,
@@ -120,6 +126,11 @@ impl Method {
             self,
             Method::Gd | Method::Momentum | Method::Nesterov | Method::Adam
         )
+    }
+
+    /// Whether the learned step runs behind the loss guard (`learned/guard.wgsl`).
+    pub fn guarded(self) -> bool {
+        self == Method::OptimusGuard
     }
 
     fn is_quasi_newton(self) -> bool {
@@ -447,6 +458,7 @@ pub struct Kernels {
     first_order: Arc<Kernel>,
     bfgs: Arc<Kernel>,
     lbfgs: Arc<Kernel>,
+    guard: Arc<Kernel>,
     pub(crate) learned: LearnedKernels,
 }
 
@@ -462,6 +474,7 @@ impl Kernels {
             first_order: Kernel::from_shader(ctx, "first_order.wgsl")?,
             bfgs: Kernel::from_shader(ctx, "bfgs.wgsl")?,
             lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl")?,
+            guard: Kernel::from_shader(ctx, "learned/guard.wgsl")?,
             learned: LearnedKernels::with_tiling(ctx, tiling)?,
         })
     }
@@ -472,6 +485,45 @@ impl Kernels {
             Method::Lbfgs => &self.lbfgs,
             _ => &self.first_order,
         }
+    }
+}
+
+/// The loss guard of a guarded learned run (`learned/guard.wgsl`): the objective bound
+/// a second time, to the fallback candidate at the start of `gmem`, and the guard
+/// kernel's bindings.
+struct Guard {
+    fallback: Box<dyn Evaluation>,
+    group: wgpu::BindGroup,
+    _buffers: Vec<wgpu::Buffer>,
+}
+
+impl Guard {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &GpuContext,
+        kernels: &Kernels,
+        objective: &dyn Evaluator,
+        gp: &GpuProblems,
+        params: &wgpu::Buffer,
+        f: &wgpu::Buffer,
+        g: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        state: &wgpu::Buffer,
+    ) -> Result<Self> {
+        let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
+        let ff = ctx.storage_zeroed("fallback f", np)?;
+        let gf = ctx.storage_zeroed("fallback gradient", n)?;
+        // x_F | previous accepted x | its g | α per problem.
+        let gmem = ctx.storage_zeroed("guard vectors", 3 * n + np)?;
+        let fallback = objective.bind(ctx, gp, &gmem, &ff, &gf)?;
+        let group = kernels
+            .guard
+            .bind(ctx, &[params, &gp.desc, f, g, x, &ff, &gf, &gmem, state]);
+        Ok(Self {
+            fallback,
+            group,
+            _buffers: vec![ff, gf, gmem],
+        })
     }
 }
 
@@ -486,6 +538,7 @@ pub struct GpuRun<'a> {
     /// The classic method's kernel bindings, or the learned optimizer's stages.
     opt_group: Option<wgpu::BindGroup>,
     learned: Option<LearnedNet>,
+    guard: Option<Guard>,
     state: wgpu::Buffer,
     /// Initial states, for `reset`.
     initial: Vec<OptState>,
@@ -560,6 +613,7 @@ impl<'a> GpuRun<'a> {
         );
         let kernel = kernels.for_method(method);
         let mut learned = None;
+        let mut guard = None;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         let (obj_binding, opt_group, x, trial, buffers) = if method.is_quasi_newton() {
             // xe (evaluation point) starts at x0; vecs region 0 (x) too.
@@ -585,6 +639,11 @@ impl<'a> GpuRun<'a> {
             let x = ctx.storage_zeroed("x", n)?;
             enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
             let ob = objective.bind(ctx, &gp, &x, &f, &g)?;
+            if method.guarded() {
+                guard = Some(Guard::new(
+                    ctx, kernels, objective, &gp, &params, &f, &g, &x, &state,
+                )?);
+            }
             let bufs = StepBuffers {
                 opt_params: &params,
                 x: &x,
@@ -622,6 +681,7 @@ impl<'a> GpuRun<'a> {
             obj_binding,
             opt_group,
             learned,
+            guard,
             state,
             initial,
             history,
@@ -658,6 +718,10 @@ impl<'a> GpuRun<'a> {
     pub fn record_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.obj_binding.record(pass);
         let n = self.problems.n_problems;
+        if let Some(guard) = &self.guard {
+            guard.fallback.record(pass);
+            self.kernels.guard.dispatch_problems(pass, &guard.group, n);
+        }
         match (&self.learned, &self.opt_group) {
             (Some(net), _) => net.record(&self.kernels.learned, pass, n),
             (None, Some(group)) => self
@@ -673,6 +737,10 @@ impl<'a> GpuRun<'a> {
     pub fn profile_pass(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
         let n = self.problems.n_problems;
         let mut names: Vec<&str> = vec!["objective"];
+        if self.guard.is_some() {
+            names.extend(["objective (fallback)", "guard"]);
+        }
+        let first = names.len();
         match &self.learned {
             Some(net) => names.extend(net.stage_names()),
             None => names.push(self.config.method.name()),
@@ -680,7 +748,15 @@ impl<'a> GpuRun<'a> {
         ctx.profile(&names, |k, pass| {
             match (k, &self.learned, &self.opt_group) {
                 (0, _, _) => self.obj_binding.record(pass),
-                (k, Some(net), _) => net.record_stage(k - 1, &self.kernels.learned, pass, n),
+                (k, _, _) if k < first => {
+                    let guard = self.guard.as_ref().expect("guard stages exist");
+                    if k == 1 {
+                        guard.fallback.record(pass);
+                    } else {
+                        self.kernels.guard.dispatch_problems(pass, &guard.group, n);
+                    }
+                }
+                (k, Some(net), _) => net.record_stage(k - first, &self.kernels.learned, pass, n),
                 (_, None, Some(group)) => self
                     .kernels
                     .for_method(self.config.method)
