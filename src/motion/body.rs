@@ -352,7 +352,7 @@ pub struct Pose {
 }
 
 /// Height of the root over the ground in the neutral pose (feet flat).
-pub const ROOT_HEIGHT: f64 = 0.421546 + 0.40987 + 0.07;
+pub const ROOT_HEIGHT: f64 = -(THIGH_OFFSET.y + SHIN_OFFSET.y + TOE_OFFSET.y);
 
 /// Segment offsets of the DeepMimic humanoid (m), each in its parent segment's frame,
 /// the right side's (z > 0; [`mirrored`] on the left): shared by the forward kinematics,

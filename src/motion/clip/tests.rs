@@ -2,7 +2,7 @@
 //! against forward kinematics, error messages, and damaged files (errors, never panics).
 
 use super::{Clip, Family};
-use crate::motion::body::{Body, N_POINTS};
+use crate::motion::body::{self, Body, N_POINTS};
 use crate::motion::task::Source;
 use glam::{DQuat, DVec3};
 use rand::{Rng, SeedableRng};
@@ -218,13 +218,21 @@ fn a_cmu_style_t_pose_skeleton_is_retargeted_by_bone_directions() {
     ];
     let text = bvh_text(&joints, &frames);
     let clip = Clip::from_bvh(&text, "cmu.bvh", None).unwrap();
-    let scale = (0.421546 + 0.40987) / 14.5;
+    let scale = -(body::THIGH_OFFSET.y + body::SHIN_OFFSET.y) / 14.5;
     let [p0, p1] = [0, 1].map(|f| clip.poses[f].points());
     let (x, y, z) = (DVec3::X, DVec3::Y, DVec3::Z);
     // Body point indices of body::POINTS.
-    let (chest, neck, head) = (0, 1, 2);
-    let (r_sh, r_el, r_wr, l_sh, l_el, l_wr) = (3, 4, 5, 6, 7, 8);
-    let (r_hip, l_hip, l_knee, l_ankle, l_toe) = (9, 14, 15, 16, 17);
+    let pt = |n: &str| body::POINTS.iter().position(|p| *p == n).unwrap();
+    let (chest, neck, head) = (pt("chest"), pt("neck"), pt("head"));
+    let (r_sh, r_el, r_wr) = (pt("right_shoulder"), pt("right_elbow"), pt("right_wrist"));
+    let (l_sh, l_el, l_wr) = (pt("left_shoulder"), pt("left_elbow"), pt("left_wrist"));
+    let (r_hip, r_knee) = (pt("right_hip"), pt("right_knee"));
+    let (l_hip, l_knee, l_ankle, l_toe) = (
+        pt("left_hip"),
+        pt("left_knee"),
+        pt("left_ankle"),
+        pt("left_toe"),
+    );
     let dir = |p: &[DVec3; N_POINTS], a: usize, b: usize| (p[b] - p[a]).normalize();
     let tol = 1e-9;
     // The rest pose faces +x (BVH +z), left on −z (BVH +x): arms straight out sideways,
@@ -232,7 +240,7 @@ fn a_cmu_style_t_pose_skeleton_is_retargeted_by_bone_directions() {
     assert_near(dir(&p0, l_sh, l_el), -z, tol, "left upper arm");
     assert_near(dir(&p0, l_el, l_wr), -z, tol, "left forearm");
     assert_near(dir(&p0, r_sh, r_el), z, tol, "right upper arm");
-    assert_near(dir(&p0, r_hip, 10), -y, tol, "right thigh");
+    assert_near(dir(&p0, r_hip, r_knee), -y, tol, "right thigh");
     assert_near(dir(&p0, l_knee, l_ankle), -y, tol, "left shin");
     assert_near(dir(&p0, chest, neck), y, tol, "spine");
     assert_near(dir(&p0, neck, head), y, tol, "neck");
@@ -258,13 +266,16 @@ fn a_cmu_style_t_pose_skeleton_is_retargeted_by_bone_directions() {
     let shin = DVec3::new(0.0, -0.5, 0.75f64.sqrt());
     assert_near(dir(&p1, l_knee, l_ankle), shin, tol, "left shin bent back");
     assert_near(dir(&p1, l_hip, l_knee), -y, tol, "left thigh");
-    let angle = |j: usize| super::hinge_angle(clip.poses[1].joints[j]).abs();
+    let angle = |n: &str| {
+        let j = body::JOINTS.iter().position(|j| *j == n).unwrap();
+        super::hinge_angle(clip.poses[1].joints[j]).abs()
+    };
     assert!(
-        (angle(8) - std::f64::consts::FRAC_PI_3).abs() < tol,
+        (angle("left_knee") - std::f64::consts::FRAC_PI_3).abs() < tol,
         "left knee"
     );
     assert!(
-        (angle(11) - std::f64::consts::FRAC_PI_2).abs() < tol,
+        (angle("left_elbow") - std::f64::consts::FRAC_PI_2).abs() < tol,
         "left elbow"
     );
 
@@ -388,7 +399,7 @@ fn random_cmu_style_poses_keep_the_bvh_bone_directions() {
     let at = |n: &str| joints.iter().position(|j| j.0 == n).unwrap();
     // The file faces +z with its left on +x: the engine's world is it turned 90° about y.
     let align = DQuat::from_rotation_y(std::f64::consts::FRAC_PI_2);
-    let scale = (0.421546 + 0.40987) / 14.5;
+    let scale = -(body::THIGH_OFFSET.y + body::SHIN_OFFSET.y) / 14.5;
     let hip_mid = |b: &[DVec3]| 0.5 * (b[at("LeftUpLeg")] + b[at("RightUpLeg")]);
     let first = forward_kinematics(&joints, &frames[0]);
     let mut bent = [0, 0];
