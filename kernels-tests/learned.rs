@@ -144,11 +144,21 @@ fn run_gpu(
     steps: u32,
     tiling: Tiling,
 ) -> Vec<ProblemResult> {
+    run_method(problems, m, Method::for_model(m.config.kind), steps, tiling)
+}
+
+fn run_method(
+    problems: &[ProblemSpec],
+    m: &Arc<Model>,
+    method: Method,
+    steps: u32,
+    tiling: Tiling,
+) -> Vec<ProblemResult> {
     let kernels = Kernels::with_tiling(ctx(), tiling).unwrap();
     let stage = ObjectiveStage::new(ctx(), None).unwrap();
     let cfg = OptimizerConfig {
         model: Some(m.clone()),
-        ..OptimizerConfig::new(Method::for_model(m.config.kind))
+        ..OptimizerConfig::new(method)
     };
     GpuRun::new(ctx(), &kernels, &stage, problems, &cfg, None, steps)
         .unwrap()
@@ -775,16 +785,8 @@ fn a_diverging_problem_is_flagged_and_the_learned_batch_goes_on() {
 }
 
 fn run_guarded_gpu(problems: &[ProblemSpec], m: &Arc<Model>, steps: u32) -> Vec<ProblemResult> {
-    let kernels = Kernels::new(ctx()).unwrap();
-    let stage = ObjectiveStage::new(ctx(), None).unwrap();
-    let cfg = OptimizerConfig {
-        model: Some(m.clone()),
-        ..OptimizerConfig::new(Method::OptimusGuard)
-    };
-    GpuRun::new(ctx(), &kernels, &stage, problems, &cfg, None, steps)
-        .unwrap()
-        .run(ctx())
-        .unwrap()
+    let tiling = Tiling::for_device(ctx());
+    run_method(problems, m, Method::OptimusGuard, steps, tiling)
 }
 
 #[test]
