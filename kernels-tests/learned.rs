@@ -821,8 +821,8 @@ fn the_guarded_step_matches_the_twin() {
 
 #[test]
 fn the_guard_solves_sphere_with_its_fallback() {
-    // Known answer: on Σ z², Barzilai–Borwein's length from any two points is 1/2, so
-    // the fallback's second step lands on the minimizer, and the guard keeps it.
+    // Known answer: on Σ z² the first (s, y) pair has y = 2s, so the fallback's
+    // L-BFGS H is I/2 and its second step lands on the minimizer; the guard keeps it.
     let m = model(ModelKind::Optimus, 9);
     let ps: Vec<ProblemSpec> = [2usize, 10, 100]
         .iter()

@@ -4,14 +4,27 @@
 // `mat` holds S then Y, each `memory` regions of n_total coordinates.
 
 #include "shared/quasi_newton.wgsl"
-
-const MAX_MEMORY: u32 = 64u;
-
-var<private> alphas: array<f32, MAX_MEMORY>;
+#include "shared/two_loop.wgsl"
 
 // Index of coordinate i of pair `slot` (which = 0: s, 1: y).
 fn pair_at(which: u32, slot: u32, i: u32) -> u32 {
     return (which * params.memory + slot) * params.n_total + cur_off + i;
+}
+
+fn pair_s(slot: u32, i: u32) -> f32 {
+    return mat[pair_at(0u, slot, i)];
+}
+
+fn pair_y(slot: u32, i: u32) -> f32 {
+    return mat[pair_at(1u, slot, i)];
+}
+
+fn t_get(i: u32) -> f32 {
+    return vecs[vi(R_T, i)];
+}
+
+fn t_set(i: u32, v: f32) {
+    vecs[vi(R_T, i)] = v;
 }
 
 fn qn_reset(st: ptr<function, OptState>, lid: u32) {
@@ -39,58 +52,13 @@ fn qn_update(st: ptr<function, OptState>, lid: u32) {
     (*st).k = min((*st).k + 1u, params.memory);
 }
 
-// Two-loop recursion: p = −H ∇f with H₀ = (sᵀy / yᵀy) I from the newest pair.
-// Every invocation touches only its own coordinates, so reductions are the only sync.
+// p = −H ∇f by the two-loop recursion (`shared/two_loop.wgsl`) on region t.
 fn qn_direction(st: ptr<function, OptState>, lid: u32) {
     let d = cur_dim;
-    let m = params.memory;
-    let k = (*st).k;
-    let head = (*st).head;
     for (var i = lid; i < d; i += WG) {
         vecs[vi(R_T, i)] = vecs[vi(R_GK, i)];
     }
-    for (var c = 0u; c < k; c++) {
-        let slot = (head + m - 1u - c) % m;
-        var part = vec4<f32>(0.0);
-        for (var i = lid; i < d; i += WG) {
-            let s = mat[pair_at(0u, slot, i)];
-            part += vec4<f32>(s * vecs[vi(R_T, i)], s * mat[pair_at(1u, slot, i)], 0.0, 0.0);
-        }
-        let r = wg_sum4(lid, part);
-        let alpha = r.x / r.y;
-        alphas[c] = alpha;
-        for (var i = lid; i < d; i += WG) {
-            vecs[vi(R_T, i)] -= alpha * mat[pair_at(1u, slot, i)];
-        }
-    }
-    var gamma = 1.0;
-    if k > 0u {
-        let slot = (head + m - 1u) % m;
-        var part = vec4<f32>(0.0);
-        for (var i = lid; i < d; i += WG) {
-            let y = mat[pair_at(1u, slot, i)];
-            part += vec4<f32>(mat[pair_at(0u, slot, i)] * y, y * y, 0.0, 0.0);
-        }
-        let r = wg_sum4(lid, part);
-        gamma = r.x / r.y;
-    }
-    for (var i = lid; i < d; i += WG) {
-        vecs[vi(R_T, i)] *= gamma;
-    }
-    for (var c = k; c > 0u; c--) {
-        let slot = (head + m - c) % m;
-        var part = vec4<f32>(0.0);
-        for (var i = lid; i < d; i += WG) {
-            let y = mat[pair_at(1u, slot, i)];
-            part += vec4<f32>(y * vecs[vi(R_T, i)], mat[pair_at(0u, slot, i)] * y, 0.0, 0.0);
-        }
-        let r = wg_sum4(lid, part);
-        let beta = r.x / r.y;
-        let coef = alphas[c - 1u] - beta;
-        for (var i = lid; i < d; i += WG) {
-            vecs[vi(R_T, i)] += coef * mat[pair_at(0u, slot, i)];
-        }
-    }
+    two_loop(lid, d, params.memory, (*st).k, (*st).head);
     for (var i = lid; i < d; i += WG) {
         vecs[vi(R_P, i)] = -vecs[vi(R_T, i)];
     }

@@ -92,6 +92,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../shaders/shared/quasi_newton.wgsl"),
     ),
     (
+        "shared/two_loop.wgsl",
+        include_str!("../shaders/shared/two_loop.wgsl"),
+    ),
+    (
         "shared/line_search.wgsl",
         include_str!("../shaders/shared/line_search.wgsl"),
     ),

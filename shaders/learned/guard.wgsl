@@ -10,18 +10,24 @@
 //   then starts from the accepted point, whose (x, g) also feed its secant pair. Where
 //   neither is finite, the last accepted point is taken again and the fallback's
 //   length shrinks, so a problem whose start is finite never diverges.
-// - The next fallback is a gradient step from the accepted point with the
-//   Barzilai–Borwein length α = sᵀs / sᵀy over the accepted points (kept while
-//   sᵀy ≤ 0; on the first step min(1, 1/‖g‖), L-BFGS's first trial).
+// - The fallback is L-BFGS without a line search: x_F = x − τ H g, H by the two-loop
+//   recursion (`shared/two_loop.wgsl`) over the last GUARD_MEMORY (s, y) pairs of
+//   accepted points (pairs with sᵀy ≤ 0 skipped, the ring's count and next slot kept in
+//   the state's k and head), or L-BFGS's first trial min(1, 1/‖g‖)·I before the first
+//   pair; τ is 1, and shrinks by RETREAT at each retreat until a candidate is accepted.
 // - The fallback's evaluation is counted from the second step on (the first step has
 //   no candidates yet).
-// gmem: [x_F (n_total) | previous accepted x (n_total) | its g (n_total) | α (one per
-// problem)]. CPU twin: `optim::cpu::run_guarded`.
+// gmem: [x_F | previous accepted x | its g | t (the two-loop's vector), n_total each |
+// S, Y: GUARD_MEMORY regions each | per problem: the first trial length, τ].
+// CPU twin: `optim::cpu::run_guarded`.
 
 #include "shared/problem.wgsl"
 #include "shared/reduce.wgsl"
+#include "shared/two_loop.wgsl"
 
-// Factor on the fallback's length after a step whose candidates were both not finite
+// Pairs of the fallback (`optim::cpu::GUARD_MEMORY`).
+const GUARD_MEMORY: u32 = 10u;
+// Factor on τ after a step whose candidates were both not finite
 // (`optim::cpu::GUARD_RETREAT`).
 const RETREAT: f32 = 0.25;
 
@@ -36,6 +42,36 @@ const RETREAT: f32 = 0.25;
 @group(0) @binding(8) var<storage, read_write> state: array<OptState>;
 
 #include "shared/opt_state.wgsl"
+
+// Regions of gmem, in units of n_total.
+const R_XF: u32 = 0u;
+const R_XP: u32 = 1u;
+const R_GP: u32 = 2u;
+const R_T: u32 = 3u;
+const R_S: u32 = 4u;
+
+var<private> cur_off: u32;
+
+// Coordinate i of region r of the current problem.
+fn gi(r: u32, i: u32) -> u32 {
+    return r * params.n_total + cur_off + i;
+}
+
+fn pair_s(slot: u32, i: u32) -> f32 {
+    return gmem[gi(R_S + slot, i)];
+}
+
+fn pair_y(slot: u32, i: u32) -> f32 {
+    return gmem[gi(R_S + GUARD_MEMORY + slot, i)];
+}
+
+fn t_get(i: u32) -> f32 {
+    return gmem[gi(R_T, i)];
+}
+
+fn t_set(i: u32, v: f32) {
+    gmem[gi(R_T, i)] = v;
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -54,8 +90,11 @@ fn main(
     let prob = problems[p];
     let d = prob.dim;
     let off = prob.offset;
-    let n = params.n_total;
-    let pa = 3u * n + p;
+    cur_off = off;
+    // Per problem: the first trial length, then τ.
+    let pa = (R_S + 2u * GUARD_MEMORY) * params.n_total + 2u * p;
+    var first = gmem[pa];
+    var tau = gmem[pa + 1u];
     var retreat = false;
     if st.iter > 0u {
         // Read before the reduction's barriers: invocation 0 overwrites f[p] below.
@@ -74,7 +113,7 @@ fn main(
         let fallback_ok = is_finite(f_f) && nb.y == 0.0;
         if fallback_ok && (!learned_ok || f_f < f_l) {
             for (var i = lid; i < d; i += WG) {
-                x[off + i] = gmem[off + i];
+                x[off + i] = gmem[gi(R_XF, i)];
                 g[off + i] = gf[off + i];
             }
             if lid == 0u {
@@ -85,45 +124,54 @@ fn main(
             // shorten the fallback, as a backtracking line search would.
             retreat = true;
             for (var i = lid; i < d; i += WG) {
-                x[off + i] = gmem[n + off + i];
-                g[off + i] = gmem[2u * n + off + i];
+                x[off + i] = gmem[gi(R_XP, i)];
+                g[off + i] = gmem[gi(R_GP, i)];
             }
             if lid == 0u {
                 f[p] = st.f;
             }
         }
         st.n_evals += 1u;
-        if lid == 0u {
-            state[p] = st;
-        }
+        tau = select(1.0, tau * RETREAT, retreat);
     }
-    // The next fallback: x − α g from the accepted point, α by Barzilai–Borwein.
+    // The pair of the last two accepted points, or on the first step the first trial.
     var acc = vec4<f32>(0.0);
     for (var i = lid; i < d; i += WG) {
-        let xi = x[off + i];
-        let gi = g[off + i];
-        let si = xi - gmem[n + off + i];
-        let yi = gi - gmem[2u * n + off + i];
-        acc += vec4<f32>(si * si, si * yi, gi * gi, 0.0);
+        let si = x[off + i] - gmem[gi(R_XP, i)];
+        let yi = g[off + i] - gmem[gi(R_GP, i)];
+        let gv = g[off + i];
+        acc += vec4<f32>(si * yi, gv * gv, 0.0, 0.0);
     }
     let r = wg_sum4(lid, acc);
-    var alpha = gmem[pa];
     if st.iter == 0u {
-        alpha = min(1.0, inverseSqrt(r.z));
-    } else if retreat {
-        alpha *= RETREAT;
-    } else if r.y > 0.0 {
-        alpha = r.x / r.y;
+        first = min(1.0, inverseSqrt(r.y));
+        tau = 1.0;
+        st.k = 0u;
+        st.head = 0u;
+    } else if !retreat && r.x > 0.0 && is_finite(r.x) {
+        let slot = st.head;
+        for (var i = lid; i < d; i += WG) {
+            gmem[gi(R_S + slot, i)] = x[off + i] - gmem[gi(R_XP, i)];
+            gmem[gi(R_S + GUARD_MEMORY + slot, i)] = g[off + i] - gmem[gi(R_GP, i)];
+        }
+        st.head = (slot + 1u) % GUARD_MEMORY;
+        st.k = min(st.k + 1u, GUARD_MEMORY);
     }
-    workgroupBarrier();
+    // The next fallback from the accepted point: x − τ H g.
+    let h0 = select(first, 1.0, st.k > 0u);
+    for (var i = lid; i < d; i += WG) {
+        t_set(i, h0 * g[off + i]);
+    }
+    two_loop(lid, d, GUARD_MEMORY, st.k, st.head);
     for (var i = lid; i < d; i += WG) {
         let xi = x[off + i];
-        let gi = g[off + i];
-        gmem[off + i] = xi - alpha * gi;
-        gmem[n + off + i] = xi;
-        gmem[2u * n + off + i] = gi;
+        gmem[gi(R_XF, i)] = xi - tau * t_get(i);
+        gmem[gi(R_XP, i)] = xi;
+        gmem[gi(R_GP, i)] = g[off + i];
     }
     if lid == 0u {
-        gmem[pa] = alpha;
+        gmem[pa] = first;
+        gmem[pa + 1u] = tau;
+        state[p] = st;
     }
 }

@@ -363,12 +363,16 @@ pub fn run_learned(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
 /// finite (`RETREAT` in `learned/guard.wgsl`).
 pub const GUARD_RETREAT: f64 = 0.25;
 
+/// (s, y) pairs of the guard's L-BFGS fallback (`GUARD_MEMORY` in `learned/guard.wgsl`).
+pub const GUARD_MEMORY: usize = 10;
+
 /// Runs a learned optimizer behind the loss guard on the CPU, in f64 (twin of
 /// `learned/guard.wgsl` with the learned step): from the accepted point, the learned
-/// candidate and the fallback x − α g (α = sᵀs / sᵀy over the accepted points, kept
-/// while sᵀy ≤ 0, first min(1, 1/‖g‖)) are both evaluated and the lower finite one is
-/// accepted; the learned state goes on from it. Where neither is finite the accepted
-/// point is kept and α shrinks by [`GUARD_RETREAT`]. Two evaluations a step.
+/// candidate and the fallback x − τ H g are both evaluated and the lower finite one is
+/// accepted; the learned state goes on from it. H is L-BFGS's over the last
+/// [`GUARD_MEMORY`] pairs of accepted points, min(1, 1/‖g₀‖)·I before the first; τ is
+/// 1, and where neither candidate is finite the accepted point is kept and τ shrinks by
+/// [`GUARD_RETREAT`]. Two evaluations a step.
 pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<ProblemResult> {
     model.config.validate()?;
     let d = problem.dim;
@@ -384,8 +388,9 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
     let mut evals = 1;
     let mut hist = vec![(f64::NAN, 0u32); steps as usize + 1];
     hist[0] = (f, evals);
+    let mut curvature = Curvature::new(Method::Lbfgs, d, GUARD_MEMORY);
     let mut prev: Option<(Vec<f64>, Vec<f64>)> = None;
-    let (mut alpha, mut retreat) = (0.0, false);
+    let (mut first, mut tau, mut retreat) = (1.0, 1.0, false);
     let status = loop {
         if !ok {
             break Status::Diverged;
@@ -394,23 +399,22 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
             break Status::Done;
         }
         let x_t = st.x.clone();
-        let (mut ss, mut sy, mut gg) = (0.0, 0.0, 0.0);
-        for i in 0..d {
-            let (s, y) = prev
-                .as_ref()
-                .map_or((0.0, 0.0), |(px, pg)| (x_t[i] - px[i], g[i] - pg[i]));
-            ss += s * s;
-            sy += s * y;
-            gg += g[i] * g[i];
+        match &prev {
+            None => first = (1.0 / dot(&g, &g).sqrt()).min(1.0),
+            Some((px, pg)) if !retreat => {
+                let s: Vec<f64> = (0..d).map(|i| x_t[i] - px[i]).collect();
+                let y: Vec<f64> = (0..d).map(|i| g[i] - pg[i]).collect();
+                curvature.update(&s, &y);
+            }
+            Some(_) => {}
         }
-        if prev.is_none() {
-            alpha = (1.0 / gg.sqrt()).min(1.0);
-        } else if retreat {
-            alpha *= GUARD_RETREAT;
-        } else if sy > 0.0 {
-            alpha = ss / sy;
-        }
-        let x_f: Vec<f64> = (0..d).map(|i| x_t[i] - alpha * g[i]).collect();
+        let h_g = match &curvature {
+            Curvature::Limited { pairs, .. } if pairs.is_empty() => {
+                g.iter().map(|v| first * v).collect()
+            }
+            c => c.direction(&g).iter().map(|v| -v).collect::<Vec<f64>>(),
+        };
+        let x_f: Vec<f64> = (0..d).map(|i| x_t[i] - tau * h_g[i]).collect();
         let (g_t, f_t) = (g.clone(), f);
         prev = Some((x_t.clone(), g.clone()));
         cpu::step(model, &mut st, f, &g);
@@ -424,6 +428,7 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
         } else if !ok_l {
             (st.x, g, f, ok, retreat) = (x_t, g_t, f_t, true, true);
         }
+        tau = if retreat { tau * GUARD_RETREAT } else { 1.0 };
         hist[st.t as usize] = (f, evals);
     };
     Ok(ProblemResult::from_history(

@@ -43,8 +43,8 @@ pub enum Method {
     Optimus0,
     /// The per-parameter MLP learned optimizer.
     Lopt,
-    /// Optimus behind a loss guard: each step evaluates its candidate and a
-    /// Barzilai–Borwein gradient step's, and keeps the lower (two evaluations a step).
+    /// Optimus behind a loss guard: each step evaluates its candidate and an L-BFGS
+    /// step's (no line search), and keeps the lower (two evaluations a step).
     #[serde(rename = "optimus-guard")]
     OptimusGuard,
 }
@@ -513,8 +513,8 @@ impl Guard {
         let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
         let ff = ctx.storage_zeroed("fallback f", np)?;
         let gf = ctx.storage_zeroed("fallback gradient", n)?;
-        // x_F | previous accepted x | its g | α per problem.
-        let gmem = ctx.storage_zeroed("guard vectors", 3 * n + np)?;
+        // x_F | previous accepted x | its g | two-loop vector | S | Y | first trial, τ.
+        let gmem = ctx.storage_zeroed("guard vectors", (4 + 2 * cpu::GUARD_MEMORY) * n + 2 * np)?;
         let fallback = objective.bind(ctx, gp, &gmem, &ff, &gf)?;
         let group = kernels
             .guard
