@@ -5,16 +5,19 @@
 //
 // - x, f, g hold the learned candidate and its gap and gradient; `gmem` starts with
 //   the fallback candidate x_F (so the objective reads it as a point) and ff, gf hold
-//   its gap and gradient. Where the fallback is lower (or the learned candidate is not
-//   finite and the fallback is), x, f and g become the fallback's: the learned step
+//   its gap and gradient. Where the fallback is the lower finite candidate and no
+//   higher than the current point, x, f and g become the fallback's: the learned step
 //   then starts from the accepted point, whose (x, g) also feed its secant pair. Where
-//   neither is finite, the last accepted point is taken again and the fallback's
-//   length shrinks, so a problem whose start is finite never diverges.
+//   the fallback is the lower but higher than the current point, or neither is finite,
+//   the current point is taken again and the fallback's length shrinks (a backtracking
+//   step), so a problem whose start is finite never diverges. Otherwise the learned
+//   candidate stays, uphill or not: that is how its exploration gets through.
 // - The fallback is L-BFGS without a line search: x_F = x − τ H g, H by the two-loop
 //   recursion (`shared/two_loop.wgsl`) over the last GUARD_MEMORY (s, y) pairs of
 //   accepted points (pairs with sᵀy ≤ 0 skipped, the ring's count and next slot kept in
 //   the state's k and head), or L-BFGS's first trial min(1, 1/‖g‖)·I before the first
-//   pair; τ is 1, and shrinks by RETREAT at each retreat until a candidate is accepted.
+//   pair; τ is 1, and shrinks by RETREAT at each backtracking step until a candidate is
+//   accepted.
 // - The fallback's evaluation is counted from the second step on (the first step has
 //   no candidates yet).
 // gmem: [x_F | previous accepted x | its g | t (the two-loop's vector), n_total each |
@@ -27,8 +30,7 @@
 
 // Pairs of the fallback (`optim::cpu::GUARD_MEMORY`).
 const GUARD_MEMORY: u32 = 10u;
-// Factor on τ after a step whose candidates were both not finite
-// (`optim::cpu::GUARD_RETREAT`).
+// Factor on τ after a step that kept the current point (`optim::cpu::GUARD_RETREAT`).
 const RETREAT: f32 = 0.25;
 
 @group(0) @binding(0) var<uniform> params: OptParams;
@@ -111,7 +113,8 @@ fn main(
         let nb = wg_sum4(lid, vec4<f32>(bad, 0.0, 0.0));
         let learned_ok = is_finite(f_l) && nb.x == 0.0;
         let fallback_ok = is_finite(f_f) && nb.y == 0.0;
-        if fallback_ok && (!learned_ok || f_f < f_l) {
+        let take_f = fallback_ok && (!learned_ok || f_f < f_l);
+        if take_f && f_f <= st.f {
             for (var i = lid; i < d; i += WG) {
                 x[off + i] = gmem[gi(R_XF, i)];
                 g[off + i] = gf[off + i];
@@ -119,8 +122,9 @@ fn main(
             if lid == 0u {
                 f[p] = f_f;
             }
-        } else if !learned_ok {
-            // Neither is finite: stay at the last accepted point (its gap is st.f) and
+        } else if !learned_ok || take_f {
+            // The fallback went uphill and Optimus's candidate is higher still, or
+            // neither is finite: stay at the current point (its gap is st.f) and
             // shorten the fallback, as a backtracking line search would.
             retreat = true;
             for (var i = lid; i < d; i += WG) {

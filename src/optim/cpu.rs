@@ -359,8 +359,8 @@ pub fn run_learned(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
     ))
 }
 
-/// Factor on the guard's fallback length after a step whose candidates were both not
-/// finite (`RETREAT` in `learned/guard.wgsl`).
+/// Factor on the guard's fallback length after a step that kept the current point
+/// (`RETREAT` in `learned/guard.wgsl`).
 pub const GUARD_RETREAT: f64 = 0.25;
 
 /// (s, y) pairs of the guard's L-BFGS fallback (`GUARD_MEMORY` in `learned/guard.wgsl`).
@@ -368,11 +368,14 @@ pub const GUARD_MEMORY: usize = 10;
 
 /// Runs a learned optimizer behind the loss guard on the CPU, in f64 (twin of
 /// `learned/guard.wgsl` with the learned step): from the accepted point, the learned
-/// candidate and the fallback x − τ H g are both evaluated and the lower finite one is
-/// accepted; the learned state goes on from it. H is L-BFGS's over the last
-/// [`GUARD_MEMORY`] pairs of accepted points, min(1, 1/‖g₀‖)·I before the first; τ is
-/// 1, and where neither candidate is finite the accepted point is kept and τ shrinks by
-/// [`GUARD_RETREAT`]. Two evaluations a step.
+/// candidate and the fallback x − τ H g are both evaluated. The fallback is accepted
+/// where it is the lower finite one and no higher than the current point; where it is
+/// the lower but higher than the current point, or neither is finite, the current point
+/// is kept and τ shrinks by [`GUARD_RETREAT`] (a backtracking step); otherwise the
+/// learned candidate is accepted, uphill or not. The learned state goes on from the
+/// accepted point. H is L-BFGS's over the last [`GUARD_MEMORY`] pairs of accepted
+/// points, min(1, 1/‖g₀‖)·I before the first; τ is back to 1 after an accepted step.
+/// Two evaluations a step.
 pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<ProblemResult> {
     model.config.validate()?;
     let d = problem.dim;
@@ -423,9 +426,10 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
         let (f_f, ok_f) = eval(&x_f, &mut g_f)?;
         evals += 2;
         (f, ok, retreat) = (f_l, ok_l, false);
-        if ok_f && (!ok_l || f_f < f_l) {
+        let take_fallback = ok_f && (!ok_l || f_f < f_l);
+        if take_fallback && f_f <= f_t {
             (st.x, g, f, ok) = (x_f, g_f, f_f, true);
-        } else if !ok_l {
+        } else if take_fallback || !ok_l {
             (st.x, g, f, ok, retreat) = (x_t, g_t, f_t, true, true);
         }
         tau = if retreat { tau * GUARD_RETREAT } else { 1.0 };
