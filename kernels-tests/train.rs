@@ -31,6 +31,7 @@ fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
         soft_clip: false,
         loss_ramp: 0.0,
         use_sign: false,
+        guard: false,
         beta1: 0.9,
         beta2: 0.999,
         adam_eps: 1e-8,
@@ -737,23 +738,63 @@ fn training_on_a_user_objective_runs_and_resumes() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cfg = tiny_config(8);
     cfg.tasks.objective = Some(root.join("assets/objectives/quadratic.wgsl"));
+    runs_and_resumes(cfg, "user");
+}
+
+/// PES behind the loss guard (`guard: true`): runs, validates the guarded optimizer,
+/// learns something else than the same run without the guard, and resumes bit for bit
+/// (the guard's state is in the checkpoint).
+#[test]
+fn training_behind_the_guard_runs_and_resumes() {
+    let mut cfg = tiny_config(8);
+    cfg.guard = true;
+    let guarded = runs_and_resumes(cfg.clone(), "guard");
+    cfg.guard = false;
+    let out = tempdir("unguarded");
+    train::train(
+        ctx(),
+        &options(cfg.clone(), &out, false),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let plain = Model::load(&out.join("model")).unwrap();
+    std::fs::remove_dir_all(out).unwrap();
+    assert_ne!(guarded.weights, plain.weights, "the guard changed nothing");
+    // Only Optimus runs behind the guard.
+    let mut opts = options(
+        TrainConfig { guard: true, ..cfg },
+        &tempdir("guard-lopt"),
+        false,
+    );
+    opts.kind = Some(ModelKind::Lopt);
+    let e = train::train(ctx(), &opts, &AtomicBool::new(false))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("guard") && e.contains("optimus"), "{e}");
+    let _ = std::fs::remove_dir_all(&opts.out);
+}
+
+/// Trains `cfg` for its iterations in one go and in two (3, then resumed), checks that
+/// both end with the same θ and that every validation was finite, and returns the model.
+fn runs_and_resumes(cfg: TrainConfig, name: &str) -> Model {
     let stop = AtomicBool::new(false);
-    let whole = tempdir("user-whole");
+    let whole = tempdir(&format!("{name}-whole"));
     let s = train::train(ctx(), &options(cfg.clone(), &whole, false), &stop).unwrap();
-    assert_eq!(s.iterations, 8);
+    assert_eq!(s.iterations, cfg.iterations);
     assert!(s.log.iter().all(|r| r.val_loss.is_finite()), "{:?}", s.log);
-    let split = tempdir("user-split");
+    let split = tempdir(&format!("{name}-split"));
     let mut first = cfg.clone();
     first.iterations = 3;
     train::train(ctx(), &options(first, &split, false), &stop).unwrap();
     let (a, b) = (
         Model::load(&whole.join("model")).unwrap(),
-        resume_to(options(cfg, &split, true), 8),
+        resume_to(options(cfg.clone(), &split, true), cfg.iterations),
     );
-    assert_eq!(a.weights, b.weights, "a resumed user-objective run differs");
+    assert_eq!(a.weights, b.weights, "a resumed {name} run differs");
     for d in [whole, split] {
         std::fs::remove_dir_all(d).unwrap();
     }
+    a
 }
 
 /// Resumes the run in `opts.out` from its checkpoint (its own config) up to

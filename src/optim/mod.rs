@@ -491,15 +491,18 @@ impl Kernels {
 /// The loss guard of a guarded learned run (`learned/guard.wgsl`): the objective bound
 /// a second time, to the fallback candidate at the start of `gmem`, and the guard
 /// kernel's bindings.
-struct Guard {
+pub(crate) struct Guard {
     fallback: Box<dyn Evaluation>,
     group: wgpu::BindGroup,
+    /// The guard's state (fallback point, last accepted point, L-BFGS pairs, lengths),
+    /// for checkpoints.
+    pub(crate) gmem: wgpu::Buffer,
     _buffers: Vec<wgpu::Buffer>,
 }
 
 impl Guard {
     #[allow(clippy::too_many_arguments)]
-    fn new(
+    pub(crate) fn new(
         ctx: &GpuContext,
         kernels: &Kernels,
         objective: &dyn Evaluator,
@@ -522,8 +525,16 @@ impl Guard {
         Ok(Self {
             fallback,
             group,
-            _buffers: vec![ff, gf, gmem],
+            gmem,
+            _buffers: vec![ff, gf],
         })
+    }
+
+    /// Records the fallback's evaluation and the guard's choice, after the objective
+    /// at the learned candidate and before the learned step.
+    pub(crate) fn record(&self, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        self.fallback.record(pass);
+        kernels.guard.dispatch_problems(pass, &self.group, n);
     }
 }
 
@@ -719,8 +730,7 @@ impl<'a> GpuRun<'a> {
         self.obj_binding.record(pass);
         let n = self.problems.n_problems;
         if let Some(guard) = &self.guard {
-            guard.fallback.record(pass);
-            self.kernels.guard.dispatch_problems(pass, &guard.group, n);
+            guard.record(self.kernels, pass, n);
         }
         match (&self.learned, &self.opt_group) {
             (Some(net), _) => net.record(&self.kernels.learned, pass, n),

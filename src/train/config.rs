@@ -147,6 +147,11 @@ pub struct TrainConfig {
     pub loss_ramp: f64,
     /// Use sign(Δ) instead of Δ (VeLO's variance reduction).
     pub use_sign: bool,
+    /// Train Optimus behind the loss guard (`optimus-guard`, docs/DESIGN.md §1.7): every
+    /// particle runs the guarded step, two evaluations a step, and validation runs
+    /// `optimus-guard`, so the network learns what helps next to the L-BFGS fallback.
+    /// Optimus models only.
+    pub guard: bool,
     /// Tensors PES perturbs and trains, by name or by a prefix that ends where a name
     /// part does (e.g. `["head"]`, or `["blocks.1", "ln_f", "head"]`, where "blocks.1" is
     /// not "blocks.10"); empty (the default) trains every tensor. The
@@ -183,6 +188,7 @@ impl Default for TrainConfig {
             soft_clip: false,
             loss_ramp: 0.0,
             use_sign: false,
+            guard: false,
             trainable: Vec::new(),
             seed: 0,
             log_every: 10,

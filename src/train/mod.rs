@@ -92,6 +92,7 @@ pub(crate) fn pes_settings(cfg: &TrainConfig) -> PesSettings {
         soft_clip: cfg.soft_clip,
         loss_ramp: cfg.loss_ramp as f32,
         use_sign: cfg.use_sign,
+        guard: cfg.guard,
         beta1: cfg.beta1 as f32,
         beta2: cfg.beta2 as f32,
         adam_eps: cfg.adam_eps as f32,
@@ -330,9 +331,13 @@ fn validation_run<'a>(
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
+    let method = match cfg.guard {
+        true => Method::OptimusGuard,
+        false => Method::for_model(init.config.kind),
+    };
     let oc = OptimizerConfig {
         model: Some(Arc::new(init.clone())),
-        ..OptimizerConfig::new(Method::for_model(init.config.kind))
+        ..OptimizerConfig::new(method)
     };
     let steps = cfg.validation_steps();
     match tasks {
@@ -402,6 +407,12 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
     let ckpt_path = opts.out.join(CHECKPOINT_FILE);
     let (cfg, model_cfg, resumed) = resolve_configs(opts, &ckpt_path)?;
+    if cfg.guard && model_cfg.kind != ModelKind::Optimus {
+        return Err(Error::Config(format!(
+            "guard: true trains Optimus behind the loss guard, but the model is a {} model;              use --model optimus or drop guard",
+            model_cfg.kind
+        )));
+    }
     let pairs = opts.batch / 2;
     let mut tasks = Tasks::new(&cfg)?;
     let dims: Vec<usize> = (0..pairs).map(|i| tasks.slot_dim(cfg.seed, i)).collect();

@@ -12,7 +12,7 @@ use crate::learned::layout::NoiseLayout;
 use crate::learned::layout::PackedLayout;
 use crate::learned::model::Model;
 use crate::objective::{Evaluation, Evaluator};
-use crate::optim::{Kernels, OptParams, OptState};
+use crate::optim::{Guard, Kernels, OptParams, OptState};
 use crate::problem::{GpuProblems, ProblemSpec};
 use std::sync::Arc;
 
@@ -109,6 +109,8 @@ pub struct PesSettings {
     /// Exponent p of the per-step meta-loss weight (see `TrainConfig::loss_ramp`).
     pub loss_ramp: f32,
     pub use_sign: bool,
+    /// Every particle runs behind the loss guard (see `TrainConfig::guard`).
+    pub guard: bool,
     pub beta1: f32,
     pub beta2: f32,
     pub adam_eps: f32,
@@ -169,6 +171,7 @@ pub struct PesEngine<'a> {
     pub net: LearnedNet,
     initial_state: Vec<OptState>,
     obj_binding: Box<dyn Evaluation>,
+    guard: Option<Guard>,
     noise_params: Vec<wgpu::Buffer>,
     noise_groups: Vec<wgpu::BindGroup>,
     grad_groups: Vec<wgpu::BindGroup>,
@@ -240,6 +243,22 @@ impl<'a> PesEngine<'a> {
         enc.copy_buffer_to_buffer(&problems.x0, 0, &x, 0, (n * 4) as u64);
         ctx.queue.submit([enc.finish()]);
         let obj_binding = objective.bind(ctx, &problems, &x, &f, &g)?;
+        let guard = s
+            .guard
+            .then(|| {
+                Guard::new(
+                    ctx,
+                    kernels,
+                    objective,
+                    &problems,
+                    &opt_params,
+                    &f,
+                    &g,
+                    &x,
+                    &state,
+                )
+            })
+            .transpose()?;
         let bufs = StepBuffers {
             opt_params: &opt_params,
             x: &x,
@@ -384,6 +403,7 @@ impl<'a> PesEngine<'a> {
             net,
             initial_state,
             obj_binding,
+            guard,
             noise_params,
             noise_groups,
             grad_groups,
@@ -472,6 +492,9 @@ impl<'a> PesEngine<'a> {
             let np = self.problems.n_problems;
             for _ in 0..k {
                 self.obj_binding.record(&mut pass);
+                if let Some(guard) = &self.guard {
+                    guard.record(self.kernels, &mut pass, np);
+                }
                 pass.set_pipeline(&self.pes.loss.pipeline);
                 pass.set_bind_group(0, &self.loss_group, &[]);
                 let gr = grid(np);
@@ -486,19 +509,25 @@ impl<'a> PesEngine<'a> {
     /// objective, meta-loss, then the network's stages. None without timestamps.
     pub fn profile_step(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
         let np = self.problems.n_problems;
-        let mut names = vec!["objective", "meta-loss"];
+        let mut names = vec!["objective"];
+        if self.guard.is_some() {
+            names.push("guard (fallback objective, choice)");
+        }
+        names.push("meta-loss");
+        let net_first = names.len();
         names.extend(self.net.stage_names());
-        ctx.profile(&names, |k, pass| match k {
-            0 => self.obj_binding.record(pass),
-            1 => {
+        ctx.profile(&names, |k, pass| match (k, &self.guard) {
+            (0, _) => self.obj_binding.record(pass),
+            (1, Some(guard)) => guard.record(self.kernels, pass, np),
+            (k, _) if k + 1 == net_first => {
                 pass.set_pipeline(&self.pes.loss.pipeline);
                 pass.set_bind_group(0, &self.loss_group, &[]);
                 let gr = grid(np);
                 pass.dispatch_workgroups(gr[0], gr[1], 1);
             }
-            k => self
+            (k, _) => self
                 .net
-                .record_stage(k - 2, &self.kernels.learned, pass, np),
+                .record_stage(k - net_first, &self.kernels.learned, pass, np),
         })
     }
 
@@ -587,6 +616,9 @@ impl<'a> PesEngine<'a> {
             ("rotations", &self.problems.rot),
             ("x0", &self.problems.x0),
         ]
+        .into_iter()
+        .chain(self.guard.iter().map(|g| ("guard", &g.gmem)))
+        .collect()
     }
 }
 
