@@ -11,7 +11,7 @@
 use super::attention::AttentionKernels;
 use super::layout::{round4, round8, NoiseLayout, PackedLayout};
 use super::linear::{LinearKernels, Tiling, BLOCK_ROWS, NORMALIZED, PERTURBED, RELU, RESIDUAL};
-use super::model::{Model, ModelKind, StepRule};
+use super::model::{Model, ModelConfig, ModelKind, StepRule};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
@@ -236,48 +236,8 @@ impl LearnedNet {
     ) -> Result<Self> {
         let cfg = &model.config;
         cfg.validate()?;
+        let (rows, head) = check_fits(ctx, kernels, cfg, problems)?;
         let n = problems.n_total;
-        let w = cfg.width as u32;
-        let hidden = cfg.mlp_hidden as u32;
-        let o = cfg.head_outputs() as u32;
-        if !cfg.width.is_multiple_of(8) || !cfg.mlp_hidden.is_multiple_of(8) {
-            return Err(Error::Config(format!(
-                "the GPU kernels need width and mlp_hidden to be multiples of 8 (got {} and {})",
-                cfg.width, cfg.mlp_hidden
-            )));
-        }
-        if let (Some(limit), true) = (ctx.loop_limit(), cfg.kind.is_transformer()) {
-            // Attention loops over every key of the problem in each query's invocation.
-            let dmax = problems.dims.iter().copied().max().unwrap_or(0) as u64;
-            let hd4 = (cfg.width / cfg.heads.max(1)) as u64 / 4;
-            let it = kernels.attention.loop_iterations(dmax, hd4);
-            if it > limit {
-                return Err(Error::TooLarge(format!(
-                    "d = {dmax} needs about {it} loop iterations per invocation in attention; \
-                     this driver (llvmpipe) stops an invocation after {limit}, which would give \
-                     wrong results. Use a smaller d or a GPU"
-                )));
-            }
-        }
-        // Token rows, padded for the 8-row blocks of `linear_blocks.wgsl`.
-        let rows = n.div_ceil(BLOCK_ROWS) * BLOCK_ROWS;
-        if rows as u64 > kernels.linear.max_rows() {
-            return Err(Error::TooLarge(format!(
-                "{n} coordinates in one batch; the learned optimizers take at most {} per batch here",
-                kernels.linear.max_rows()
-            )));
-        }
-        // Head width (LOpt has no attention; its `heads` is not checked).
-        let head = if cfg.kind.is_transformer() {
-            cfg.width / cfg.heads
-        } else {
-            4
-        };
-        if cfg.kind != ModelKind::Lopt && (head > MAX_HEAD_WIDTH || !head.is_multiple_of(4)) {
-            return Err(Error::Config(format!(
-                "head width {head} (width / heads) must be a multiple of 4 up to {MAX_HEAD_WIDTH} for the attention kernel; change heads"
-            )));
-        }
         let layout = PackedLayout::new(cfg);
         let own_theta = match perturb {
             Some(_) => None,
@@ -291,38 +251,12 @@ impl LearnedNet {
             },
             |p| p.theta,
         );
-        let nu = n as usize;
-        let ru = rows as usize;
-        let out_stride = round8(o as usize);
-        // Features per token row: the model's, padded to a multiple of 4 (the input
-        // weights' padded rows).
-        let fs = round4(cfg.features);
-        let feat = ctx.storage_zeroed("features", ru * fs)?;
+        let (nu, ru) = (n as usize, rows as usize);
+        let acts = Activations::new(ctx, cfg, ru)?;
         let acc = ctx.storage_zeroed("accumulators", 7 * nu)?;
-        let hid = ctx.storage_zeroed("hidden", ru * cfg.width.max(cfg.mlp_hidden))?;
-        let a = ctx.storage_zeroed("normalized", ru * cfg.width.max(cfg.mlp_hidden))?;
-        let qkv = ctx.storage_zeroed("qkv", ru * 3 * cfg.width)?;
-        let att = ctx.storage_zeroed("attention", ru * cfg.width)?;
-        let mlp = ctx.storage_zeroed("mlp", ru * cfg.mlp_hidden)?;
-        let out = ctx.storage_zeroed("head outputs", ru * out_stride)?;
-
-        // Particle of each token row, for the perturbation (padding rows: particle 0).
-        let pert = match perturb {
-            Some(p) => {
-                let mut tok = vec![0u32; ru];
-                for (i, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
-                    tok[off as usize..(off + d) as usize].fill(i as u32);
-                }
-                Some(PertBuffers {
-                    tok: ctx.storage("token particles", &tok)?,
-                    proj: ctx.storage_zeroed("projections", ru)?,
-                    noise: p.noise,
-                    layout: p.layout,
-                    sigma: p.sigma,
-                })
-            }
-            None => None,
-        };
+        let pert = perturb
+            .map(|p| PertBuffers::new(ctx, p, problems, ru))
+            .transpose()?;
         let dummy = ctx.storage_zeroed("no perturbation", 4)?;
         let dummy_out = ctx.storage_zeroed("no projection", 4)?;
         let mut b = Builder {
@@ -339,36 +273,21 @@ impl LearnedNet {
             ops: Vec::new(),
             keep: Vec::new(),
         };
-        // Preconditioner storage: identity blocks, then the s | u scratch, then the
-        // previous x | g for the secant scale, then the diagonal metric h.
         let precondition = cfg.kind == ModelKind::Optimus;
-        let (moffs, total) = problems.square_offsets();
-        let mat_len = if precondition { total } else { 0 };
-        let secant_len = if cfg.secant() { 2 * nu } else { 0 };
         let diagonal = cfg.step == StepRule::DiagonalQuasiNewton;
-        let metric_off = mat_len + 2 * nu + secant_len;
-        let metric_len = if diagonal { nu } else { 0 };
-        let mut mat_host = vec![0f32; metric_off + metric_len];
-        if precondition {
-            for (&moff, &d) in moffs.iter().zip(&problems.dims) {
-                let (moff, d) = (moff as usize, d as usize);
-                for i in 0..d {
-                    mat_host[moff + i * d + i] = 1.0;
-                }
-            }
-        }
-        let mat = ctx.storage("preconditioner", &mat_host)?;
+        let ml = MatLayout::new(cfg, problems);
+        let mat = ctx.storage("preconditioner", &ml.host)?;
         let fp = ctx.uniform(
             "features params",
             &FeatParams {
                 n_problems: problems.n_problems,
                 n_total: n,
                 secant: cfg.secant() as u32,
-                prev_off: (mat_len + 2 * nu) as u32,
+                prev_off: (ml.scratch_off + 2 * nu) as u32,
                 n_features: cfg.features as u32,
-                stride: fs as u32,
+                stride: acts.feature_stride as u32,
                 diagonal: diagonal as u32,
-                metric_off: metric_off as u32,
+                metric_off: ml.metric_off as u32,
             },
         );
         let feat_group = kernels.features.bind(
@@ -380,7 +299,7 @@ impl LearnedNet {
                 bufs.g,
                 &acc,
                 bufs.state,
-                &feat,
+                &acts.feat,
                 bufs.f,
                 &mat,
             ],
@@ -396,56 +315,14 @@ impl LearnedNet {
         }
         let blocks_buf = ctx.storage("blocks", &blocks)?;
         let block_grid = grid_1d(blocks.len() as u32);
-        let fs = fs as u32;
-        let mut attention = None;
-        match cfg.kind {
-            ModelKind::Lopt => {
-                b.linear(&feat, &mlp, fs, hidden, "mlp.fc1", RELU, Input::Plain)?;
-                b.linear(&mlp, &hid, hidden, hidden, "mlp.fc2", RELU, Input::Plain)?;
-                b.linear(&hid, &out, hidden, o, "head", 0, Input::Plain)?;
-            }
-            ModelKind::Optimus | ModelKind::Optimus0 => {
-                let ap = ctx.uniform(
-                    "attention params",
-                    &AttnParams {
-                        n_blocks: blocks.len() as u32,
-                        width: w,
-                        heads: cfg.heads as u32,
-                        pad: 0,
-                    },
-                );
-                let dmax = problems.dims.iter().copied().max().unwrap_or(1);
-                let (kernel, z) =
-                    kernels
-                        .attention
-                        .layer(ctx, head as u32 / 4, cfg.heads as u32, dmax)?;
-                let attn_group = kernel.bind(ctx, &[&ap, &blocks_buf, &qkv, &att]);
-                let attn_grid = [block_grid[0], block_grid[1], z];
-                attention = Some(kernel);
-                b.keep.push(ap);
-                b.linear(&feat, &hid, fs, w, "embed", 0, Input::Plain)?;
-                for l in 0..cfg.layers {
-                    let blk = format!("blocks.{l}");
-                    let (ln1, qkv_name) = (format!("{blk}.ln1"), format!("{blk}.attn.qkv"));
-                    b.norm_linear(&hid, &a, &qkv, w, 3 * w, &ln1, &qkv_name, 0)?;
-                    b.ops
-                        .push((Stage::Attention, attn_group.clone(), attn_grid));
-                    let (attn_out, fc2) = (format!("{blk}.attn.out"), format!("{blk}.mlp.fc2"));
-                    b.linear(&att, &hid, w, w, &attn_out, RESIDUAL, Input::Plain)?;
-                    let (ln2, fc1) = (format!("{blk}.ln2"), format!("{blk}.mlp.fc1"));
-                    b.norm_linear(&hid, &a, &mlp, w, hidden, &ln2, &fc1, RELU)?;
-                    b.linear(&mlp, &hid, hidden, w, &fc2, RESIDUAL, Input::Plain)?;
-                }
-                b.norm_linear(&hid, &a, &out, w, o, "ln_f", "head", 0)?;
-            }
-        }
-
+        let dmax = problems.dims.iter().copied().max().unwrap_or(1);
+        let attention = b.network(cfg, &acts, &blocks_buf, blocks.len() as u32, dmax, head)?;
         let lp = ctx.uniform(
             "learned params",
             &LearnedParams {
-                out_stride: out_stride as u32,
+                out_stride: acts.out_stride as u32,
                 precondition: precondition as u32,
-                scratch_off: mat_len as u32,
+                scratch_off: ml.scratch_off as u32,
                 scale_col: cfg.scale_output().unwrap_or(0) as u32,
                 lambda_mu: cfg.lambda_mu as f32,
                 lambda_s: cfg.lambda_s as f32,
@@ -457,7 +334,7 @@ impl LearnedNet {
                 unit_first: cfg.unit_first() as u32,
                 quasi_newton: cfg.step.is_quasi_newton() as u32,
                 diagonal: diagonal as u32,
-                metric_off: metric_off as u32,
+                metric_off: ml.metric_off as u32,
                 pad: 0,
             },
         );
@@ -469,7 +346,7 @@ impl LearnedNet {
                 &problems.desc,
                 bufs.f,
                 bufs.g,
-                &out,
+                &acts.out,
                 bufs.x,
                 bufs.state,
                 bufs.history,
@@ -480,7 +357,7 @@ impl LearnedNet {
         if precondition {
             let pp = ctx.uniform(
                 "precondition params",
-                &[blocks.len() as u32, n, mat_len as u32, 0],
+                &[blocks.len() as u32, n, ml.scratch_off as u32, 0],
             );
             let group = kernels
                 .precondition
@@ -490,9 +367,8 @@ impl LearnedNet {
         let ops = b.ops;
         let linear = b.linear;
         let mut buffers = b.keep;
-        buffers.extend([
-            feat, hid, a, qkv, att, mlp, out, blocks_buf, dummy, dummy_out,
-        ]);
+        buffers.extend(acts.into_buffers());
+        buffers.extend([blocks_buf, dummy, dummy_out]);
         if let Some(p) = pert {
             buffers.extend([p.tok, p.proj]);
         }
@@ -502,7 +378,7 @@ impl LearnedNet {
             attention,
             acc,
             mat,
-            mat_init: mat_host,
+            mat_init: ml.host,
             precondition,
             own_theta,
             _buffers: buffers,
@@ -621,6 +497,161 @@ fn layer_label(name: &str) -> &'static str {
     }
 }
 
+/// Refuses a model and batch the kernels cannot run: widths not multiples of 8, a head
+/// width the attention kernel lacks, more token rows than a dispatch holds, or, on
+/// llvmpipe, a d whose attention would pass the driver's loop limit. Returns the token
+/// rows (padded for the 8-row blocks of `linear_blocks.wgsl`) and the head width.
+fn check_fits(
+    ctx: &GpuContext,
+    kernels: &LearnedKernels,
+    cfg: &ModelConfig,
+    problems: &GpuProblems,
+) -> Result<(u32, usize)> {
+    let n = problems.n_total;
+    if !cfg.width.is_multiple_of(8) || !cfg.mlp_hidden.is_multiple_of(8) {
+        return Err(Error::Config(format!(
+            "the GPU kernels need width and mlp_hidden to be multiples of 8 (got {} and {})",
+            cfg.width, cfg.mlp_hidden
+        )));
+    }
+    if let (Some(limit), true) = (ctx.loop_limit(), cfg.kind.is_transformer()) {
+        // Attention loops over every key of the problem in each query's invocation.
+        let dmax = problems.dims.iter().copied().max().unwrap_or(0) as u64;
+        let hd4 = (cfg.width / cfg.heads.max(1)) as u64 / 4;
+        let it = kernels.attention.loop_iterations(dmax, hd4);
+        if it > limit {
+            return Err(Error::TooLarge(format!(
+                "d = {dmax} needs about {it} loop iterations per invocation in attention; \
+                 this driver (llvmpipe) stops an invocation after {limit}, which would give \
+                 wrong results. Use a smaller d or a GPU"
+            )));
+        }
+    }
+    let rows = n.div_ceil(BLOCK_ROWS) * BLOCK_ROWS;
+    if rows as u64 > kernels.linear.max_rows() {
+        return Err(Error::TooLarge(format!(
+            "{n} coordinates in one batch; the learned optimizers take at most {} per batch here",
+            kernels.linear.max_rows()
+        )));
+    }
+    // Head width (LOpt has no attention; its `heads` is not checked).
+    let head = if cfg.kind.is_transformer() {
+        cfg.width / cfg.heads
+    } else {
+        4
+    };
+    if cfg.kind != ModelKind::Lopt && (head > MAX_HEAD_WIDTH || !head.is_multiple_of(4)) {
+        return Err(Error::Config(format!(
+            "head width {head} (width / heads) must be a multiple of 4 up to {MAX_HEAD_WIDTH} for the attention kernel; change heads"
+        )));
+    }
+    Ok((rows, head))
+}
+
+/// The `mat` buffer of a learned step as first written: every problem's B = I
+/// (Optimus), then the s | u scratch, then the previous x | g (secant scale), then the
+/// diagonal metric h.
+struct MatLayout {
+    host: Vec<f32>,
+    /// Start of the s | u scratch (the length of the B blocks).
+    scratch_off: usize,
+    metric_off: usize,
+}
+
+impl MatLayout {
+    fn new(cfg: &ModelConfig, problems: &GpuProblems) -> Self {
+        let nu = problems.n_total as usize;
+        let precondition = cfg.kind == ModelKind::Optimus;
+        let (moffs, total) = problems.square_offsets();
+        let scratch_off = if precondition { total } else { 0 };
+        let secant_len = if cfg.secant() { 2 * nu } else { 0 };
+        let metric_off = scratch_off + 2 * nu + secant_len;
+        let metric_len = match cfg.step {
+            StepRule::DiagonalQuasiNewton => nu,
+            _ => 0,
+        };
+        let mut host = vec![0f32; metric_off + metric_len];
+        if precondition {
+            for (&moff, &d) in moffs.iter().zip(&problems.dims) {
+                let (moff, d) = (moff as usize, d as usize);
+                for i in 0..d {
+                    host[moff + i * d + i] = 1.0;
+                }
+            }
+        }
+        Self {
+            host,
+            scratch_off,
+            metric_off,
+        }
+    }
+}
+
+/// Per-token activations of the network, `rows` token rows each.
+struct Activations {
+    /// Features, `feature_stride` per row (the model's, padded to a multiple of 4: the
+    /// input weights' padded rows).
+    feat: wgpu::Buffer,
+    feature_stride: usize,
+    hid: wgpu::Buffer,
+    /// LayerNorm outputs.
+    a: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    att: wgpu::Buffer,
+    mlp: wgpu::Buffer,
+    /// Head outputs, `out_stride` per row.
+    out: wgpu::Buffer,
+    out_stride: usize,
+}
+
+impl Activations {
+    fn new(ctx: &GpuContext, cfg: &ModelConfig, rows: usize) -> Result<Self> {
+        let feature_stride = round4(cfg.features);
+        let out_stride = round8(cfg.head_outputs());
+        let wide = cfg.width.max(cfg.mlp_hidden);
+        Ok(Self {
+            feat: ctx.storage_zeroed("features", rows * feature_stride)?,
+            feature_stride,
+            hid: ctx.storage_zeroed("hidden", rows * wide)?,
+            a: ctx.storage_zeroed("normalized", rows * wide)?,
+            qkv: ctx.storage_zeroed("qkv", rows * 3 * cfg.width)?,
+            att: ctx.storage_zeroed("attention", rows * cfg.width)?,
+            mlp: ctx.storage_zeroed("mlp", rows * cfg.mlp_hidden)?,
+            out: ctx.storage_zeroed("head outputs", rows * out_stride)?,
+            out_stride,
+        })
+    }
+
+    fn into_buffers(self) -> [wgpu::Buffer; 7] {
+        [
+            self.feat, self.hid, self.a, self.qkv, self.att, self.mlp, self.out,
+        ]
+    }
+}
+
+impl<'a> PertBuffers<'a> {
+    /// The particle of each token row (padding rows: particle 0) and the projections'
+    /// buffer, for the perturbation `p`.
+    fn new(
+        ctx: &GpuContext,
+        p: &Perturbation<'a>,
+        problems: &GpuProblems,
+        rows: usize,
+    ) -> Result<Self> {
+        let mut tok = vec![0u32; rows];
+        for (i, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
+            tok[off as usize..(off + d) as usize].fill(i as u32);
+        }
+        Ok(Self {
+            tok: ctx.storage("token particles", &tok)?,
+            proj: ctx.storage_zeroed("projections", rows)?,
+            noise: p.noise,
+            layout: p.layout,
+            sigma: p.sigma,
+        })
+    }
+}
+
 /// The perturbation's buffers as the layers bind them.
 struct PertBuffers<'a> {
     tok: wgpu::Buffer,
@@ -651,6 +682,70 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The network's layers, from the features to the head outputs: LOpt's MLP, or
+    /// Optimus's embedding, blocks and head. Returns the attention pipeline (transformers).
+    fn network(
+        &mut self,
+        cfg: &ModelConfig,
+        acts: &Activations,
+        blocks_buf: &wgpu::Buffer,
+        n_blocks: u32,
+        dmax: u32,
+        head: usize,
+    ) -> Result<Option<Arc<Kernel>>> {
+        let Activations {
+            feat,
+            hid,
+            a,
+            qkv,
+            att,
+            mlp,
+            out,
+            ..
+        } = acts;
+        let fs = acts.feature_stride as u32;
+        let (w, hidden) = (cfg.width as u32, cfg.mlp_hidden as u32);
+        let o = cfg.head_outputs() as u32;
+        if cfg.kind == ModelKind::Lopt {
+            self.linear(feat, mlp, fs, hidden, "mlp.fc1", RELU, Input::Plain)?;
+            self.linear(mlp, hid, hidden, hidden, "mlp.fc2", RELU, Input::Plain)?;
+            self.linear(hid, out, hidden, o, "head", 0, Input::Plain)?;
+            return Ok(None);
+        }
+        let ap = self.ctx.uniform(
+            "attention params",
+            &AttnParams {
+                n_blocks,
+                width: w,
+                heads: cfg.heads as u32,
+                pad: 0,
+            },
+        );
+        let (kernel, z) =
+            self.kernels
+                .attention
+                .layer(self.ctx, head as u32 / 4, cfg.heads as u32, dmax)?;
+        let attn_group = kernel.bind(self.ctx, &[&ap, blocks_buf, qkv, att]);
+        let block_grid = grid_1d(n_blocks);
+        let attn_grid = [block_grid[0], block_grid[1], z];
+        self.keep.push(ap);
+        self.linear(feat, hid, fs, w, "embed", 0, Input::Plain)?;
+        for l in 0..cfg.layers {
+            let blk = format!("blocks.{l}");
+            let (ln1, qkv_name) = (format!("{blk}.ln1"), format!("{blk}.attn.qkv"));
+            self.norm_linear(hid, a, qkv, w, 3 * w, &ln1, &qkv_name, 0)?;
+            self.ops
+                .push((Stage::Attention, attn_group.clone(), attn_grid));
+            let (attn_out, fc2) = (format!("{blk}.attn.out"), format!("{blk}.mlp.fc2"));
+            self.linear(att, hid, w, w, &attn_out, RESIDUAL, Input::Plain)?;
+            let (ln2, fc1) = (format!("{blk}.ln2"), format!("{blk}.mlp.fc1"));
+            self.norm_linear(hid, a, mlp, w, hidden, &ln2, &fc1, RELU)?;
+            self.linear(mlp, hid, hidden, w, &fc2, RESIDUAL, Input::Plain)?;
+        }
+        self.norm_linear(hid, a, out, w, o, "ln_f", "head", 0)?;
+        Ok(Some(kernel))
+    }
+
     fn push(
         &mut self,
         stage: Stage,
