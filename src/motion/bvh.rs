@@ -166,7 +166,11 @@ impl Bvh {
         let lines: Vec<&str> = text.lines().collect();
         let motion = lines
             .iter()
-            .position(|l| l.split_whitespace().next() == Some("MOTION"))
+            .position(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("MOTION"))
+            })
             .ok_or_else(|| {
                 Error::Config(format!(
                     "motion clip {path}: no MOTION line; a BVH file is a HIERARCHY section, \
@@ -213,7 +217,11 @@ impl Bvh {
                 at_line(path, motion + 1, format!("MOTION needs a '{key}:' line"))
             })?;
             match text.split_once(':') {
-                Some((k, v)) if k.split_whitespace().eq(key.split_whitespace()) => {
+                Some((k, v))
+                    if k.split_whitespace()
+                        .map(str::to_ascii_lowercase)
+                        .eq(key.split_whitespace().map(str::to_ascii_lowercase)) =>
+                {
                     Ok((line, v.trim()))
                 }
                 _ => Err(at_line(
@@ -309,7 +317,9 @@ impl Bvh {
         while let Some(&cur) = stack.last() {
             let (t, line) = toks.next("OFFSET, CHANNELS, JOINT, End Site or }")?;
             let end_site = joints[cur].end_site;
-            match t {
+            // Keywords in any case, as `Tokens::expect` reads them.
+            let key = t.to_ascii_uppercase();
+            match key.as_str() {
                 "OFFSET" if !seen[cur].1 => {
                     joints[cur].offset = DVec3::new(
                         toks.number("the offset's x")?,
@@ -358,8 +368,8 @@ impl Bvh {
                     n_channels += n;
                     seen[cur].2 = true;
                 }
-                "JOINT" | "End" if !end_site => {
-                    let name = if t == "JOINT" {
+                "JOINT" | "END" if !end_site => {
+                    let name = if key == "JOINT" {
                         toks.name(line)?
                     } else {
                         toks.expect("Site")?;
@@ -372,7 +382,7 @@ impl Bvh {
                         offset: DVec3::ZERO,
                         channels: Vec::new(),
                         first: 0,
-                        end_site: t == "End",
+                        end_site: key == "END",
                     });
                     seen.push((line, false, false));
                     stack.push(joints.len() - 1);
@@ -389,9 +399,9 @@ impl Bvh {
                 }
                 _ => {
                     let name = &joints[cur].name;
-                    let msg = if end_site && matches!(t, "CHANNELS" | "JOINT" | "End") {
+                    let msg = if end_site && matches!(key.as_str(), "CHANNELS" | "JOINT" | "END") {
                         format!("{t} in an End Site, which has only an OFFSET")
-                    } else if matches!(t, "OFFSET" | "CHANNELS") {
+                    } else if matches!(key.as_str(), "OFFSET" | "CHANNELS") {
                         format!("a second {t} in {name}")
                     } else {
                         format!(

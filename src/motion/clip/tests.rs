@@ -76,6 +76,28 @@ fn bvh_export_loads_back_onto_the_same_points() {
         // Centimetres, found from the leg length; the same with the scale given.
         let back = Clip::load(&path).unwrap();
         let given = Clip::from_bvh(&clip.to_bvh(), "given.bvh", Some(0.01)).unwrap();
+        // Keywords in lower case read the same.
+        let lower = [
+            "HIERARCHY",
+            "ROOT",
+            "OFFSET",
+            "CHANNELS",
+            "JOINT",
+            "End Site",
+            "MOTION",
+            "Frames:",
+            "Frame Time:",
+        ]
+        .iter()
+        .fold(clip.to_bvh(), |t, k| t.replace(k, &k.to_lowercase()));
+        assert!(lower.contains("end site") && !lower.contains("OFFSET"));
+        let lowered = Clip::from_bvh(&lower, "lower.bvh", Some(0.01)).unwrap();
+        assert_eq!(lowered.poses.len(), given.poses.len());
+        for (a, b) in lowered.poses.iter().zip(&given.poses) {
+            for (p, q) in a.points().iter().zip(b.points().iter()) {
+                assert_near(*p, *q, 1e-12, "lower-case keywords");
+            }
+        }
         assert_eq!(back.name, family.name());
         assert_eq!(back.poses.len(), clip.poses.len());
         assert!((back.duration() - clip.duration()).abs() < 1e-6);
