@@ -815,7 +815,7 @@ fn the_guarded_step_matches_the_twin() {
     }
     assert!(
         fallback_taken,
-        "the guard never chose the fallback: the test is vacuous"
+        "the guard never left the learned path (fallback or backtracking): the test is vacuous"
     );
 }
 
@@ -939,4 +939,25 @@ fn the_committed_optimus_behind_the_guard_meets_the_known_answers() {
             p.dim
         );
     }
+}
+
+/// The guard's constants are written twice, in `learned/guard.wgsl` and in its twin.
+#[test]
+fn the_guard_kernel_and_its_twin_share_their_constants() {
+    let src = optimus_gpu::kernel::SHADERS
+        .iter()
+        .find(|(p, _)| *p == "learned/guard.wgsl")
+        .unwrap()
+        .1;
+    let value = |name: &str| -> f64 {
+        let line = src
+            .lines()
+            .find(|l| l.starts_with(&format!("const {name}:")))
+            .unwrap_or_else(|| panic!("guard.wgsl has no const {name}"));
+        let v = line.split('=').nth(1).unwrap().trim().trim_end_matches(';');
+        v.trim_end_matches('u').parse().unwrap()
+    };
+    use optimus_gpu::optim::cpu::{GUARD_MEMORY, GUARD_RETREAT};
+    assert_eq!(value("GUARD_MEMORY"), GUARD_MEMORY as f64);
+    assert_eq!(value("RETREAT"), GUARD_RETREAT);
 }

@@ -123,9 +123,9 @@ fn main(
                 f[p] = f_f;
             }
         } else if !learned_ok || take_f {
-            // The fallback went uphill and Optimus's candidate is higher still, or
-            // neither is finite: stay at the current point (its gap is st.f) and
-            // shorten the fallback, as a backtracking line search would.
+            // The fallback is the lower candidate but uphill (Optimus's is higher or not
+            // finite), or neither is finite: stay at the current point (its gap is st.f)
+            // and shorten the fallback, as a backtracking line search would.
             retreat = true;
             for (var i = lid; i < d; i += WG) {
                 x[off + i] = gmem[gi(R_XP, i)];

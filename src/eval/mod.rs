@@ -247,7 +247,9 @@ pub(crate) fn load_models(dirs: &[PathBuf], methods: &[Method]) -> Result<Vec<Ar
             if !models.iter().any(|x| x.config.kind == kind) {
                 let dir = default_model_dir(kind).ok_or_else(|| {
                     Error::Config(format!(
-                        "optimizer {m} needs a {kind} model and assets/models/{kind} is not                          here: pass --model DIR (train one with `optimus-gpu train --model                          {kind}`), or leave {m} out of --optimizers"
+                        "optimizer {m} needs a {kind} model and assets/models/{kind} is not \
+                         here: pass --model DIR (train one with `optimus-gpu train --model \
+                         {kind}`), or leave {m} out of --optimizers"
                     ))
                 })?;
                 models.push(Arc::new(Model::load(&dir)?));

@@ -383,7 +383,7 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
         let f = problem.cpu_gap_grad(x, g).ok_or_else(|| {
             Error::Problem("user objectives have no CPU twin; run them on the GPU".into())
         })?;
-        Ok::<_, Error>(f.is_finite() && g.iter().all(|v| v.is_finite())).map(|ok| (f, ok))
+        Ok::<_, Error>((f, f.is_finite() && g.iter().all(|v| v.is_finite())))
     };
     let mut st = cpu::LearnedState::new(model.config.kind, &problem.x0);
     let mut g = vec![0.0; d];
@@ -418,7 +418,7 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
             c => c.direction(&g).iter().map(|v| -v).collect::<Vec<f64>>(),
         };
         let x_f: Vec<f64> = (0..d).map(|i| x_t[i] - tau * h_g[i]).collect();
-        let (g_t, f_t) = (g.clone(), f);
+        let f_t = f;
         prev = Some((x_t.clone(), g.clone()));
         cpu::step(model, &mut st, f, &g);
         let mut g_f = vec![0.0; d];
@@ -430,6 +430,7 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
         if take_fallback && f_f <= f_t {
             (st.x, g, f, ok) = (x_f, g_f, f_f, true);
         } else if take_fallback || !ok_l {
+            let g_t = prev.as_ref().map(|(_, pg)| pg.clone()).expect("set above");
             (st.x, g, f, ok, retreat) = (x_t, g_t, f_t, true, true);
         }
         tau = if retreat { tau * GUARD_RETREAT } else { 1.0 };

@@ -44,7 +44,9 @@ pub enum Method {
     /// The per-parameter MLP learned optimizer.
     Lopt,
     /// Optimus behind a loss guard: each step evaluates its candidate and an L-BFGS
-    /// step's (no line search), and keeps the lower (two evaluations a step).
+    /// step's (no line search); the fallback is taken where it is the lower and no higher
+    /// than the current point, backtracked where it is the lower but uphill, and
+    /// Optimus's candidate is taken otherwise (two evaluations a step).
     #[serde(rename = "optimus-guard")]
     OptimusGuard,
 }
@@ -416,6 +418,11 @@ fn method_loop_iterations(method: Method, d: u64, config: &OptimizerConfig) -> u
             2 * rows * d + 2 * (d * d).div_ceil(crate::kernel::WORKGROUP as u64) + 16 * rows + 64
         }
         Method::Lbfgs => (4 * config.memory as u64 + 8) * rows + 64 * config.memory as u64,
+        // The guard's two-loop over its pairs, plus its own passes over the coordinates.
+        Method::OptimusGuard => {
+            let m = cpu::GUARD_MEMORY as u64;
+            (4 * m + 14) * rows + 64 * m
+        }
         _ => 4 * rows + 64,
     }
 }

@@ -331,9 +331,10 @@ fn validation_run<'a>(
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
-    let method = match cfg.guard {
-        true => Method::OptimusGuard,
-        false => Method::for_model(init.config.kind),
+    let method = if cfg.guard {
+        Method::OptimusGuard
+    } else {
+        Method::for_model(init.config.kind)
     };
     let oc = OptimizerConfig {
         model: Some(Arc::new(init.clone())),
@@ -409,7 +410,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     let (cfg, model_cfg, resumed) = resolve_configs(opts, &ckpt_path)?;
     if cfg.guard && model_cfg.kind != ModelKind::Optimus {
         return Err(Error::Config(format!(
-            "guard: true trains Optimus behind the loss guard, but the model is a {} model;              use --model optimus or drop guard",
+            "guard: true trains Optimus behind the loss guard, but the model is a {} model; use --model optimus or drop guard",
             model_cfg.kind
         )));
     }

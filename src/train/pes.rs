@@ -484,7 +484,8 @@ impl<'a> PesEngine<'a> {
         Ok(())
     }
 
-    /// Submits `k` inner steps of every particle: objective, meta-loss, learned step.
+    /// Submits `k` inner steps of every particle: objective, the guard (with `guard`),
+    /// meta-loss, learned step.
     pub fn steps(&self, ctx: &GpuContext, k: u32) {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
@@ -506,7 +507,8 @@ impl<'a> PesEngine<'a> {
     }
 
     /// Times one perturbed step of every particle kernel by kernel (timestamp queries):
-    /// objective, meta-loss, then the network's stages. None without timestamps.
+    /// objective, the guard (with `guard`), meta-loss, then the network's stages. None
+    /// without timestamps.
     pub fn profile_step(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
         let np = self.problems.n_problems;
         let mut names = vec!["objective"];
