@@ -1016,3 +1016,20 @@ fn the_guard_backtracks_like_the_twin() {
     }
     assert!(checked > 0, "no problem backtracked: the test is vacuous");
 }
+
+/// `bench --guard` times the guarded step beside the plain one (positive, finite times,
+/// the ratio in the table; their values are not asserted) and refuses a non-Optimus model.
+#[test]
+fn the_step_bench_times_the_guard_beside_the_plain_step() {
+    let m = model(ModelKind::Optimus, 2);
+    let r = optimus_gpu::bench::learned_step(ctx(), &m, 4, 9, 2, true).unwrap();
+    let g = r.guarded_seconds_per_step.unwrap();
+    assert!(
+        g > 0.0 && g.is_finite() && r.seconds_per_step > 0.0,
+        "{r:?}"
+    );
+    assert!(optimus_gpu::bench::table(&[r]).contains("guarded / plain"));
+    let lopt = model(ModelKind::Lopt, 2);
+    let e = optimus_gpu::bench::learned_step(ctx(), &lopt, 4, 9, 2, true).unwrap_err();
+    assert!(e.to_string().contains("--guard"), "{e}");
+}

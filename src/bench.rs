@@ -54,22 +54,50 @@ pub struct StepReport {
     pub gflops: f64,
     /// Milliseconds per kernel for one step (objective included), if timestamps exist.
     pub profile: Option<Profile>,
+    /// Seconds per step of the same model behind the loss guard (`optimus-guard`: the
+    /// fallback's evaluation and the guard's choice added), timed in the same run.
+    pub guarded_seconds_per_step: Option<f64>,
 }
 
 /// Times `steps` steps of `model` on `problems` Sphere problems of dimension `dim` (a
-/// cheap objective, so the optimizer dominates), after two warm-up steps.
+/// cheap objective, so the optimizer dominates), after two warm-up steps; with `guard`,
+/// also the same steps behind the loss guard (Optimus models only).
 pub fn learned_step(
     ctx: &GpuContext,
     model: &Arc<Model>,
     problems: usize,
     dim: usize,
     steps: u32,
+    guard: bool,
 ) -> Result<StepReport> {
+    if guard && model.config.kind != ModelKind::Optimus {
+        return Err(Error::Config(format!(
+            "--guard times Optimus behind the loss guard; the model is a {} model",
+            model.config.kind
+        )));
+    }
     let specs = seeded_problems(Function::Sphere, problems, dim)?;
     let kernels = Kernels::new(ctx)?;
     let stage = ObjectiveStage::new(ctx, None)?;
-    let (seconds_per_step, profile) = plain_steps(ctx, &kernels, &stage, model, &specs, steps)?;
+    let method = Method::for_model(model.config.kind);
+    let (seconds_per_step, profile) =
+        plain_steps(ctx, &kernels, &stage, model, method, &specs, steps)?;
+    let guarded_seconds_per_step = guard
+        .then(|| {
+            plain_steps(
+                ctx,
+                &kernels,
+                &stage,
+                model,
+                Method::OptimusGuard,
+                &specs,
+                steps,
+            )
+        })
+        .transpose()?
+        .map(|(s, _)| s);
     Ok(StepReport {
+        guarded_seconds_per_step,
         problems,
         dim,
         seconds_per_step,
@@ -93,18 +121,18 @@ fn seeded_problems(function: Function, n: usize, dim: usize) -> Result<Vec<Probl
         .collect()
 }
 
-/// Seconds per step of the plain (unperturbed) learned step with its objective on
-/// `specs`, over `steps` steps after two warm-up steps, and a per-kernel profile of one
-/// step where the device has timestamps.
+/// Seconds per step of the plain (unperturbed) learned step of `method` with its
+/// objective on `specs`, over `steps` steps after two warm-up steps, and a per-kernel
+/// profile of one step where the device has timestamps.
 fn plain_steps(
     ctx: &GpuContext,
     kernels: &Kernels,
     stage: &ObjectiveStage,
     model: &Arc<Model>,
+    method: Method,
     specs: &[ProblemSpec],
     steps: u32,
 ) -> Result<(f64, Option<Profile>)> {
-    let method = Method::for_model(model.config.kind);
     let cfg = OptimizerConfig {
         model: Some(model.clone()),
         ..OptimizerConfig::new(method)
@@ -210,8 +238,15 @@ pub fn pes(
     ctx.wait()?;
     let perturbed_step_seconds = t0.elapsed().as_secs_f64() / (iterations * k) as f64;
     let perturbed_profile = engine.profile_step(ctx)?;
-    let (plain_step_seconds, plain_profile) =
-        plain_steps(ctx, &kernels, &stage, model, &specs, iterations * k)?;
+    let (plain_step_seconds, plain_profile) = plain_steps(
+        ctx,
+        &kernels,
+        &stage,
+        model,
+        Method::for_model(model.config.kind),
+        &specs,
+        iterations * k,
+    )?;
     Ok(PesReport {
         particles,
         dim,
@@ -280,15 +315,24 @@ fn profiles_side_by_side(r: &PesReport) -> String {
 
 /// A table of reports for the terminal.
 pub fn table(reports: &[StepReport]) -> String {
+    let guarded = reports.iter().any(|r| r.guarded_seconds_per_step.is_some());
     let mut s = format!(
-        "{:>8} {:>6} {:>12} {:>18} {:>9}\n",
+        "{:>8} {:>6} {:>12} {:>18} {:>9}",
         "P", "d", "s / step", "problem-steps / s", "GFLOP/s"
     );
+    if guarded {
+        s += &format!(" {:>16} {:>16}", "guarded s / step", "guarded / plain");
+    }
+    s += "\n";
     for r in reports {
         s += &format!(
-            "{:>8} {:>6} {:>12.4} {:>18.0} {:>9.2}\n",
+            "{:>8} {:>6} {:>12.4} {:>18.0} {:>9.2}",
             r.problems, r.dim, r.seconds_per_step, r.problem_steps_per_second, r.gflops
         );
+        if let Some(g) = r.guarded_seconds_per_step {
+            s += &format!(" {g:>16.4} {:>16.2}", g / r.seconds_per_step);
+        }
+        s += "\n";
     }
     for r in reports {
         if let Some(p) = &r.profile {

@@ -211,6 +211,11 @@ struct BenchArgs {
     /// uses (--task pes; default: the built-in defaults, K = 10).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Also time each size behind the loss guard (`optimus-guard`: the fallback's
+    /// evaluation and the guard's choice added) and print its ratio to the plain step
+    /// (--task functions, Optimus models).
+    #[arg(long)]
+    guard: bool,
 }
 
 /// What `bench` times.
@@ -531,7 +536,7 @@ fn run(cli: Cli) -> Result<()> {
                         format!("--sizes takes PxD pairs like 4096x32, got '{size}'")
                     })?;
                 eprintln!("timing P = {p}, d = {d} ...");
-                reports.push(bench::learned_step(&ctx, &model, p, d, a.steps)?);
+                reports.push(bench::learned_step(&ctx, &model, p, d, a.steps, a.guard)?);
             }
             println!(
                 "{} model, {} parameters, on {}",
