@@ -319,16 +319,16 @@ pub fn run(
     lr: f64,
     steps: u32,
 ) -> Result<ProblemResult> {
-    if problem
-        .cpu_gap_grad(&problem.x0, &mut vec![0.0; problem.dim])
-        .is_none()
-    {
-        return Err(Error::Problem(
-            "user objectives have no CPU twin; run them on the GPU".into(),
-        ));
-    }
+    twin_gap_grad(problem, &problem.x0, &mut vec![0.0; problem.dim])?;
     let eval = |x: &[f64], g: &mut [f64]| problem.cpu_gap_grad(x, g).unwrap_or(f64::NAN);
     run_fn(eval, &problem.x0, config, lr, steps)
+}
+
+/// The gap and gradient of a problem in the f64 twin; user objectives have none.
+fn twin_gap_grad(problem: &ProblemSpec, x: &[f64], g: &mut [f64]) -> Result<f64> {
+    problem.cpu_gap_grad(x, g).ok_or_else(|| {
+        Error::Problem("user objectives have no CPU twin; run them on the GPU".into())
+    })
 }
 
 /// Runs a learned optimizer on one problem for `steps` steps on the CPU, in f64, with
@@ -341,9 +341,7 @@ pub fn run_learned(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
     let mut hist = vec![(f64::NAN, 0u32); steps as usize + 1];
     let mut evals = 0;
     let status = loop {
-        let f = problem.cpu_gap_grad(&st.x, &mut g).ok_or_else(|| {
-            Error::Problem("user objectives have no CPU twin; run them on the GPU".into())
-        })?;
+        let f = twin_gap_grad(problem, &st.x, &mut g)?;
         evals += 1;
         hist[st.t as usize] = (f, evals);
         if !(f.is_finite() && g.iter().all(|v| v.is_finite())) {
@@ -380,9 +378,7 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
     model.config.validate()?;
     let d = problem.dim;
     let eval = |x: &[f64], g: &mut [f64]| {
-        let f = problem.cpu_gap_grad(x, g).ok_or_else(|| {
-            Error::Problem("user objectives have no CPU twin; run them on the GPU".into())
-        })?;
+        let f = twin_gap_grad(problem, x, g)?;
         Ok::<_, Error>((f, f.is_finite() && g.iter().all(|v| v.is_finite())))
     };
     let mut st = cpu::LearnedState::new(model.config.kind, &problem.x0);

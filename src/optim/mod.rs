@@ -508,18 +508,22 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    #[allow(clippy::too_many_arguments)]
+    /// Binds the guard to a learned run's buffers (`bufs`: its x, f, ∇f and state).
     pub(crate) fn new(
         ctx: &GpuContext,
         kernels: &Kernels,
         objective: &dyn Evaluator,
         gp: &GpuProblems,
-        params: &wgpu::Buffer,
-        f: &wgpu::Buffer,
-        g: &wgpu::Buffer,
-        x: &wgpu::Buffer,
-        state: &wgpu::Buffer,
+        bufs: &StepBuffers<'_>,
     ) -> Result<Self> {
+        let StepBuffers {
+            opt_params: params,
+            x,
+            f,
+            g,
+            state,
+            ..
+        } = *bufs;
         let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
         let ff = ctx.storage_zeroed("fallback f", np)?;
         let gf = ctx.storage_zeroed("fallback gradient", n)?;
@@ -540,7 +544,17 @@ impl Guard {
     /// Records the fallback's evaluation and the guard's choice, after the objective
     /// at the learned candidate and before the learned step.
     pub(crate) fn record(&self, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        self.record_fallback(pass);
+        self.record_choice(kernels, pass, n);
+    }
+
+    /// The objective at the fallback candidate.
+    fn record_fallback(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.fallback.record(pass);
+    }
+
+    /// The guard kernel: the choice between the candidates and the next fallback.
+    fn record_choice(&self, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
         kernels.guard.dispatch_problems(pass, &self.group, n);
     }
 }
@@ -657,11 +671,6 @@ impl<'a> GpuRun<'a> {
             let x = ctx.storage_zeroed("x", n)?;
             enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
             let ob = objective.bind(ctx, &gp, &x, &f, &g)?;
-            if method.guarded() {
-                guard = Some(Guard::new(
-                    ctx, kernels, objective, &gp, &params, &f, &g, &x, &state,
-                )?);
-            }
             let bufs = StepBuffers {
                 opt_params: &params,
                 x: &x,
@@ -670,6 +679,9 @@ impl<'a> GpuRun<'a> {
                 state: &state,
                 history: &history,
             };
+            if method.guarded() {
+                guard = Some(Guard::new(ctx, kernels, objective, &gp, &bufs)?);
+            }
             learned = Some(LearnedNet::new(
                 ctx,
                 &kernels.learned,
@@ -768,9 +780,9 @@ impl<'a> GpuRun<'a> {
                 (k, _, _) if k < first => {
                     let guard = self.guard.as_ref().expect("guard stages exist");
                     if k == 1 {
-                        guard.fallback.record(pass);
+                        guard.record_fallback(pass);
                     } else {
-                        self.kernels.guard.dispatch_problems(pass, &guard.group, n);
+                        guard.record_choice(self.kernels, pass, n);
                     }
                 }
                 (k, Some(net), _) => net.record_stage(k - first, &self.kernels.learned, pass, n),

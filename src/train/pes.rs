@@ -243,22 +243,7 @@ impl<'a> PesEngine<'a> {
         enc.copy_buffer_to_buffer(&problems.x0, 0, &x, 0, (n * 4) as u64);
         ctx.queue.submit([enc.finish()]);
         let obj_binding = objective.bind(ctx, &problems, &x, &f, &g)?;
-        let guard = s
-            .guard
-            .then(|| {
-                Guard::new(
-                    ctx,
-                    kernels,
-                    objective,
-                    &problems,
-                    &opt_params,
-                    &f,
-                    &g,
-                    &x,
-                    &state,
-                )
-            })
-            .transpose()?;
+
         let bufs = StepBuffers {
             opt_params: &opt_params,
             x: &x,
@@ -273,6 +258,10 @@ impl<'a> PesEngine<'a> {
             layout: &noise_layout,
             sigma: s.sigma,
         };
+        let guard = s
+            .guard
+            .then(|| Guard::new(ctx, kernels, objective, &problems, &bufs))
+            .transpose()?;
         let net = LearnedNet::new(ctx, &kernels.learned, model, &problems, &bufs, Some(&pert))?;
 
         let noise_params: Vec<wgpu::Buffer> = (0..window)
