@@ -251,3 +251,35 @@ fn gradient_check_names_the_wrong_coordinate() {
 fn good_src(root: &std::path::Path) -> String {
     std::fs::read_to_string(root.join("assets/objectives/quadratic.wgsl")).unwrap()
 }
+
+/// A batch keeps the user objective it was made with: a slot takes a new problem of that
+/// objective, but not one of another user objective (the stage binding the batch was
+/// compiled with the first), nor one of another dimension.
+#[test]
+fn a_batch_refuses_problems_of_another_user_objective() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/objectives/quadratic.wgsl");
+    let (a, b) = (
+        Arc::new(UserObjective::load(&path).unwrap()),
+        Arc::new(UserObjective::load(&path).unwrap()),
+    );
+    let spec = |u: &Arc<UserObjective>, d: usize, seed: u64| {
+        ProblemSpec::sample(
+            Objective::User(u.clone()),
+            d,
+            &SampleOptions::default(),
+            seed,
+        )
+        .unwrap()
+    };
+    let batch =
+        optimus_gpu::problem::GpuProblems::with_slots(ctx(), &[spec(&a, 4, 0), spec(&a, 4, 1)])
+            .unwrap();
+    batch.write_problem(ctx(), 1, &spec(&a, 4, 2)).unwrap();
+    let e = batch
+        .write_problem(ctx(), 1, &spec(&b, 4, 2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot put"), "{e}");
+    assert!(batch.write_problem(ctx(), 1, &spec(&a, 5, 2)).is_err());
+}

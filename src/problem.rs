@@ -324,10 +324,10 @@ pub struct GpuProblems {
     pub x0: wgpu::Buffer,
     /// The kernel id shared by every problem, if they share one.
     pub single_func: Option<u32>,
-    /// Whether the batch was made with user-objective problems: only then can
-    /// [`GpuProblems::write_problem`] put one in (the stage that binds the batch was
-    /// compiled with that objective).
-    has_user: bool,
+    /// The user objective the batch was made with, if any: [`GpuProblems::write_problem`]
+    /// can put in problems of that objective only (the stage that binds the batch was
+    /// compiled with it).
+    user: Option<Arc<UserObjective>>,
     /// Start of each problem's d×d rotation slot when the batch was made with
     /// [`GpuProblems::with_slots`] (meta-training redraws problems in place).
     rot_slots: Vec<u32>,
@@ -364,11 +364,14 @@ impl GpuProblems {
     pub fn write_problem(&self, ctx: &GpuContext, slot: usize, spec: &ProblemSpec) -> Result<()> {
         spec.validate()?;
         let (off, d) = (self.offsets[slot], self.dims[slot] as usize);
-        let user = matches!(spec.objective, Objective::User(_));
-        if self.rot_slots.is_empty() || spec.dim != d || (user && !self.has_user) {
+        let foreign = match &spec.objective {
+            Objective::User(u) => !self.user.as_ref().is_some_and(|v| Arc::ptr_eq(v, u)),
+            _ => false,
+        };
+        if self.rot_slots.is_empty() || spec.dim != d || foreign {
             return Err(Error::Problem(format!(
                 "slot {slot} holds d = {d} problems {}; cannot put a d = {} {} there",
-                if self.has_user {
+                if self.user.is_some() {
                     "of the batch's objectives"
                 } else {
                     "of built-in functions"
@@ -442,9 +445,7 @@ impl GpuProblems {
             (!slots && problems.iter().all(|p| p.objective.id() == first)).then_some(first);
         Ok(Self {
             single_func,
-            has_user: problems
-                .iter()
-                .any(|p| matches!(p.objective, Objective::User(_))),
+            user: user.cloned(),
             n_problems: problems.len() as u32,
             n_total: x0.len() as u32,
             offsets,
@@ -486,7 +487,7 @@ impl GpuProblems {
         }
         Ok(Self {
             single_func: None,
-            has_user: false,
+            user: None,
             n_problems: dims.len() as u32,
             n_total: offset,
             offsets,
