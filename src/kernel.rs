@@ -226,7 +226,7 @@ pub fn validate(file: &str, source: &str) -> Result<naga::Module> {
 /// a header comment), to read or to feed to another WGSL tool.
 pub const DUMP_ENV: &str = "OPTIMUS_DUMP_WGSL";
 
-/// Writes `source` to `$OPTIMUS_DUMP_WGSL/<label>.wgsl` when that variable is set.
+/// Writes `source` to `$OPTIMUS_DUMP_WGSL/<label>-<hash>.wgsl` when that variable is set.
 fn dump(label: &str, source: &str, constants: &[(&str, f64)]) -> Result<()> {
     match std::env::var_os(DUMP_ENV) {
         Some(dir) => write_dump(std::path::Path::new(&dir), label, source, constants),
@@ -234,7 +234,9 @@ fn dump(label: &str, source: &str, constants: &[(&str, f64)]) -> Result<()> {
     }
 }
 
-/// Writes one kernel's source into `dir` as `<label>.wgsl` (label made a file name).
+/// Writes one kernel's source into `dir` as `<label>-<hash>.wgsl`: the label made a file
+/// name, and a hash of the source and override values, since variants of one label
+/// (per function, layer shape or override) would otherwise overwrite each other.
 fn write_dump(
     dir: &std::path::Path,
     label: &str,
@@ -252,6 +254,12 @@ fn write_dump(
             }
         })
         .collect();
+    let mut h = DefaultHasher::new();
+    source.hash(&mut h);
+    for (k, v) in constants {
+        (k, v.to_bits()).hash(&mut h);
+    }
+    let name = format!("{name}-{:08x}", h.finish() as u32);
     let mut text = format!("// kernel '{label}'\n");
     for (k, v) in constants {
         text += &format!("// override {k} = {v}\n");
@@ -564,8 +572,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("optimus-dump-{}", std::process::id()));
         let src = compose("learned/step.wgsl").unwrap();
         write_dump(&dir, "learned/step.wgsl (lanes)", &src, &[("WG", 64.0)]).unwrap();
-        let text = std::fs::read_to_string(dir.join("learned_step_wgsl__lanes_.wgsl")).unwrap();
+        // Another override value of the same label is another file.
+        write_dump(&dir, "learned/step.wgsl (lanes)", &src, &[("WG", 32.0)]).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let texts: Vec<String> = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
         std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        for f in &files {
+            let name = f.file_name().unwrap().to_string_lossy();
+            assert!(name.starts_with("learned_step_wgsl__lanes_-"), "{name}");
+        }
+        let text = texts
+            .iter()
+            .find(|t| t.contains("// override WG = 64\n"))
+            .unwrap();
         assert!(text.starts_with("// kernel 'learned/step.wgsl (lanes)'\n// override WG = 64\n"));
         assert!(text.ends_with(&src));
     }
