@@ -741,6 +741,29 @@ fn training_on_a_user_objective_runs_and_resumes() {
     runs_and_resumes(cfg, "user");
 }
 
+/// A run on a user objective refuses to resume once the file has changed: it would go
+/// on training on another objective.
+#[test]
+fn resuming_after_the_objective_changed_is_refused() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempdir("user-edited");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = out.join("objective.wgsl");
+    let source = std::fs::read_to_string(root.join("assets/objectives/quadratic.wgsl")).unwrap();
+    std::fs::write(&file, &source).unwrap();
+    let mut cfg = tiny_config(3);
+    cfg.tasks.objective = Some(file.clone());
+    let stop = AtomicBool::new(false);
+    train::train(ctx(), &options(cfg.clone(), &out, false), &stop).unwrap();
+    std::fs::write(&file, source.replace("0.5 *", "0.25 *")).unwrap();
+    let mut resume = options(cfg, &out, true);
+    resume.config = None;
+    resume.iterations = Some(5);
+    let e = train::train(ctx(), &resume, &stop).unwrap_err().to_string();
+    assert!(e.contains("has changed"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 /// PES behind the loss guard (`guard: true`): runs, validates the guarded optimizer,
 /// learns something else than the same run without the guard, and resumes bit for bit
 /// (the guard's state is in the checkpoint).

@@ -46,6 +46,10 @@ pub struct CheckpointMeta {
     pub train: TrainConfig,
     pub elapsed_seconds: f64,
     pub log: Vec<LogRow>,
+    /// The source of the user objective the run trains on (`tasks.objective`), so that a
+    /// resume can refuse a file edited since; absent in checkpoints of other runs.
+    #[serde(default)]
+    pub objective_source: Option<String>,
 }
 
 /// Saves a checkpoint of `tensors` (raw bytes by name).

@@ -422,6 +422,15 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         Tasks::Functions(s) => s.user.clone(),
         Tasks::Motion { .. } => None,
     };
+    if let Some((meta, _)) = &resumed {
+        if meta.objective_source.as_deref() != user.as_deref().map(|u| u.source.as_str()) {
+            return Err(Error::Config(format!(
+                "{} has changed since the checkpoint in {} was written, so resuming would                  train on another objective; restore the file or start a new run (another                  --out)",
+                user.as_deref().map_or("the objective", |u| u.path.as_str()),
+                opts.out.display()
+            )));
+        }
+    }
     let stage = ObjectiveStage::new(ctx, user.as_deref())?;
     let pes_kernels = PesKernels::new(ctx)?;
     let init = initial_model(opts, &cfg, &model_cfg)?;
@@ -540,6 +549,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
                 train: cfg.clone(),
                 elapsed_seconds: elapsed(&started),
                 log: log.clone(),
+                objective_source: user.as_deref().map(|u| u.source.clone()),
             };
             let mut tensors = Vec::new();
             for (name, buf) in run.state_buffers(&engine) {
