@@ -125,13 +125,13 @@ impl Default for Gains {
         Self {
             bone_omega: 300.0,
             bone_zeta: 0.3,
-            legs: 800.0,
-            feet: 300.0,
-            arms: 60.0,
-            neck: 40.0,
+            legs: 1600.0,
+            feet: 600.0,
+            arms: 480.0,
+            neck: 320.0,
             damping_time: 0.005,
-            root_position: 3000.0,
-            root_orientation: 300.0,
+            root_position: 300_000.0,
+            root_orientation: 9000.0,
         }
     }
 }
