@@ -19,7 +19,10 @@ use optimus_gpu::train::noise::{draw, perturbed_model};
 use optimus_gpu::train::pes::{PesEngine, PesKernels, PesSettings};
 use optimus_gpu::train::{self, cpu, TrainOptions};
 use optimus_gpu::Function;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
     PesSettings {
@@ -37,7 +40,30 @@ fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
         adam_eps: 1e-8,
         clip_norm: 1e9,
         trainable: Vec::new(),
+        freeze_layernorm: false,
     }
+}
+
+/// `m` with every LayerNorm's γ drawn from [0.5, 1.5] and β from [−0.5, 0.5] (seeded),
+/// as after training: at their initial 1 and 0 a frozen LayerNorm's folding would go
+/// untested.
+fn drawn_layernorms(m: &Model) -> Arc<Model> {
+    let mut m = m.clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    for spec in m.config.tensors() {
+        let leaf = spec.name.rsplit('.').nth(1).unwrap_or("");
+        if leaf.starts_with("ln") {
+            let centre = if spec.name.ends_with(".weight") {
+                1.0
+            } else {
+                0.0
+            };
+            for v in &mut m.weights[spec.range()] {
+                *v = centre + rng.random_range(-0.5..0.5);
+            }
+        }
+    }
+    Arc::new(m)
 }
 
 /// Each task twice (the two particles of a pair).
@@ -113,7 +139,9 @@ fn noise_kernel_matches_its_twin() {
 /// loss-change input, whose input is 0 at the first step, and with the learned step
 /// scale, whose ℓ first moves in the first step; three with the secant length and
 /// absolute steps, whose ℓ is first measured at the second step, and with the last-step
-/// inputs (37 features), which are first nonzero there too.
+/// inputs (37 features), which are first nonzero there too. With the LayerNorms'
+/// γ and β frozen (`freeze_layernorm`), the transformers again, where the lane kernels
+/// fold each LayerNorm into its layer under the perturbation too.
 #[test]
 fn perturbed_step_matches_dense_perturbed_twin() {
     for tiling in [Tiling::Lanes, Tiling::Blocks] {
@@ -125,19 +153,45 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
     let fx = fixture_tiled(tiling);
     let kinds = [ModelKind::Optimus, ModelKind::Optimus0, ModelKind::Lopt];
     let cases = kinds
-        .map(|k| (model(k, 5), 1))
+        .map(|k| (model(k, 5), 1, false))
         .into_iter()
-        .chain(kinds.map(|k| (loss_model(k, 5), 2)))
-        .chain(kinds.map(|k| (scale_model(k, 5, 0.5, 0.0, 0.05), 2)))
-        .chain(kinds.map(|k| (secant_model(k, 5, true), 3)))
-        .chain(kinds.map(|k| (unit_first_model(k, 5), 3)))
-        .chain(kinds.map(|k| (secant_feature_model(k, 5), 3)));
-    for (m, steps) in cases {
+        .chain(kinds.map(|k| (loss_model(k, 5), 2, false)))
+        .chain(kinds.map(|k| (scale_model(k, 5, 0.5, 0.0, 0.05), 2, false)))
+        .chain(kinds.map(|k| (secant_model(k, 5, true), 3, false)))
+        .chain(kinds.map(|k| (unit_first_model(k, 5), 3, false)))
+        .chain(kinds.map(|k| (secant_feature_model(k, 5), 3, false)))
+        .chain(
+            kinds[..2]
+                .iter()
+                .map(|&k| (drawn_layernorms(&model(k, 5)), 1, true)),
+        )
+        .chain(
+            kinds[..2]
+                .iter()
+                .map(|&k| (drawn_layernorms(&secant_feature_model(k, 5)), 3, true)),
+        );
+    for (m, steps, freeze) in cases {
         let kind = m.config.kind;
         let tasks = problems(&[1, 3, 9, 33, 2]);
         let specs = paired(&tasks);
         let sigma = 0.2;
-        let e = engine(&fx, &m, &specs, settings(3, 30, sigma));
+        let s = PesSettings {
+            freeze_layernorm: freeze,
+            ..settings(3, 30, sigma)
+        };
+        let e = engine(&fx, &m, &specs, s);
+        // Lane kernels project their input onto a themselves, and fold the LayerNorms
+        // when γ and β are frozen.
+        let stages = e.net.stage_names();
+        if tiling == Tiling::Lanes {
+            assert!(!stages.contains(&"perturbation"), "{kind}: {stages:?}");
+            let transformer = kind != ModelKind::Lopt;
+            assert_eq!(
+                stages.contains(&"layernorm"),
+                transformer && !freeze,
+                "{kind}: {stages:?}"
+            );
+        }
         e.begin_truncation(ctx(), 2);
         e.steps(ctx(), steps);
         let x: Vec<f32> = ctx().read(&e.x, e.problems.n_total as usize).unwrap();
@@ -162,7 +216,7 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
                 let (dg, dc) = (xs[p][i] as f64 - spec.x0[i], st.x[i] - spec.x0[i]);
                 assert!(
                     (dg - dc).abs() <= 2e-3 * moved + 1e-5,
-                    "{kind} ({tiling:?}, {} features) particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
+                    "{kind} ({tiling:?}, {} features, LayerNorm frozen: {freeze}) particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
                     m.config.features,
                     spec.dim
                 );
@@ -697,8 +751,9 @@ fn pes_bench_times_iterations_and_steps() {
 }
 
 /// With `trainable` naming some tensors, a meta-iteration moves exactly those: the others'
-/// noise is zero, so their gradient and Adam step are too. A name that matches no tensor
-/// is refused with the list of tensors.
+/// noise is zero, so their gradient and Adam step are too; with `freeze_layernorm` the
+/// LayerNorms stay too. A name that matches no tensor is refused with the list of
+/// tensors.
 #[test]
 fn only_trainable_tensors_move() {
     let fx = fixture();
@@ -706,18 +761,32 @@ fn only_trainable_tensors_move() {
     let specs = paired(&problems(&[4, 2, 7]));
     let mut s = settings(3, 30, 0.05);
     s.trainable = vec!["head".into(), "blocks.1.mlp".into()];
-    let e = engine(&fx, &m, &specs, s.clone());
-    let theta0: Vec<f32> = ctx().read(&e.theta, e.packed.len).unwrap();
-    e.begin_truncation(ctx(), 0);
-    e.steps(ctx(), 3);
-    e.finish_truncation(ctx(), 0, &[0, 0, 0], 0.01, 1);
-    let theta: Vec<f32> = ctx().read(&e.theta, e.packed.len).unwrap();
-    for t in &e.packed.tensors {
-        let range = t.offset..t.offset + t.rows_p * t.cols_p;
-        let moved = range.clone().any(|q| theta[q] != theta0[q]);
-        let trains = t.name.starts_with("head") || t.name.starts_with("blocks.1.mlp");
-        assert_eq!(moved, trains, "{}: moved {moved}", t.name);
-    }
+    let moves = |s: &PesSettings, trains: &dyn Fn(&str) -> bool| {
+        let e = engine(&fx, &m, &specs, s.clone());
+        let theta0: Vec<f32> = ctx().read(&e.theta, e.packed.len).unwrap();
+        e.begin_truncation(ctx(), 0);
+        e.steps(ctx(), 3);
+        e.finish_truncation(ctx(), 0, &[0, 0, 0], 0.01, 1);
+        let theta: Vec<f32> = ctx().read(&e.theta, e.packed.len).unwrap();
+        for t in &e.packed.tensors {
+            let range = t.offset..t.offset + t.rows_p * t.cols_p;
+            let moved = range.clone().any(|q| theta[q] != theta0[q]);
+            assert_eq!(moved, trains(&t.name), "{}: moved {moved}", t.name);
+        }
+    };
+    moves(&s, &|n| {
+        n.starts_with("head") || n.starts_with("blocks.1.mlp")
+    });
+    // `freeze_layernorm` leaves out every LayerNorm's γ and β, alone and with a list.
+    let ln = |n: &str| n.starts_with("ln_f") || n.contains(".ln");
+    s.freeze_layernorm = true;
+    moves(&s, &|n| {
+        n.starts_with("head") || n.starts_with("blocks.1.mlp")
+    });
+    s.trainable = vec!["blocks.1".into(), "ln_f".into()];
+    moves(&s, &|n| n.starts_with("blocks.1") && !ln(n));
+    s.trainable = Vec::new();
+    moves(&s, &|n| !ln(n));
     s.trainable = vec!["heads".into()];
     let err = PesEngine::new(ctx(), &fx.kernels, &fx.pes, &fx.stage, &m, &specs, s)
         .err()

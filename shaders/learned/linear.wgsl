@@ -29,11 +29,14 @@ struct LinearParams {
     sigma: f32,
     // Offset of the input LayerNorm's β, in vec4s.
     ln_b_off4: u32,
-    pad1: u32,
+    // Offset of the row factor a in a pair's noise, in vec4s (the lane kernels project
+    // their input onto it themselves).
+    na_off4: u32,
 }
 
 // Bit 0: ReLU on the output; bit 1: add into Y (residual); bit 2: perturbed; bit 3:
-// LayerNorm the input first (generated lane kernels only, unperturbed). A pipeline
+// LayerNorm the input first (generated lane kernels only; perturbed only with γ and β
+// left unperturbed). A pipeline
 // constant, so the epilogue keeps only its own steps (lavapipe runs both sides of a
 // branch under a mask, so a skipped step would still cost).
 override FLAGS: u32 = 0u;
@@ -44,8 +47,8 @@ override FLAGS: u32 = 0u;
 @group(0) @binding(1) var<storage, read> theta: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> xin: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> yout: array<vec4<f32>>;
-// Perturbation inputs (1-word dummies when not perturbed): each row's particle, its x·a,
-// and the pairs' noise.
+// Perturbation inputs (1-word dummies when not perturbed): each row's particle, its x·a
+// (the blocks kernel; the lane kernels form it themselves), and the pairs' noise.
 @group(0) @binding(4) var<storage, read> tok: array<u32>;
 @group(0) @binding(5) var<storage, read> proj: array<f32>;
 @group(0) @binding(6) var<storage, read> noise: array<vec4<f32>>;
@@ -68,10 +71,16 @@ fn finish(row: u32, col4: u32, acc: vec4<f32>) {
 }
 
 // ±σ (x·a b + e) for particle `p` at token `row`, given its pair's b and e at this
-// output vec4 (the lane kernels keep those in registers while the pair stays the same).
+// output vec4.
 fn perturbation(p: u32, row: u32, nb: vec4<f32>, ne: vec4<f32>) -> vec4<f32> {
+    return perturbation_z(p, proj[row], nb, ne);
+}
+
+// The same given z = x·a (the lane kernels form z and keep b and e in registers while
+// the pair stays the same).
+fn perturbation_z(p: u32, z: f32, nb: vec4<f32>, ne: vec4<f32>) -> vec4<f32> {
     let sg = select(-params.sigma, params.sigma, (p & 1u) == 0u);
-    return sg * (proj[row] * nb + ne);
+    return sg * (z * nb + ne);
 }
 
 // ReLU and the residual sum, then the store.

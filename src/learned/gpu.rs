@@ -80,7 +80,7 @@ struct LinearParams {
     stride4: u32,
     sigma: f32,
     ln_b_off4: u32,
-    pad: u32,
+    na_off4: u32,
 }
 
 #[repr(C)]
@@ -155,7 +155,8 @@ struct LearnedParams {
 enum Input<'n> {
     /// Nothing: the layer reads it as it is.
     Plain,
-    /// LayerNorm `n`, fused into the layer (lane kernels, unperturbed).
+    /// LayerNorm `n`, fused into the layer (lane kernels; under a perturbation only with
+    /// the LayerNorm's γ and β left unperturbed).
     Fused(&'n str),
     /// A LayerNorm pass, which also wrote the perturbed projection x·a.
     Normalized,
@@ -764,7 +765,8 @@ impl Builder<'_> {
     /// y = act(LayerNorm `ln`(x)·W + b) (or y += …) for layer `name`, with `a` to hold
     /// the normalized x: lane kernels fuse the LayerNorm into the layer (it costs them
     /// little, as every invocation reads the whole input row anyway), except under a
-    /// perturbation, whose projection kernel reads the normalized x.
+    /// perturbation of its γ or β (per particle, they cannot be folded into the shared
+    /// W), which takes a LayerNorm pass.
     #[allow(clippy::too_many_arguments)]
     fn norm_linear(
         &mut self,
@@ -781,7 +783,14 @@ impl Builder<'_> {
             .kernels
             .linear
             .lanes_for(n_in.div_ceil(4), round8(n_out as usize) as u32 / 4);
-        if lanes && self.pert.is_none() {
+        let perturbed = match self.pert {
+            Some(pb) => {
+                pb.layout.perturbs(&format!("{ln}.weight"))?
+                    || pb.layout.perturbs(&format!("{ln}.bias"))?
+            }
+            None => false,
+        };
+        if lanes && !perturbed {
             self.linear(x, y, n_in, n_out, name, flags, Input::Fused(ln))
         } else {
             self.layernorm(x, a, n_in, ln, name)?;
@@ -816,7 +825,7 @@ impl Builder<'_> {
             stride4: 0,
             sigma: 0.0,
             ln_b_off4: 0,
-            pad: 0,
+            na_off4: 0,
         };
         let mut flags = flags;
         if let Input::Fused(ln) = input {
@@ -833,8 +842,10 @@ impl Builder<'_> {
                 lp.ne_off4 = (pb.layout.slot(&bias)?.b_off / 4) as u32;
                 lp.stride4 = stride4;
                 lp.sigma = pb.sigma;
-                // After a LayerNorm pass the projection is written already.
-                if input != Input::Normalized {
+                lp.na_off4 = (w.a_off / 4) as u32;
+                // A lane kernel projects its input itself; after a LayerNorm pass the
+                // projection is written already.
+                if !self.kernels.linear.lanes_for(in4, out4) && input != Input::Normalized {
                     let pp = self.ctx.uniform(
                         name,
                         &ProjectParams {
@@ -925,7 +936,7 @@ mod layout_tests {
             "LinearParams",
             [
                 n_rows, in4, out4, w_off4, b_off4, ln_g_off4, nb_off4, ne_off4, stride4, sigma,
-                ln_b_off4
+                ln_b_off4, na_off4
             ]
         );
         assert_wgsl_layout!(

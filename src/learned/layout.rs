@@ -145,13 +145,20 @@ pub struct NoiseLayout {
     pub stride: usize,
     /// 1 where an index holds a real factor, 0 in padding.
     pub mask: Vec<u32>,
+    /// Whether PES perturbs and trains each tensor (in `names`' order).
+    pub trains: Vec<bool>,
 }
 
 impl NoiseLayout {
     /// The layout of every tensor's noise; tensors that no name or name prefix in
     /// `trainable` matches get zero noise, so PES neither perturbs nor trains them (empty:
-    /// every tensor trains). A prefix that matches no tensor is an error naming it.
-    pub fn new(packed: &PackedLayout, trainable: &[String]) -> Result<Self> {
+    /// every tensor trains), and so do the LayerNorms' γ and β if `freeze_layernorm`. A
+    /// prefix that matches no tensor is an error naming it.
+    pub fn new(
+        packed: &PackedLayout,
+        trainable: &[String],
+        freeze_layernorm: bool,
+    ) -> Result<Self> {
         if let Some(p) = trainable.iter().find(|p| {
             !packed
                 .tensors
@@ -169,9 +176,12 @@ impl NoiseLayout {
                     .join(", ")
             )));
         }
-        let (mut names, mut slots, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut names, mut slots, mut mask, mut trains_all) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for t in &packed.tensors {
-            let trains = trainable.is_empty() || trainable.iter().any(|p| names_tensor(p, &t.name));
+            let trains = (trainable.is_empty()
+                || trainable.iter().any(|p| names_tensor(p, &t.name)))
+                && !(freeze_layernorm && is_layernorm(&t.name));
             let mut region = |len: usize, real: usize| {
                 let off = mask.len();
                 mask.extend((0..len).map(|i| (trains && i < real) as u32));
@@ -195,22 +205,32 @@ impl NoiseLayout {
             };
             names.push(t.name.clone());
             slots.push(slot);
+            trains_all.push(trains);
         }
         Ok(Self {
             names,
             slots,
             stride: mask.len(),
             mask,
+            trains: trains_all,
         })
+    }
+
+    fn index(&self, name: &str) -> Result<usize> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| Error::Config(format!("model has no tensor {name}")))
     }
 
     /// The slot of tensor `name`.
     pub fn slot(&self, name: &str) -> Result<NoiseSlot> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| self.slots[i])
-            .ok_or_else(|| Error::Config(format!("model has no tensor {name}")))
+        Ok(self.slots[self.index(name)?])
+    }
+
+    /// Whether PES perturbs tensor `name`.
+    pub fn perturbs(&self, name: &str) -> Result<bool> {
+        Ok(self.trains[self.index(name)?])
     }
 
     /// The dense perturbation ε this pair's noise stands for, in packed layout: a bᵀ for
@@ -233,6 +253,13 @@ impl NoiseLayout {
     }
 }
 
+/// Whether tensor `name` is a LayerNorm's γ or β ("blocks.0.ln1.weight", "ln_f.bias").
+fn is_layernorm(name: &str) -> bool {
+    name.rsplit('.')
+        .nth(1)
+        .is_some_and(|part| part.starts_with("ln"))
+}
+
 /// Whether `entry` of a `trainable` list names tensor `name`: the whole name, or a
 /// prefix that ends where a name part does ("blocks.1" names "blocks.1.ln1.weight" but
 /// not "blocks.10.ln1.weight").
@@ -243,7 +270,17 @@ pub fn names_tensor(entry: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::names_tensor;
+    use super::{is_layernorm, names_tensor};
+
+    #[test]
+    fn layernorm_tensors_are_told_apart() {
+        assert!(is_layernorm("blocks.0.ln1.weight"));
+        assert!(is_layernorm("blocks.12.ln2.bias"));
+        assert!(is_layernorm("ln_f.weight"));
+        assert!(!is_layernorm("blocks.0.attn.qkv.weight"));
+        assert!(!is_layernorm("head.bias"));
+        assert!(!is_layernorm("embed.weight"));
+    }
 
     #[test]
     fn trainable_entries_name_whole_name_parts() {

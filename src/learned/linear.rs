@@ -38,7 +38,8 @@ const MAX_GROUPS: u32 = 65535;
 pub const RELU: u32 = 1;
 pub const RESIDUAL: u32 = 2;
 pub const PERTURBED: u32 = 4;
-/// LayerNorm the input first (lane kernels only, unperturbed).
+/// LayerNorm the input first (lane kernels only; perturbed only with γ and β left
+/// unperturbed).
 pub const NORMALIZED: u32 = 8;
 
 /// How the work of the linear layers and of attention is spread over invocations.
@@ -138,14 +139,19 @@ fn columns_per_lane(out4: u32) -> u32 {
 }
 
 /// `linear.wgsl` completed by a lane kernel for inputs of `in4` vec4s and `c4` output
-/// vec4s on each of `lanes` invocations, LayerNorm-ing its input first if `norm`
-/// (unperturbed). The LayerNorm is folded into the layer: with c = x − mean and
-/// inv = 1/sqrt(var + ε), (c·inv∘γ + β)·W + b = inv·(c·W') + b' for W' = diag(γ)·W and
-/// b' = β·W + b, which an invocation forms once for its columns, so a token costs only
-/// its mean and variance more (measured: normalizing each input instead cost the qkv
-/// layer 40%). Perturbed (`flags` & [`PERTURBED`]), it keeps the pair's noise b and e
-/// for its columns in registers and reloads them only when the token's pair changes
-/// (a pair's tokens are contiguous), instead of loading them for every token.
+/// vec4s on each of `lanes` invocations, LayerNorm-ing its input first if `norm`. The
+/// LayerNorm is folded into the layer: with c = x − mean and inv = 1/sqrt(var + ε),
+/// (c·inv∘γ + β)·W + b = inv·(c·W') + b' for W' = diag(γ)·W and b' = β·W + b, which an
+/// invocation forms once for its columns, so a token costs only its mean and variance
+/// more (measured: normalizing each input instead cost the qkv layer 40%).
+///
+/// Perturbed (`flags` & [`PERTURBED`]), it keeps the pair's noise b and e for its
+/// columns, and its share of the row factor a, in registers, reloading them only when
+/// the token's pair changes (a pair's tokens are contiguous), and projects each token
+/// onto a itself: every invocation dots the share of the input it loaded anyway, and a
+/// subgroup sum adds the shares, so no separate projection pass reads the activations
+/// again. Folded LayerNorm and perturbation go together when γ and β are not perturbed:
+/// LN(x)·a = inv·(c·(γ∘a)) + β·a, the share of γ∘a and β·a formed once per pair.
 fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> String {
     let norm = flags & NORMALIZED != 0;
     let pert = flags & PERTURBED != 0;
@@ -187,6 +193,10 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
             }
         }
     }
+    let shares = in4.div_ceil(lanes);
+    // This invocation's share of the token's inputs: vec4 `q·lanes + sl`, clamped (the
+    // loads) or masked (the projection) past the row.
+    let share = |q: u32| format!("min({}u + sl, {}u)", q * lanes, in4 - 1);
     if pert {
         let _ = writeln!(w, "    var pair = 0xffffffffu;");
         for j in 0..c4 {
@@ -194,6 +204,12 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
                 w,
                 "    var nb{j} = vec4<f32>(0.0);\n    var ne{j} = vec4<f32>(0.0);"
             );
+        }
+        for q in 0..shares {
+            let _ = writeln!(w, "    var na{q} = vec4<f32>(0.0);");
+        }
+        if norm {
+            let _ = writeln!(w, "    var beta_a = 0.0;");
         }
     }
     let _ = writeln!(
@@ -214,19 +230,38 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
                  ne{j} = noise[base + params.ne_off4 + c + {j}u];"
             );
         }
+        for q in 0..shares {
+            let _ = writeln!(
+                w,
+                "            na{q} = select(vec4<f32>(0.0), noise[base + params.na_off4 + {}], \
+                 {}u + sl < {in4}u);",
+                share(q),
+                q * lanes
+            );
+        }
+        if norm {
+            // β·a, then the share of γ∘a.
+            let dots = (0..shares)
+                .map(|q| format!("dot(theta[params.ln_b_off4 + {}], na{q})", share(q)))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let _ = writeln!(w, "            beta_a = subgroupAdd({dots});");
+            for q in 0..shares {
+                let _ = writeln!(
+                    w,
+                    "            na{q} *= theta[params.ln_g_off4 + {}];",
+                    share(q)
+                );
+            }
+        }
         let _ = writeln!(w, "        }}");
     }
     let raw = if norm { "r" } else { "x" };
     // Each invocation loads a share of the token's inputs, and broadcasts pass them to
     // all (measured on lavapipe: 2.1–2.4x faster at 64 and 128 → 64, 1.45x at
     // 64 → 192, than every invocation loading every input itself).
-    for q in 0..in4.div_ceil(lanes) {
-        let _ = writeln!(
-            w,
-            "        let y{q} = xin[t * {in4}u + min({}u + sl, {}u)];",
-            q * lanes,
-            in4 - 1
-        );
+    for q in 0..shares {
+        let _ = writeln!(w, "        let y{q} = xin[t * {in4}u + {}];", share(q));
     }
     for k4 in 0..in4 {
         let _ = writeln!(
@@ -255,6 +290,20 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
             all(&|k| format!("x{k} * x{k}"))
         );
     }
+    if pert {
+        // The token's projection onto a (of its normalized input if `norm`).
+        let centre = if norm { " - mean" } else { "" };
+        let dots = (0..shares)
+            .map(|q| format!("dot(y{q}{centre}, na{q})"))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let z = if norm {
+            format!("inv * subgroupAdd({dots}) + beta_a")
+        } else {
+            format!("subgroupAdd({dots})")
+        };
+        let _ = writeln!(w, "        let z = {z};");
+    }
     for j in 0..c4 {
         let init = if norm {
             "vec4<f32>(0.0)".to_string()
@@ -278,7 +327,7 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
         if pert {
             let _ = writeln!(
                 w,
-                "        store(t, c + {j}u, {v} + perturbation(p, t, nb{j}, ne{j}));"
+                "        store(t, c + {j}u, {v} + perturbation_z(p, z, nb{j}, ne{j}));"
             );
         } else {
             let _ = writeln!(w, "        finish(t, c + {j}u, {v});");
@@ -322,7 +371,13 @@ mod tests {
         let common = compose("learned/linear.wgsl").unwrap();
         for (in4, out4) in [(9, 16), (16, 48), (32, 16), (1, 2)] {
             let c4 = columns_per_lane(out4);
-            for flags in [0, NORMALIZED, PERTURBED, PERTURBED | RELU | RESIDUAL] {
+            for flags in [
+                0,
+                NORMALIZED,
+                PERTURBED,
+                PERTURBED | RELU | RESIDUAL,
+                NORMALIZED | PERTURBED | RELU,
+            ] {
                 let src = lane_source(&common, in4, c4, out4 / c4, flags);
                 validate("lanes", &src).unwrap();
             }

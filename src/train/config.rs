@@ -158,6 +158,11 @@ pub struct TrainConfig {
     /// others keep their starting values. Fewer trained weights give each one a less
     /// noisy estimate from the same particles.
     pub trainable: Vec<String>,
+    /// PES leaves every LayerNorm's γ and β at their starting values. They are
+    /// redundant with the linear layer each LayerNorm feeds (LN(x)∘γ·W + β·W), so the
+    /// model can express as much; on CPU devices the perturbed step then folds each
+    /// LayerNorm into its layer as the plain step does, which is faster (README: Speed).
+    pub freeze_layernorm: bool,
     pub seed: u64,
     /// Log (and validate) every this many iterations.
     pub log_every: u32,
@@ -190,6 +195,7 @@ impl Default for TrainConfig {
             use_sign: false,
             guard: false,
             trainable: Vec::new(),
+            freeze_layernorm: false,
             seed: 0,
             log_every: 10,
             checkpoint_every: 50,

@@ -98,6 +98,7 @@ pub(crate) fn pes_settings(cfg: &TrainConfig) -> PesSettings {
         adam_eps: cfg.adam_eps as f32,
         clip_norm: cfg.clip_norm as f32,
         trainable: cfg.trainable.clone(),
+        freeze_layernorm: cfg.freeze_layernorm,
     }
 }
 

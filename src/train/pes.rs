@@ -117,6 +117,8 @@ pub struct PesSettings {
     pub clip_norm: f32,
     /// Names or name prefixes of the tensors PES trains (empty: all).
     pub trainable: Vec<String>,
+    /// See `TrainConfig::freeze_layernorm`.
+    pub freeze_layernorm: bool,
 }
 
 impl PesSettings {
@@ -204,7 +206,8 @@ impl<'a> PesEngine<'a> {
         let np = specs.len();
         let problems = GpuProblems::with_slots(ctx, specs)?;
         let n = problems.n_total as usize;
-        let noise_layout = NoiseLayout::new(&packed, &settings.trainable)?;
+        let noise_layout =
+            NoiseLayout::new(&packed, &settings.trainable, settings.freeze_layernorm)?;
         let stride = noise_layout.stride as u32;
         let s = &settings;
         let theta = ctx.storage("theta", &packed.pack(model))?;
