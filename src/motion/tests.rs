@@ -507,12 +507,19 @@ fn the_simulated_truth_tracks_its_clip() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let clip = Family::Dance.clip(&mut rng, 1.0);
-    for (file, text) in [("dance.bvh", clip.to_bvh()), ("dance.txt", clip.to_deepmimic())] {
+    for (file, text) in [
+        ("dance.bvh", clip.to_bvh()),
+        ("dance.txt", clip.to_deepmimic()),
+    ] {
         let path = dir.join(file);
         std::fs::write(&path, text).unwrap();
         let loaded = Clip::load(&path).unwrap();
         let ws: Vec<_> = (0..2)
-            .map(|s| Source::Clip(loaded.clone()).window(&body, &cfg.task, s).unwrap())
+            .map(|s| {
+                Source::Clip(loaded.clone())
+                    .window(&body, &cfg.task, s)
+                    .unwrap()
+            })
             .collect();
         check(file, &ws);
     }
