@@ -333,3 +333,60 @@ fn near_the_drivers_loop_limit_results_stay_right_and_past_it_runs_are_refused()
         assert!(e.contains("loop iterations") && e.contains("L-BFGS"), "{e}");
     }
 }
+
+/// A batch of small problems runs the objective and the first-order kernels with fewer
+/// invocations per problem (`kernel::lanes_for`: 8 up to d = 8). Each small problem
+/// gives the same values, bit for bit, as in a batch whose one larger problem keeps all
+/// 32 invocations: every function at d = 1, 2, 3, 5 and 8, rotated and not, under all
+/// four first-order methods, and the objective alone.
+#[test]
+fn small_problems_take_fewer_lanes_and_give_the_same_bits() {
+    use optimus_gpu::kernel::lanes_for;
+    use optimus_gpu::objective::evaluate;
+    let opts = |rotate| SampleOptions {
+        shift: 0.3,
+        rotate,
+        log10_scale: (-1.0, 1.0),
+        log10_width: (0.0, 0.0),
+        start_fraction: 1.0,
+    };
+    let mut small = Vec::new();
+    for (k, f) in Function::ALL.iter().enumerate() {
+        for d in [1usize, 2, 3, 5, 8] {
+            let seed = (10 * k + d) as u64;
+            if let Ok(p) = ProblemSpec::sample(Objective::Builtin(*f), d, &opts(d % 2 == 0), seed) {
+                small.push(p);
+            }
+        }
+    }
+    let big =
+        ProblemSpec::sample(Objective::Builtin(Function::Sphere), 40, &opts(false), 1).unwrap();
+    let mut mixed = small.clone();
+    mixed.push(big);
+    assert_eq!((lanes_for(8), lanes_for(40)), (8, 32));
+    assert!(small.len() > 50, "{} problems", small.len());
+
+    let stage = ObjectiveStage::new(ctx(), None).unwrap();
+    let (a, b) = (
+        evaluate(ctx(), &stage, &small).unwrap(),
+        evaluate(ctx(), &stage, &mixed).unwrap(),
+    );
+    for (k, p) in small.iter().enumerate() {
+        assert!(a[k].0.is_finite(), "{} d={}", p.objective.name(), p.dim);
+        assert_eq!(a[k], b[k], "{} d={}: objective", p.objective.name(), p.dim);
+    }
+    for method in [Method::Gd, Method::Momentum, Method::Nesterov, Method::Adam] {
+        let mut cfg = OptimizerConfig::new(method);
+        cfg.lr = 1e-3;
+        let (a, b) = (
+            run_gpu(&small, &cfg, 20, None),
+            run_gpu(&mixed, &cfg, 20, None),
+        );
+        for (k, p) in small.iter().enumerate() {
+            let what = format!("{method} on {} d={}", p.objective.name(), p.dim);
+            assert_eq!(a[k].gaps, b[k].gaps, "{what}: gaps");
+            assert_eq!(a[k].x, b[k].x, "{what}: final point");
+            assert_eq!(a[k].status, b[k].status, "{what}: status");
+        }
+    }
+}

@@ -40,12 +40,15 @@ fn user_objective_error_names_the_file_line() {
 fn workgroup_size_in_wgsl_matches_the_host() {
     let src = compose("first_order.wgsl").unwrap();
     let module = validate("first_order.wgsl", &src).unwrap();
+    // An override (the objective and first-order kernels set it per batch), whose
+    // default is the host's.
     let wg = module
-        .constants
+        .overrides
         .iter()
-        .find(|(_, c)| c.name.as_deref() == Some("WG"))
-        .map(|(_, c)| module.global_expressions[c.init].clone())
-        .expect("WG constant");
+        .find(|(_, o)| o.name.as_deref() == Some("WG"))
+        .and_then(|(_, o)| o.init)
+        .map(|init| module.global_expressions[init].clone())
+        .expect("WG override with a default");
     assert!(
         matches!(wg, naga::Expression::Literal(naga::Literal::U32(v)) if v == optimus_gpu::kernel::WORKGROUP),
         "{wg:?}"

@@ -6,11 +6,10 @@
 
 use crate::context::GpuContext;
 use crate::error::Result;
-use crate::kernel::Kernel;
+use crate::kernel::{lanes_for, Kernel, WORKGROUP};
 use crate::problem::GpuProblems;
 use crate::user_objective::{objective_source, UserObjective};
 use std::sync::Arc;
-use std::sync::OnceLock;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -23,14 +22,16 @@ struct ObjParams {
 /// Kernel ids: the 13 benchmark functions and the user objective.
 const N_FUNCS: usize = 14;
 
-/// The objective kernel, built once per batch kind (builtin or one user objective):
-/// a generic pipeline for batches that mix functions, and, built on first use, one per
-/// function with `FUNC_SPEC` set, whose dispatch on the function id folds away
-/// (measured about 2x faster per problem on lavapipe at d = 32).
+/// The objective kernel of one batch kind (builtin or one user objective): a generic
+/// pipeline for batches that mix functions, and one per function with `FUNC_SPEC` set,
+/// whose dispatch on the function id folds away (measured about 2x faster per problem
+/// on lavapipe at d = 32); each with as many invocations per problem as the batch's
+/// largest problem needs ([`lanes_for`]). Pipelines are built on first use and kept in
+/// the device's cache.
 pub struct ObjectiveStage {
-    generic: Arc<Kernel>,
-    special: Vec<OnceLock<Arc<Kernel>>>,
     source: String,
+    /// The label of the generic pipeline (it names a user's file in naga's errors).
+    label: String,
     /// 1 when reads past a problem's coordinates give NaN (`checking`), else 0: the
     /// `CHECK_BOUNDS` override of every pipeline.
     check_bounds: f64,
@@ -95,38 +96,28 @@ impl ObjectiveStage {
         } else {
             file.to_string()
         };
-        let check_bounds = check_bounds as u32 as f64;
-        let generic =
-            Kernel::with_constants(ctx, &label, &source, &[("CHECK_BOUNDS", check_bounds)])?;
-        Ok(Self {
-            generic,
-            special: (0..N_FUNCS).map(|_| OnceLock::new()).collect(),
+        let stage = Self {
             source,
-            check_bounds,
-        })
+            label,
+            check_bounds: check_bounds as u32 as f64,
+        };
+        // Built now so that a user objective's errors show before any run.
+        stage.kernel(ctx, None, WORKGROUP)?;
+        Ok(stage)
     }
 
-    /// The pipeline specialized to function `id`, built on first use.
-    fn special(&self, ctx: &GpuContext, id: u32) -> Result<&Kernel> {
-        let slot = &self.special[id as usize];
-        if let Some(k) = slot.get() {
-            return Ok(k);
-        }
-        let k = Kernel::with_constants(
-            ctx,
-            "objective (specialized)",
-            &self.source,
-            &[
-                ("FUNC_SPEC", id as f64),
-                ("CHECK_BOUNDS", self.check_bounds),
-            ],
-        )?;
-        Ok(slot.get_or_init(|| k))
-    }
-
-    fn kernel(&self, func: Option<u32>) -> &Kernel {
-        func.and_then(|id| self.special[id as usize].get())
-            .unwrap_or(&self.generic)
+    /// The pipeline for function `func` (None: generic) with `lanes` invocations per
+    /// problem.
+    fn kernel(&self, ctx: &GpuContext, func: Option<u32>, lanes: u32) -> Result<Arc<Kernel>> {
+        let mut constants = vec![("CHECK_BOUNDS", self.check_bounds), ("WG", lanes as f64)];
+        let label = match func {
+            Some(id) => {
+                constants.push(("FUNC_SPEC", id as f64));
+                "objective (specialized)"
+            }
+            None => self.label.as_str(),
+        };
+        Kernel::with_constants(ctx, label, &self.source, &constants)
     }
 
     /// Binds the stage: it reads points from `x` and writes gaps to `f` (one per
@@ -149,10 +140,7 @@ impl ObjectiveStage {
             },
         );
         let func = problems.single_func.filter(|&id| (id as usize) < N_FUNCS);
-        if let Some(id) = func {
-            self.special(ctx, id)?;
-        }
-        let kernel = self.kernel(func);
+        let kernel = self.kernel(ctx, func, lanes_for(problems.max_dim()))?;
         let group = kernel.bind(
             ctx,
             &[

@@ -334,6 +334,11 @@ pub struct GpuProblems {
 }
 
 impl GpuProblems {
+    /// The largest problem's dimension.
+    pub fn max_dim(&self) -> u32 {
+        self.dims.iter().copied().max().unwrap_or(1)
+    }
+
     /// Uploads `problems`; all user objectives in one batch must be the same one.
     pub fn new(ctx: &GpuContext, problems: &[ProblemSpec]) -> Result<Self> {
         Self::build(ctx, problems, false)

@@ -2,8 +2,10 @@
 // Call from uniform control flow only: they contain barriers.
 
 // Invocations per workgroup (`kernel::WORKGROUP`). 32 keeps lanes busy at the
-// typical d = 32 and measured 1.3x faster than 64 on lavapipe.
-const WG: u32 = 32u;
+// typical d = 32 and measured 1.3x faster than 64 on lavapipe. The objective and
+// first-order kernels set it per batch, as low as the largest problem allows
+// (`kernel::lanes_for`).
+override WG: u32 = 32u;
 
 var<workgroup> red_buf: array<vec4<f32>, WG>;
 var<workgroup> red_out: vec4<f32>;

@@ -11,7 +11,7 @@ pub mod cpu;
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::Kernel;
+use crate::kernel::{compose, lanes_for, Kernel};
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
 use crate::learned::linear::Tiling;
 use crate::learned::model::{Model, ModelKind};
@@ -460,9 +460,10 @@ pub fn check_loop_budget(
     Ok(())
 }
 
-/// Kernels of every method, built once and shared by runs.
+/// Kernels of every method, built once and shared by runs (the first-order kernel per
+/// number of invocations per problem, on first use, in the device's cache).
 pub struct Kernels {
-    first_order: Arc<Kernel>,
+    first_order: String,
     bfgs: Arc<Kernel>,
     lbfgs: Arc<Kernel>,
     guard: Arc<Kernel>,
@@ -478,7 +479,7 @@ impl Kernels {
     /// (tests check both layouts on one device).
     pub fn with_tiling(ctx: &GpuContext, tiling: Tiling) -> Result<Self> {
         Ok(Self {
-            first_order: Kernel::from_shader(ctx, "first_order.wgsl")?,
+            first_order: compose("first_order.wgsl")?,
             bfgs: Kernel::from_shader(ctx, "bfgs.wgsl")?,
             lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl")?,
             guard: Kernel::from_shader(ctx, "learned/guard.wgsl")?,
@@ -486,12 +487,23 @@ impl Kernels {
         })
     }
 
-    fn for_method(&self, m: Method) -> &Kernel {
-        match m {
-            Method::Bfgs => &self.bfgs,
-            Method::Lbfgs => &self.lbfgs,
-            _ => &self.first_order,
-        }
+    /// The kernel of classic method `m` for a batch whose largest problem has `max_dim`
+    /// coordinates: the first-order kernel with as few invocations per problem as that
+    /// allows ([`lanes_for`]), the quasi-Newton ones with [`crate::kernel::WORKGROUP`].
+    fn for_method(&self, ctx: &GpuContext, m: Method, max_dim: u32) -> Result<Arc<Kernel>> {
+        Ok(match m {
+            Method::Bfgs => self.bfgs.clone(),
+            Method::Lbfgs => self.lbfgs.clone(),
+            _ => {
+                let lanes = lanes_for(max_dim) as f64;
+                Kernel::with_constants(
+                    ctx,
+                    "first_order.wgsl",
+                    &self.first_order,
+                    &[("WG", lanes)],
+                )?
+            }
+        })
     }
 }
 
@@ -567,8 +579,9 @@ pub struct GpuRun<'a> {
     problems: GpuProblems,
     steps: u32,
     obj_binding: Box<dyn Evaluation>,
-    /// The classic method's kernel bindings, or the learned optimizer's stages.
-    opt_group: Option<wgpu::BindGroup>,
+    /// The classic method's kernel and its bindings (None for a learned optimizer,
+    /// whose stages are `learned`).
+    opt_group: Option<(Arc<Kernel>, wgpu::BindGroup)>,
     learned: Option<LearnedNet>,
     guard: Option<Guard>,
     state: wgpu::Buffer,
@@ -643,7 +656,7 @@ impl<'a> GpuRun<'a> {
                 pad: [0; 3],
             },
         );
-        let kernel = kernels.for_method(method);
+        let kernel = kernels.for_method(ctx, method, gp.max_dim())?;
         let mut learned = None;
         let mut guard = None;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -666,7 +679,13 @@ impl<'a> GpuRun<'a> {
                     &params, &gp.desc, &f, &g, &xe, &vecs, &state, &history, &mat,
                 ],
             );
-            (ob, Some(group), vecs, Some(xe), vec![mat, params, f, g])
+            (
+                ob,
+                Some((kernel, group)),
+                vecs,
+                Some(xe),
+                vec![mat, params, f, g],
+            )
         } else if let Some(model) = &config.model {
             let x = ctx.storage_zeroed("x", n)?;
             enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
@@ -700,7 +719,7 @@ impl<'a> GpuRun<'a> {
                 ctx,
                 &[&params, &gp.desc, &f, &g, &x, &vecs, &state, &history],
             );
-            (ob, Some(group), x, None, vec![vecs, params, f, g])
+            (ob, Some((kernel, group)), x, None, vec![vecs, params, f, g])
         };
         ctx.queue.submit([enc.finish()]);
         Ok(Self {
@@ -753,10 +772,7 @@ impl<'a> GpuRun<'a> {
         }
         match (&self.learned, &self.opt_group) {
             (Some(net), _) => net.record(&self.kernels.learned, pass, n),
-            (None, Some(group)) => self
-                .kernels
-                .for_method(self.config.method)
-                .dispatch_problems(pass, group, n),
+            (None, Some((kernel, group))) => kernel.dispatch_problems(pass, group, n),
             (None, None) => unreachable!("a run binds either a classic or a learned method"),
         }
     }
@@ -786,10 +802,7 @@ impl<'a> GpuRun<'a> {
                     }
                 }
                 (k, Some(net), _) => net.record_stage(k - first, &self.kernels.learned, pass, n),
-                (_, None, Some(group)) => self
-                    .kernels
-                    .for_method(self.config.method)
-                    .dispatch_problems(pass, group, n),
+                (_, None, Some((kernel, group))) => kernel.dispatch_problems(pass, group, n),
                 (_, None, None) => unreachable!("a run binds either a classic or a learned method"),
             }
         })
