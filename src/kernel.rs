@@ -108,6 +108,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../shaders/shared/two_loop.wgsl"),
     ),
     (
+        "shared/regions.wgsl",
+        include_str!("../shaders/shared/regions.wgsl"),
+    ),
+    (
         "shared/line_search.wgsl",
         include_str!("../shaders/shared/line_search.wgsl"),
     ),

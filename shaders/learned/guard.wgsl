@@ -44,6 +44,7 @@ const RETREAT: f32 = 0.25;
 @group(0) @binding(8) var<storage, read_write> state: array<OptState>;
 
 #include "shared/opt_state.wgsl"
+#include "shared/regions.wgsl"
 
 // Regions of gmem, in units of n_total.
 const R_XF: u32 = 0u;
@@ -52,27 +53,21 @@ const R_GP: u32 = 2u;
 const R_T: u32 = 3u;
 const R_S: u32 = 4u;
 
-var<private> cur_off: u32;
-
-// Coordinate i of region r of the current problem.
-fn gi(r: u32, i: u32) -> u32 {
-    return r * params.n_total + cur_off + i;
-}
 
 fn pair_s(slot: u32, i: u32) -> f32 {
-    return gmem[gi(R_S + slot, i)];
+    return gmem[vi(R_S + slot, i)];
 }
 
 fn pair_y(slot: u32, i: u32) -> f32 {
-    return gmem[gi(R_S + GUARD_MEMORY + slot, i)];
+    return gmem[vi(R_S + GUARD_MEMORY + slot, i)];
 }
 
 fn t_get(i: u32) -> f32 {
-    return gmem[gi(R_T, i)];
+    return gmem[vi(R_T, i)];
 }
 
 fn t_set(i: u32, v: f32) {
-    gmem[gi(R_T, i)] = v;
+    gmem[vi(R_T, i)] = v;
 }
 
 @compute @workgroup_size(WG)
@@ -116,7 +111,7 @@ fn main(
         let take_f = fallback_ok && (!learned_ok || f_f < f_l);
         if take_f && f_f <= st.f {
             for (var i = lid; i < d; i += WG) {
-                x[off + i] = gmem[gi(R_XF, i)];
+                x[off + i] = gmem[vi(R_XF, i)];
                 g[off + i] = gf[off + i];
             }
             if lid == 0u {
@@ -128,8 +123,8 @@ fn main(
             // and shorten the fallback, as a backtracking line search would.
             retreat = true;
             for (var i = lid; i < d; i += WG) {
-                x[off + i] = gmem[gi(R_XP, i)];
-                g[off + i] = gmem[gi(R_GP, i)];
+                x[off + i] = gmem[vi(R_XP, i)];
+                g[off + i] = gmem[vi(R_GP, i)];
             }
             if lid == 0u {
                 f[p] = st.f;
@@ -141,8 +136,8 @@ fn main(
     // The pair of the last two accepted points, or on the first step the first trial.
     var acc = vec4<f32>(0.0);
     for (var i = lid; i < d; i += WG) {
-        let si = x[off + i] - gmem[gi(R_XP, i)];
-        let yi = g[off + i] - gmem[gi(R_GP, i)];
+        let si = x[off + i] - gmem[vi(R_XP, i)];
+        let yi = g[off + i] - gmem[vi(R_GP, i)];
         let gv = g[off + i];
         acc += vec4<f32>(si * yi, gv * gv, 0.0, 0.0);
     }
@@ -155,8 +150,8 @@ fn main(
     } else if !retreat && r.x > 0.0 && is_finite(r.x) {
         let slot = st.head;
         for (var i = lid; i < d; i += WG) {
-            gmem[gi(R_S + slot, i)] = x[off + i] - gmem[gi(R_XP, i)];
-            gmem[gi(R_S + GUARD_MEMORY + slot, i)] = g[off + i] - gmem[gi(R_GP, i)];
+            gmem[vi(R_S + slot, i)] = x[off + i] - gmem[vi(R_XP, i)];
+            gmem[vi(R_S + GUARD_MEMORY + slot, i)] = g[off + i] - gmem[vi(R_GP, i)];
         }
         st.head = (slot + 1u) % GUARD_MEMORY;
         st.k = min(st.k + 1u, GUARD_MEMORY);
@@ -169,9 +164,9 @@ fn main(
     two_loop(lid, d, GUARD_MEMORY, st.k, st.head);
     for (var i = lid; i < d; i += WG) {
         let xi = x[off + i];
-        gmem[gi(R_XF, i)] = xi - tau * t_get(i);
-        gmem[gi(R_XP, i)] = xi;
-        gmem[gi(R_GP, i)] = g[off + i];
+        gmem[vi(R_XF, i)] = xi - tau * t_get(i);
+        gmem[vi(R_XP, i)] = xi;
+        gmem[vi(R_GP, i)] = g[off + i];
     }
     if lid == 0u {
         gmem[pa] = first;

@@ -20,6 +20,7 @@
 @group(0) @binding(8) var<storage, read_write> mat: array<f32>;
 
 #include "shared/opt_state.wgsl"
+#include "shared/regions.wgsl"
 #include "shared/history.wgsl"
 #include "shared/line_search.wgsl"
 
@@ -30,13 +31,7 @@ const R_S: u32 = 3u;
 const R_Y: u32 = 4u;
 const R_T: u32 = 5u;
 
-var<private> cur_off: u32;
 var<private> cur_dim: u32;
-
-// Index of coordinate i of region r of the current problem.
-fn vi(r: u32, i: u32) -> u32 {
-    return r * params.n_total + cur_off + i;
-}
 
 @compute @workgroup_size(WG)
 fn main(
