@@ -829,7 +829,8 @@ fn resuming_after_the_objective_changed_is_refused() {
     resume.config = None;
     resume.iterations = Some(5);
     let e = train::train(ctx(), &resume, &stop).unwrap_err().to_string();
-    assert!(e.contains("has changed"), "{e}");
+    // One sentence: no runs of spaces from a string continued across source lines.
+    assert!(e.contains("has changed") && !e.contains("  "), "{e}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -426,7 +426,9 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     if let Some((meta, _)) = &resumed {
         if meta.objective_source.as_deref() != user.as_deref().map(|u| u.source.as_str()) {
             return Err(Error::Config(format!(
-                "{} has changed since the checkpoint in {} was written, so resuming would                  train on another objective; restore the file or start a new run (another                  --out)",
+                "{} has changed since the checkpoint in {} was written, so resuming would \
+                 train on another objective; restore the file or start a new run (another \
+                 --out)",
                 user.as_deref().map_or("the objective", |u| u.path.as_str()),
                 opts.out.display()
             )));
@@ -667,7 +669,8 @@ fn check_resume(meta: &CheckpointMeta, opts: &TrainOptions, model_cfg: &ModelCon
         };
         if same != meta.train {
             return Err(Error::Config(format!(
-                "the config differs from the one the checkpoint in {} was trained with; resume                  without --config (the checkpoint's is used; --iterations may extend it)",
+                "the config differs from the one the checkpoint in {} was trained with; resume \
+                 without --config (the checkpoint's is used; --iterations may extend it)",
                 opts.out.display()
             )));
         }
