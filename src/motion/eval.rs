@@ -450,8 +450,19 @@ pub fn table(res: &MotionResults) -> String {
         ))
     );
     let reference = res.reference.clone().unwrap_or_else(|| "-".into());
+    // Columns as wide as the longest clip and optimizer names.
+    let wf = res
+        .rows
+        .iter()
+        .map(|r| r.family.chars().count())
+        .fold(10, usize::max);
+    let wo = res
+        .rows
+        .iter()
+        .map(|r| r.optimizer.chars().count())
+        .fold(10, usize::max);
     s += &format!(
-        "{:<10} {:<10} {:>12} {:>10} {:>12} {:>16} {:>8}\n",
+        "{:<wf$} {:<wo$} {:>12} {:>10} {:>12} {:>16} {:>8}\n",
         "motion",
         "optimizer",
         "objective",
@@ -466,7 +477,7 @@ pub fn table(res: &MotionResults) -> String {
             None => format!("- (0/{})", r.windows),
         };
         s += &format!(
-            "{:<10} {:<10} {:>12.3} {:>10.1} {:>12.1} {:>16} {:>8.1}{}\n",
+            "{:<wf$} {:<wo$} {:>12.3} {:>10.1} {:>12.1} {:>16} {:>8.1}{}\n",
             r.family,
             r.optimizer,
             r.final_objective,

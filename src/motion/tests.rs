@@ -525,3 +525,52 @@ fn the_simulated_truth_tracks_its_clip() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The motion table's columns line up whatever the clip and optimizer names' lengths:
+/// the objective column ends at the same place on every row.
+#[test]
+fn the_motion_table_lines_up_long_names() {
+    use super::eval::{table, MotionResults, Row};
+    let row = |family: &str, optimizer: &str| Row {
+        family: family.into(),
+        optimizer: optimizer.into(),
+        lr: None,
+        final_objective: 12.5,
+        mpjpe_mm: 30.0,
+        pa_mpjpe_mm: 20.0,
+        iters_to_reference: None,
+        reached_reference: 0,
+        windows: 4,
+        diverged: 0,
+        seconds: 1.0,
+    };
+    let res = MotionResults {
+        adapter: "test".into(),
+        steps: 100,
+        parameters_per_window: 310,
+        reference: Some("bfgs".into()),
+        adam_lr: None,
+        initial_mpjpe_mm: vec![],
+        truth_vs_clip: vec![],
+        rows: vec![
+            row("walk", "bfgs"),
+            row("a_long_real_clip_name_from_a_motion_set", "optimus-hybrid"),
+        ],
+        windows: vec![],
+        seconds: 1.0,
+    };
+    let text = table(&res);
+    let ends: Vec<usize> = text
+        .lines()
+        .filter(|l| l.contains("12.500"))
+        .map(|l| l.find("12.500").unwrap() + "12.500".len())
+        .collect();
+    assert_eq!(ends.len(), 2, "{text}");
+    assert_eq!(ends[0], ends[1], "{text}");
+    let header = text.lines().nth(1).unwrap();
+    assert_eq!(
+        header.find("objective").unwrap() + "objective".len(),
+        ends[0],
+        "{text}"
+    );
+}
