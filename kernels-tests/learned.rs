@@ -7,7 +7,7 @@ use optimus_gpu::learned::model::{
 };
 use optimus_gpu::objective::ObjectiveStage;
 use optimus_gpu::optim::cpu::{run_guarded, run_learned};
-use optimus_gpu::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult};
+use optimus_gpu::optim::{GpuRun, Guarding, Kernels, Method, OptimizerConfig, ProblemResult};
 use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
 use optimus_gpu::Function;
 use std::sync::Arc;
@@ -797,7 +797,7 @@ fn the_guarded_step_matches_the_twin() {
     let gpu = run_guarded_gpu(&ps, &m, steps);
     let mut fallback_taken = false;
     for (p, g) in ps.iter().zip(&gpu) {
-        let c = run_guarded(&m, p, steps).unwrap();
+        let c = run_guarded(&m, p, steps, Guarding::Guard).unwrap();
         let what = format!("{} d={}", p.objective.name(), p.dim);
         assert_eq!((g.status, g.iters), (c.status, c.iters), "{what}");
         // Two evaluations a step after the first evaluation.
@@ -817,6 +817,76 @@ fn the_guarded_step_matches_the_twin() {
         fallback_taken,
         "the guard never left the learned path (fallback or backtracking): the test is vacuous"
     );
+}
+
+/// The hybrid (Optimus and L-BFGS in turn, one evaluation a step) follows its twin gap
+/// by gap on a mixed batch, through accepted proposals of both kinds and rejected ones:
+/// the random model's short steps are accepted, and the same model with steps of about
+/// 5 per coordinate (`lambda_s` 100) is rejected where it lands uphill, and the first
+/// fallback (a unit step along −g) overshoots on the quadratics started off centre.
+#[test]
+fn the_hybrid_step_matches_the_twin() {
+    let steps = 8;
+    let small = model(ModelKind::Optimus, 8);
+    let mut big = (*small).clone();
+    big.config.lambda_s = 100.0;
+    let mut ps = problems(&[1, 3, 17, 70]);
+    for d in [1usize, 3] {
+        let mut p = ProblemSpec::sample(
+            Objective::Builtin(Function::Sphere),
+            d,
+            &SampleOptions::default(),
+            d as u64,
+        )
+        .unwrap();
+        p.scale = 100.0;
+        p.x0 = p.center.iter().map(|c| c + 0.3).collect();
+        ps.push(p);
+    }
+    let (mut learned_taken, mut rejected) = (false, false);
+    for m in [small, Arc::new(big)] {
+        let gpu = run_method(
+            &ps,
+            &m,
+            Method::OptimusHybrid,
+            steps,
+            Tiling::for_device(ctx()),
+        );
+        for (p, g) in ps.iter().zip(&gpu) {
+            let c = run_guarded(&m, p, steps, Guarding::Hybrid).unwrap();
+            let what = format!(
+                "{} d={} λ_s={}",
+                p.objective.name(),
+                p.dim,
+                m.config.lambda_s
+            );
+            assert_eq!((g.status, g.iters), (c.status, c.iters), "{what}");
+            // One evaluation a step.
+            assert_eq!((g.evals, c.evals), (1 + steps, 1 + steps), "{what}");
+            for (t, (a, b)) in g.gaps.iter().zip(&c.gaps).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-3 * b.abs() + 1e-6 * c.gaps[0],
+                    "{what} step {t}: gap {a} on the GPU, {b} in the twin"
+                );
+            }
+            // Step t + 1's gap comes from proposal t, Optimus's for odd t.
+            for t in 0..steps as usize {
+                learned_taken |= t % 2 == 1 && c.gaps[t + 1] < c.gaps[t];
+                rejected |= c.gaps[t + 1] == c.gaps[t] && c.gaps[t] > 0.0;
+            }
+            // Never uphill.
+            assert!(
+                c.gaps.windows(2).all(|w| w[1] <= w[0]),
+                "{what}: {:?}",
+                c.gaps
+            );
+        }
+    }
+    assert!(
+        learned_taken,
+        "no Optimus proposal was accepted: the test is vacuous"
+    );
+    assert!(rejected, "no proposal was rejected: the test is vacuous");
 }
 
 #[test]
@@ -866,7 +936,7 @@ fn the_guard_keeps_a_start_that_blows_up_finite() {
     let guarded = &run_guarded_gpu(std::slice::from_ref(&p), &m, 8)[0];
     assert_eq!(guarded.status, optimus_gpu::optim::Status::Done);
     assert!(guarded.final_gap().is_finite() && guarded.final_gap() <= guarded.gaps[0]);
-    let c = run_guarded(&m, &p, 8).unwrap();
+    let c = run_guarded(&m, &p, 8, Guarding::Guard).unwrap();
     assert_eq!(c.status, optimus_gpu::optim::Status::Done);
 }
 
@@ -877,6 +947,17 @@ fn the_guard_keeps_a_start_that_blows_up_finite() {
 /// 100 (Perm's long first steps included).
 #[test]
 fn the_committed_optimus_behind_the_guard_meets_the_known_answers() {
+    committed_optimus_meets_the_known_answers(Method::OptimusGuard);
+}
+
+/// The same known answers for the committed Optimus taking turns with L-BFGS (one
+/// evaluation a step).
+#[test]
+fn the_committed_optimus_hybrid_meets_the_known_answers() {
+    committed_optimus_meets_the_known_answers(Method::OptimusHybrid);
+}
+
+fn committed_optimus_meets_the_known_answers(method: Method) {
     let dir = optimus_gpu::eval::default_model_dir(ModelKind::Optimus)
         .expect("assets/models/optimus is committed");
     let m = Arc::new(Model::load(&dir).unwrap());
@@ -891,7 +972,7 @@ fn the_committed_optimus_behind_the_guard_meets_the_known_answers() {
         let kernels = Kernels::new(ctx()).unwrap();
         let cfg = OptimizerConfig {
             model: Some(m.clone()),
-            ..OptimizerConfig::new(Method::OptimusGuard)
+            ..OptimizerConfig::new(method)
         };
         GpuRun::new(ctx(), &kernels, stage, ps, &cfg, None, 200)
             .unwrap()
@@ -916,9 +997,10 @@ fn the_committed_optimus_behind_the_guard_meets_the_known_answers() {
         for (p, r) in ps.iter().zip(run(stage, ps)) {
             assert!(
                 r.final_gap() <= 1e-8 * r.gaps[0],
-                "{} d = {}: gap {} from {}",
+                "{} d = {} under {}: gap {} from {}",
                 p.objective.name(),
                 p.dim,
+                method.name(),
                 r.final_gap(),
                 r.gaps[0]
             );
@@ -934,9 +1016,10 @@ fn the_committed_optimus_behind_the_guard_meets_the_known_answers() {
         assert_ne!(
             r.status,
             optimus_gpu::optim::Status::Diverged,
-            "{} d = {} diverged",
+            "{} d = {} diverged under {}",
             p.objective.name(),
-            p.dim
+            p.dim,
+            method.name()
         );
     }
 }
@@ -992,14 +1075,14 @@ fn the_guard_backtracks_like_the_twin() {
             })
             .collect();
         ps.retain(|p| {
-            let c = run_guarded(&m, p, steps).unwrap();
+            let c = run_guarded(&m, p, steps, Guarding::Guard).unwrap();
             c.gaps.windows(2).any(|w| w[0] == w[1] && w[0] > 0.0)
         });
         if ps.is_empty() {
             continue;
         }
         for (p, g) in ps.iter().zip(run_guarded_gpu(&ps, &m, steps)) {
-            let c = run_guarded(&m, p, steps).unwrap();
+            let c = run_guarded(&m, p, steps, Guarding::Guard).unwrap();
             for (t, (a, b)) in g.gaps.iter().zip(&c.gaps).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-3 * b.abs() + 1e-6,
@@ -1017,18 +1100,23 @@ fn the_guard_backtracks_like_the_twin() {
     assert!(checked > 0, "no problem backtracked: the test is vacuous");
 }
 
-/// `bench --guard` times the guarded step beside the plain one (positive, finite times,
-/// the ratio in the table; their values are not asserted) and refuses a non-Optimus model.
+/// `bench --guard` times the guarded and hybrid steps beside the plain one (positive,
+/// finite times, the ratios in the table; their values are not asserted) and refuses a
+/// non-Optimus model.
 #[test]
 fn the_step_bench_times_the_guard_beside_the_plain_step() {
     let m = model(ModelKind::Optimus, 2);
     let r = optimus_gpu::bench::learned_step(ctx(), &m, 4, 9, 2, true).unwrap();
-    let g = r.guarded_seconds_per_step.unwrap();
-    assert!(
-        g > 0.0 && g.is_finite() && r.seconds_per_step > 0.0,
-        "{r:?}"
-    );
-    assert!(optimus_gpu::bench::table(&[r]).contains("guarded / plain"));
+    for t in [
+        r.guarded_seconds_per_step,
+        r.hybrid_seconds_per_step,
+        Some(r.seconds_per_step),
+    ] {
+        let t = t.unwrap();
+        assert!(t > 0.0 && t.is_finite(), "{r:?}");
+    }
+    let table = optimus_gpu::bench::table(&[r]);
+    assert!(table.contains("guarded / plain") && table.contains("hybrid / plain"));
     let lopt = model(ModelKind::Lopt, 2);
     let e = optimus_gpu::bench::learned_step(ctx(), &lopt, 4, 9, 2, true).unwrap_err();
     assert!(e.to_string().contains("--guard"), "{e}");

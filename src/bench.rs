@@ -57,11 +57,14 @@ pub struct StepReport {
     /// Seconds per step of the same model behind the loss guard (`optimus-guard`: the
     /// fallback's evaluation and the guard's choice added), timed in the same run.
     pub guarded_seconds_per_step: Option<f64>,
+    /// Seconds per step of the same model as `optimus-hybrid` (the choice and the
+    /// fallback's proposal added, one evaluation), timed in the same run.
+    pub hybrid_seconds_per_step: Option<f64>,
 }
 
 /// Times `steps` steps of `model` on `problems` Sphere problems of dimension `dim` (a
 /// cheap objective, so the optimizer dominates), after two warm-up steps; with `guard`,
-/// also the same steps behind the loss guard (Optimus models only).
+/// also the same steps behind the loss guard and as the hybrid (Optimus models only).
 pub fn learned_step(
     ctx: &GpuContext,
     model: &Arc<Model>,
@@ -82,22 +85,17 @@ pub fn learned_step(
     let method = Method::for_model(model.config.kind);
     let (seconds_per_step, profile) =
         plain_steps(ctx, &kernels, &stage, model, method, &specs, steps)?;
-    let guarded_seconds_per_step = guard
-        .then(|| {
-            plain_steps(
-                ctx,
-                &kernels,
-                &stage,
-                model,
-                Method::OptimusGuard,
-                &specs,
-                steps,
-            )
-        })
-        .transpose()?
-        .map(|(s, _)| s);
+    let with_fallback = |m: Method| -> Result<Option<f64>> {
+        guard
+            .then(|| plain_steps(ctx, &kernels, &stage, model, m, &specs, steps))
+            .transpose()
+            .map(|r| r.map(|(s, _)| s))
+    };
+    let guarded_seconds_per_step = with_fallback(Method::OptimusGuard)?;
+    let hybrid_seconds_per_step = with_fallback(Method::OptimusHybrid)?;
     Ok(StepReport {
         guarded_seconds_per_step,
+        hybrid_seconds_per_step,
         problems,
         dim,
         seconds_per_step,
@@ -321,7 +319,10 @@ pub fn table(reports: &[StepReport]) -> String {
         "P", "d", "s / step", "problem-steps / s", "GFLOP/s"
     );
     if guarded {
-        s += &format!(" {:>16} {:>16}", "guarded s / step", "guarded / plain");
+        s += &format!(
+            " {:>16} {:>16} {:>15} {:>15}",
+            "guarded s / step", "guarded / plain", "hybrid s / step", "hybrid / plain"
+        );
     }
     s += "\n";
     for r in reports {
@@ -329,8 +330,12 @@ pub fn table(reports: &[StepReport]) -> String {
             "{:>8} {:>6} {:>12.4} {:>18.0} {:>9.2}",
             r.problems, r.dim, r.seconds_per_step, r.problem_steps_per_second, r.gflops
         );
-        if let Some(g) = r.guarded_seconds_per_step {
-            s += &format!(" {g:>16.4} {:>16.2}", g / r.seconds_per_step);
+        if let (Some(g), Some(h)) = (r.guarded_seconds_per_step, r.hybrid_seconds_per_step) {
+            s += &format!(
+                " {g:>16.4} {:>16.2} {h:>15.4} {:>15.2}",
+                g / r.seconds_per_step,
+                h / r.seconds_per_step
+            );
         }
         s += "\n";
     }

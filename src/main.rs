@@ -212,8 +212,9 @@ struct BenchArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Also time each size behind the loss guard (`optimus-guard`: the fallback's
-    /// evaluation and the guard's choice added) and print its ratio to the plain step
-    /// (--task functions, Optimus models).
+    /// evaluation and the guard's choice added) and as `optimus-hybrid` (the choice and
+    /// the fallback's proposal added, one evaluation), and print their ratios to the
+    /// plain step (--task functions, Optimus models).
     #[arg(long)]
     guard: bool,
 }
@@ -260,8 +261,10 @@ struct EvalArgs {
     #[arg(long)]
     steps: Option<u32>,
     /// Optimizers, comma-separated: gd, momentum, nesterov, adam, bfgs, lbfgs, and the
-    /// learned optimus, optimus-0, lopt, and optimus-guard (Optimus behind a loss guard,
-    /// two evaluations a step). Learned ones use --model or the committed models.
+    /// learned optimus, optimus-0, lopt, optimus-guard (Optimus behind a loss guard,
+    /// two evaluations a step) and optimus-hybrid (Optimus and L-BFGS proposing in turn,
+    /// an uphill candidate rejected, one evaluation a step). Learned ones use --model or
+    /// the committed models.
     #[arg(long, value_delimiter = ',')]
     optimizers: Option<Vec<String>>,
     /// Seed of the start points (and of shifts and rotations).

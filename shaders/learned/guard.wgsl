@@ -22,6 +22,16 @@
 //   no candidates yet).
 // gmem: [x_F | previous accepted x | its g | t (the two-loop's vector), n_total each |
 // S, Y: GUARD_MEMORY regions each | per problem: the first trial length, τ].
+//
+// MODE (a pipeline constant) picks what this kernel does:
+// - MODE_GUARD: the loss guard above.
+// - MODE_HYBRID: Optimus and the fallback take turns, one candidate and one
+//   evaluation a step (proposal t is the fallback's for even t). The candidate in x, f,
+//   g is accepted where it is finite and no higher than the current point; otherwise
+//   the current point is taken again, and τ shrinks by RETREAT if it was the fallback's.
+//   τ is back to 1 after an accepted fallback candidate.
+// - MODE_PROPOSE (hybrid, after the learned step wrote its candidate to x): where the
+//   next proposal is the fallback's, x becomes x_F.
 // CPU twin: `optim::cpu::run_guarded`.
 
 #include "shared/problem.wgsl"
@@ -32,6 +42,11 @@
 const GUARD_MEMORY: u32 = 10u;
 // Factor on τ after a step that kept the current point (`optim::cpu::GUARD_RETREAT`).
 const RETREAT: f32 = 0.25;
+
+const MODE_GUARD: u32 = 0u;
+const MODE_HYBRID: u32 = 1u;
+const MODE_PROPOSE: u32 = 2u;
+override MODE: u32 = MODE_GUARD;
 
 @group(0) @binding(0) var<uniform> params: OptParams;
 @group(0) @binding(1) var<storage, read> problems: array<Problem>;
@@ -88,12 +103,42 @@ fn main(
     let d = prob.dim;
     let off = prob.offset;
     cur_off = off;
+    if MODE == MODE_PROPOSE {
+        // The learned step counted proposal st.iter − 1.
+        if (st.iter - 1u) % 2u == 0u {
+            for (var i = lid; i < d; i += WG) {
+                x[off + i] = gmem[vi(R_XF, i)];
+            }
+        }
+        return;
+    }
     // Per problem: the first trial length, then τ.
     let pa = (R_S + 2u * GUARD_MEMORY) * params.n_total + 2u * p;
     var first = gmem[pa];
     var tau = gmem[pa + 1u];
     var retreat = false;
-    if st.iter > 0u {
+    if MODE == MODE_HYBRID && st.iter > 0u {
+        // Read before the reduction's barriers: invocation 0 overwrites f[p] below.
+        let f_c = f[p];
+        var bad = 0.0;
+        for (var i = lid; i < d; i += WG) {
+            bad += select(1.0, 0.0, is_finite(g[off + i]));
+        }
+        retreat = !(is_finite(f_c) && wg_sum(lid, bad) == 0.0 && f_c <= st.f);
+        if retreat {
+            for (var i = lid; i < d; i += WG) {
+                x[off + i] = gmem[vi(R_XP, i)];
+                g[off + i] = gmem[vi(R_GP, i)];
+            }
+            if lid == 0u {
+                f[p] = st.f;
+            }
+        }
+        // Proposal st.iter − 1 was the fallback's for even st.iter − 1.
+        if (st.iter - 1u) % 2u == 0u {
+            tau = select(1.0, tau * RETREAT, retreat);
+        }
+    } else if st.iter > 0u {
         // Read before the reduction's barriers: invocation 0 overwrites f[p] below.
         let f_l = f[p];
         let f_f = ff[p];

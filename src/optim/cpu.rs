@@ -1,7 +1,7 @@
 //! f64 CPU twins of the optimizer kernels: the same algorithms, branch for branch, so
 //! GPU trajectories can be checked against them.
 
-use super::{Method, OptimizerConfig, ProblemResult, Status};
+use super::{Guarding, Method, OptimizerConfig, ProblemResult, Status};
 use crate::error::{Error, Result};
 use crate::learned::{cpu, model::Model};
 use crate::problem::ProblemSpec;
@@ -364,17 +364,28 @@ pub const GUARD_RETREAT: f64 = 0.25;
 /// (s, y) pairs of the guard's L-BFGS fallback (`GUARD_MEMORY` in `learned/guard.wgsl`).
 pub const GUARD_MEMORY: usize = 10;
 
-/// Runs a learned optimizer behind the loss guard on the CPU, in f64 (twin of
-/// `learned/guard.wgsl` with the learned step): from the accepted point, the learned
-/// candidate and the fallback x − τ H g are both evaluated. The fallback is accepted
-/// where it is the lower finite one and no higher than the current point; where it is
-/// the lower but higher than the current point, or neither is finite, the current point
-/// is kept and τ shrinks by [`GUARD_RETREAT`] (a backtracking step); otherwise the
-/// learned candidate is accepted, uphill or not. The learned state goes on from the
-/// accepted point. H is L-BFGS's over the last [`GUARD_MEMORY`] pairs of accepted
-/// points, min(1, 1/‖g₀‖)·I before the first; τ is back to 1 after an accepted step.
-/// Two evaluations a step.
-pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<ProblemResult> {
+/// Runs a learned optimizer with an L-BFGS fallback on the CPU, in f64 (twin of
+/// `learned/guard.wgsl` with the learned step). H is L-BFGS's over the last
+/// [`GUARD_MEMORY`] pairs of accepted points, min(1, 1/‖g₀‖)·I before the first; the
+/// fallback candidate is x − τ H g, and the learned state goes on from the accepted
+/// point.
+///
+/// - [`Guarding::Guard`]: the learned candidate and the fallback are both evaluated (two
+///   evaluations a step). The fallback is accepted where it is the lower finite one and
+///   no higher than the current point; where it is the lower but higher than the current
+///   point, or neither is finite, the current point is kept and τ shrinks by
+///   [`GUARD_RETREAT`] (a backtracking step); otherwise the learned candidate is
+///   accepted, uphill or not. τ is back to 1 after an accepted step.
+/// - [`Guarding::Hybrid`]: one evaluation a step; the fallback proposes at steps 0, 2,
+///   4, … and the learned optimizer at 1, 3, 5, … A candidate is accepted where it is
+///   finite and no higher than the current point, else the point is kept; τ shrinks by
+///   [`GUARD_RETREAT`] after a rejected fallback and is back to 1 after an accepted one.
+pub fn run_guarded(
+    model: &Model,
+    problem: &ProblemSpec,
+    steps: u32,
+    guarding: Guarding,
+) -> Result<ProblemResult> {
     model.config.validate()?;
     let d = problem.dim;
     let eval = |x: &[f64], g: &mut [f64]| {
@@ -414,22 +425,43 @@ pub fn run_guarded(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
             c => c.direction(&g).iter().map(|v| -v).collect::<Vec<f64>>(),
         };
         let x_f: Vec<f64> = (0..d).map(|i| x_t[i] - tau * h_g[i]).collect();
-        let f_t = f;
+        let (f_t, g_t) = (f, g.clone());
         prev = Some((x_t.clone(), g.clone()));
+        let proposal = st.t;
         cpu::step(model, &mut st, f, &g);
-        let mut g_f = vec![0.0; d];
-        let (f_l, ok_l) = eval(&st.x, &mut g)?;
-        let (f_f, ok_f) = eval(&x_f, &mut g_f)?;
-        evals += 2;
-        (f, ok, retreat) = (f_l, ok_l, false);
-        let take_fallback = ok_f && (!ok_l || f_f < f_l);
-        if take_fallback && f_f <= f_t {
-            (st.x, g, f, ok) = (x_f, g_f, f_f, true);
-        } else if take_fallback || !ok_l {
-            let g_t = prev.as_ref().map(|(_, pg)| pg.clone()).expect("set above");
-            (st.x, g, f, ok, retreat) = (x_t, g_t, f_t, true, true);
+        match guarding {
+            Guarding::Guard => {
+                let mut g_f = vec![0.0; d];
+                let (f_l, ok_l) = eval(&st.x, &mut g)?;
+                let (f_f, ok_f) = eval(&x_f, &mut g_f)?;
+                evals += 2;
+                (f, ok, retreat) = (f_l, ok_l, false);
+                let take_fallback = ok_f && (!ok_l || f_f < f_l);
+                if take_fallback && f_f <= f_t {
+                    (st.x, g, f, ok) = (x_f, g_f, f_f, true);
+                } else if take_fallback || !ok_l {
+                    (st.x, g, f, ok, retreat) = (x_t, g_t, f_t, true, true);
+                }
+                tau = if retreat { tau * GUARD_RETREAT } else { 1.0 };
+            }
+            Guarding::Hybrid => {
+                let fallback = proposal.is_multiple_of(2);
+                if fallback {
+                    st.x = x_f;
+                }
+                let (f_c, ok_c) = eval(&st.x, &mut g)?;
+                evals += 1;
+                retreat = !(ok_c && f_c <= f_t);
+                if retreat {
+                    (st.x, g) = (x_t, g_t);
+                } else {
+                    f = f_c;
+                }
+                if fallback {
+                    tau = if retreat { tau * GUARD_RETREAT } else { 1.0 };
+                }
+            }
         }
-        tau = if retreat { tau * GUARD_RETREAT } else { 1.0 };
         hist[st.t as usize] = (f, evals);
     };
     Ok(ProblemResult::from_history(

@@ -49,10 +49,24 @@ pub enum Method {
     /// Optimus's candidate is taken otherwise (two evaluations a step).
     #[serde(rename = "optimus-guard")]
     OptimusGuard,
+    /// Optimus taking turns with an L-BFGS step (no line search): one candidate and one
+    /// evaluation a step, kept only where it is no higher than the current point.
+    #[serde(rename = "optimus-hybrid")]
+    OptimusHybrid,
+}
+
+/// How a learned run uses its L-BFGS fallback (`learned/guard.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarding {
+    /// Both candidates evaluated every step; the loss guard chooses.
+    Guard,
+    /// The fallback and the learned optimizer propose in turn, one evaluation a step;
+    /// a candidate higher than the current point is rejected.
+    Hybrid,
 }
 
 impl Method {
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::Gd,
         Method::Momentum,
         Method::Nesterov,
@@ -63,6 +77,7 @@ impl Method {
         Method::Optimus0,
         Method::Lopt,
         Method::OptimusGuard,
+        Method::OptimusHybrid,
     ];
 
     /// The classic methods, which need no model.
@@ -87,6 +102,7 @@ impl Method {
             Method::Optimus0 => "optimus-0",
             Method::Lopt => "lopt",
             Method::OptimusGuard => "optimus-guard",
+            Method::OptimusHybrid => "optimus-hybrid",
         }
     }
 
@@ -102,7 +118,9 @@ impl Method {
     /// The model kind a learned method runs, None for classic methods.
     pub fn model_kind(self) -> Option<ModelKind> {
         match self {
-            Method::Optimus | Method::OptimusGuard => Some(ModelKind::Optimus),
+            Method::Optimus | Method::OptimusGuard | Method::OptimusHybrid => {
+                Some(ModelKind::Optimus)
+            }
             Method::Optimus0 => Some(ModelKind::Optimus0),
             Method::Lopt => Some(ModelKind::Lopt),
             _ => None,
@@ -130,9 +148,13 @@ impl Method {
         )
     }
 
-    /// Whether the learned step runs behind the loss guard (`learned/guard.wgsl`).
-    pub fn guarded(self) -> bool {
-        self == Method::OptimusGuard
+    /// How the learned step uses the L-BFGS fallback of `learned/guard.wgsl`, if at all.
+    pub fn guarding(self) -> Option<Guarding> {
+        match self {
+            Method::OptimusGuard => Some(Guarding::Guard),
+            Method::OptimusHybrid => Some(Guarding::Hybrid),
+            _ => None,
+        }
     }
 
     fn is_quasi_newton(self) -> bool {
@@ -419,7 +441,7 @@ fn method_loop_iterations(method: Method, d: u64, config: &OptimizerConfig) -> u
         }
         Method::Lbfgs => (4 * config.memory as u64 + 8) * rows + 64 * config.memory as u64,
         // The guard's two-loop over its pairs, plus its own passes over the coordinates.
-        Method::OptimusGuard => {
+        Method::OptimusGuard | Method::OptimusHybrid => {
             let m = cpu::GUARD_MEMORY as u64;
             (4 * m + 14) * rows + 64 * m
         }
@@ -466,7 +488,8 @@ pub struct Kernels {
     first_order: String,
     bfgs: Arc<Kernel>,
     lbfgs: Arc<Kernel>,
-    guard: Arc<Kernel>,
+    /// `learned/guard.wgsl`, composed; built per mode on first use.
+    guard: String,
     pub(crate) learned: LearnedKernels,
 }
 
@@ -482,9 +505,19 @@ impl Kernels {
             first_order: compose("first_order.wgsl")?,
             bfgs: Kernel::from_shader(ctx, "bfgs.wgsl")?,
             lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl")?,
-            guard: Kernel::from_shader(ctx, "learned/guard.wgsl")?,
+            guard: compose("learned/guard.wgsl")?,
             learned: LearnedKernels::with_tiling(ctx, tiling)?,
         })
+    }
+
+    /// `learned/guard.wgsl` with its `MODE` constant set.
+    fn guard(&self, ctx: &GpuContext, mode: GuardKernel) -> Result<Arc<Kernel>> {
+        Kernel::with_constants(
+            ctx,
+            "learned/guard.wgsl",
+            &self.guard,
+            &[("MODE", mode as u32 as f64)],
+        )
     }
 
     /// The kernel of classic method `m` for a batch whose largest problem has `max_dim`
@@ -507,12 +540,14 @@ impl Kernels {
     }
 }
 
-/// The loss guard of a guarded learned run (`learned/guard.wgsl`): the objective bound
-/// a second time, to the fallback candidate at the start of `gmem`, and the guard
-/// kernel's bindings.
+/// The L-BFGS fallback of a guarded or hybrid learned run (`learned/guard.wgsl`): for
+/// the guard, the objective bound a second time, to the fallback candidate at the start
+/// of `gmem`; the kernel's choice; for the hybrid, the kernel that puts the fallback's
+/// candidate in x on its turns.
 pub(crate) struct Guard {
-    fallback: Box<dyn Evaluation>,
-    group: wgpu::BindGroup,
+    fallback: Option<Box<dyn Evaluation>>,
+    choice: (Arc<Kernel>, wgpu::BindGroup),
+    propose: Option<(Arc<Kernel>, wgpu::BindGroup)>,
     /// The guard's state (fallback point, last accepted point, L-BFGS pairs, lengths),
     /// for checkpoints.
     pub(crate) gmem: wgpu::Buffer,
@@ -520,13 +555,14 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    /// Binds the guard to a learned run's buffers (`bufs`: its x, f, ∇f and state).
+    /// Binds the fallback to a learned run's buffers (`bufs`: its x, f, ∇f and state).
     pub(crate) fn new(
         ctx: &GpuContext,
         kernels: &Kernels,
         objective: &dyn Evaluator,
         gp: &GpuProblems,
         bufs: &StepBuffers<'_>,
+        guarding: Guarding,
     ) -> Result<Self> {
         let StepBuffers {
             opt_params: params,
@@ -537,38 +573,80 @@ impl Guard {
             ..
         } = *bufs;
         let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
-        let ff = ctx.storage_zeroed("fallback f", np)?;
-        let gf = ctx.storage_zeroed("fallback gradient", n)?;
+        let guard = guarding == Guarding::Guard;
+        // The hybrid evaluates one candidate a step, in x: nothing reads these there.
+        let ff = ctx.storage_zeroed("fallback f", if guard { np } else { 1 })?;
+        let gf = ctx.storage_zeroed("fallback gradient", if guard { n } else { 1 })?;
         // x_F | previous accepted x | its g | two-loop vector | S | Y | first trial, τ.
         let gmem = ctx.storage_zeroed("guard vectors", (4 + 2 * cpu::GUARD_MEMORY) * n + 2 * np)?;
-        let fallback = objective.bind(ctx, gp, &gmem, &ff, &gf)?;
-        let group = kernels
-            .guard
-            .bind(ctx, &[params, &gp.desc, f, g, x, &ff, &gf, &gmem, state]);
+        let fallback = if guard {
+            Some(objective.bind(ctx, gp, &gmem, &ff, &gf)?)
+        } else {
+            None
+        };
+        let bind = |mode: GuardKernel| -> Result<(Arc<Kernel>, wgpu::BindGroup)> {
+            let k = kernels.guard(ctx, mode)?;
+            let group = k.bind(ctx, &[params, &gp.desc, f, g, x, &ff, &gf, &gmem, state]);
+            Ok((k, group))
+        };
+        let (choice, propose) = match guarding {
+            Guarding::Guard => (bind(GuardKernel::Guard)?, None),
+            Guarding::Hybrid => (
+                bind(GuardKernel::Hybrid)?,
+                Some(bind(GuardKernel::Propose)?),
+            ),
+        };
         Ok(Self {
             fallback,
-            group,
+            choice,
+            propose,
             gmem,
             _buffers: vec![ff, gf],
         })
     }
 
-    /// Records the fallback's evaluation and the guard's choice, after the objective
-    /// at the learned candidate and before the learned step.
-    pub(crate) fn record(&self, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
-        self.record_fallback(pass);
-        self.record_choice(kernels, pass, n);
+    /// Records what comes between the objective at the last candidate and the learned
+    /// step: the guard's evaluation of the fallback, then the choice (the accepted point
+    /// and the next fallback candidate).
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        for i in 0..self.stage_names().0.len() {
+            self.record_stage(i, pass, n);
+        }
     }
 
-    /// The objective at the fallback candidate.
-    fn record_fallback(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.fallback.record(pass);
+    /// Stage `i` of [`Guard::record`]: the objective at the fallback candidate (the
+    /// guard only), then the choice between the candidates and the next fallback.
+    fn record_stage(&self, i: usize, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        match (&self.fallback, i) {
+            (Some(fallback), 0) => fallback.record(pass),
+            _ => self.choice.0.dispatch_problems(pass, &self.choice.1, n),
+        }
     }
 
-    /// The guard kernel: the choice between the candidates and the next fallback.
-    fn record_choice(&self, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
-        kernels.guard.dispatch_problems(pass, &self.group, n);
+    /// Records what comes after the learned step: the hybrid's fallback candidate put in
+    /// x on the fallback's turns.
+    pub(crate) fn record_after(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        if let Some((k, group)) = &self.propose {
+            k.dispatch_problems(pass, group, n);
+        }
     }
+
+    /// Names of the stages [`Guard::record`] and [`Guard::record_after`] record, for
+    /// profiles: (before the learned step, after it).
+    pub(crate) fn stage_names(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        match &self.fallback {
+            Some(_) => (vec!["objective (fallback)", "guard"], vec![]),
+            None => (vec!["hybrid choice"], vec!["hybrid proposal"]),
+        }
+    }
+}
+
+/// The three kernels of `learned/guard.wgsl` (its `MODE` constant).
+#[derive(Clone, Copy)]
+enum GuardKernel {
+    Guard = 0,
+    Hybrid = 1,
+    Propose = 2,
 }
 
 /// One optimizer bound to one batch: every buffer and bind group is made here, once;
@@ -698,8 +776,8 @@ impl<'a> GpuRun<'a> {
                 state: &state,
                 history: &history,
             };
-            if method.guarded() {
-                guard = Some(Guard::new(ctx, kernels, objective, &gp, &bufs)?);
+            if let Some(guarding) = method.guarding() {
+                guard = Some(Guard::new(ctx, kernels, objective, &gp, &bufs, guarding)?);
             }
             learned = Some(LearnedNet::new(
                 ctx,
@@ -768,12 +846,15 @@ impl<'a> GpuRun<'a> {
         self.obj_binding.record(pass);
         let n = self.problems.n_problems;
         if let Some(guard) = &self.guard {
-            guard.record(self.kernels, pass, n);
+            guard.record(pass, n);
         }
         match (&self.learned, &self.opt_group) {
             (Some(net), _) => net.record(&self.kernels.learned, pass, n),
             (None, Some((kernel, group))) => kernel.dispatch_problems(pass, group, n),
             (None, None) => unreachable!("a run binds either a classic or a learned method"),
+        }
+        if let Some(guard) = &self.guard {
+            guard.record_after(pass, n);
         }
     }
 
@@ -781,26 +862,25 @@ impl<'a> GpuRun<'a> {
     /// summed over kernels of the same name. None when the device has no timestamps.
     pub fn profile_pass(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
         let n = self.problems.n_problems;
+        let (before, after) = self
+            .guard
+            .as_ref()
+            .map_or((vec![], vec![]), |g| g.stage_names());
         let mut names: Vec<&str> = vec!["objective"];
-        if self.guard.is_some() {
-            names.extend(["objective (fallback)", "guard"]);
-        }
+        names.extend(&before);
         let first = names.len();
         match &self.learned {
             Some(net) => names.extend(net.stage_names()),
             None => names.push(self.config.method.name()),
         }
+        let last = names.len();
+        names.extend(&after);
         ctx.profile(&names, |k, pass| {
+            let guard = || self.guard.as_ref().expect("guard stages exist");
             match (k, &self.learned, &self.opt_group) {
                 (0, _, _) => self.obj_binding.record(pass),
-                (k, _, _) if k < first => {
-                    let guard = self.guard.as_ref().expect("guard stages exist");
-                    if k == 1 {
-                        guard.record_fallback(pass);
-                    } else {
-                        guard.record_choice(self.kernels, pass, n);
-                    }
-                }
+                (k, _, _) if k < first => guard().record_stage(k - 1, pass, n),
+                (k, _, _) if k >= last => guard().record_after(pass, n),
                 (k, Some(net), _) => net.record_stage(k - first, &self.kernels.learned, pass, n),
                 (_, None, Some((kernel, group))) => kernel.dispatch_problems(pass, group, n),
                 (_, None, None) => unreachable!("a run binds either a classic or a learned method"),

@@ -12,7 +12,7 @@ use crate::learned::layout::NoiseLayout;
 use crate::learned::layout::PackedLayout;
 use crate::learned::model::Model;
 use crate::objective::{Evaluation, Evaluator};
-use crate::optim::{Guard, Kernels, OptParams, OptState};
+use crate::optim::{Guard, Guarding, Kernels, OptParams, OptState};
 use crate::problem::{GpuProblems, ProblemSpec};
 use std::sync::Arc;
 
@@ -263,7 +263,7 @@ impl<'a> PesEngine<'a> {
         };
         let guard = s
             .guard
-            .then(|| Guard::new(ctx, kernels, objective, &problems, &bufs))
+            .then(|| Guard::new(ctx, kernels, objective, &problems, &bufs, Guarding::Guard))
             .transpose()?;
         let net = LearnedNet::new(ctx, &kernels.learned, model, &problems, &bufs, Some(&pert))?;
 
@@ -486,7 +486,7 @@ impl<'a> PesEngine<'a> {
             for _ in 0..k {
                 self.obj_binding.record(&mut pass);
                 if let Some(guard) = &self.guard {
-                    guard.record(self.kernels, &mut pass, np);
+                    guard.record(&mut pass, np);
                 }
                 pass.set_pipeline(&self.pes.loss.pipeline);
                 pass.set_bind_group(0, &self.loss_group, &[]);
@@ -512,7 +512,7 @@ impl<'a> PesEngine<'a> {
         names.extend(self.net.stage_names());
         ctx.profile(&names, |k, pass| match (k, &self.guard) {
             (0, _) => self.obj_binding.record(pass),
-            (1, Some(guard)) => guard.record(self.kernels, pass, np),
+            (1, Some(guard)) => guard.record(pass, np),
             (k, _) if k + 1 == net_first => {
                 pass.set_pipeline(&self.pes.loss.pipeline);
                 pass.set_bind_group(0, &self.loss_group, &[]);
