@@ -293,7 +293,7 @@ fn bench_pes(c: &mut Criterion) {
         soft_clip: false,
         loss_ramp: 0.0,
         use_sign: false,
-        guard: false,
+        guarding: None,
         beta1: 0.9,
         beta2: 0.999,
         adam_eps: 1e-8,

@@ -34,7 +34,7 @@ fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
         soft_clip: false,
         loss_ramp: 0.0,
         use_sign: false,
-        guard: false,
+        guarding: None,
         beta1: 0.9,
         beta2: 0.999,
         adam_eps: 1e-8,
@@ -864,6 +864,51 @@ fn training_behind_the_guard_runs_and_resumes() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("guard") && e.contains("optimus"), "{e}");
+    let _ = std::fs::remove_dir_all(&opts.out);
+}
+
+/// PES as the hybrid (`hybrid: true`): runs, validates `optimus-hybrid`, resumes bit for
+/// bit (the fallback's state is in the checkpoint), learns something else than the
+/// guarded run, and is refused together with `guard` and for a non-Optimus model.
+#[test]
+fn training_as_the_hybrid_runs_and_resumes() {
+    let mut cfg = tiny_config(8);
+    cfg.hybrid = true;
+    let hybrid = runs_and_resumes(cfg.clone(), "hybrid");
+    let mut guarded = cfg.clone();
+    (guarded.guard, guarded.hybrid) = (true, false);
+    let out = tempdir("hybrid-vs-guard");
+    train::train(
+        ctx(),
+        &options(guarded, &out, false),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let g = Model::load(&out.join("model")).unwrap();
+    std::fs::remove_dir_all(out).unwrap();
+    assert_ne!(
+        hybrid.weights, g.weights,
+        "the hybrid trained as the guard does"
+    );
+    let both = options(
+        TrainConfig {
+            guard: true,
+            ..cfg.clone()
+        },
+        &tempdir("hybrid-and-guard"),
+        false,
+    );
+    let e = train::train(ctx(), &both, &AtomicBool::new(false))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("guard") && e.contains("hybrid"), "{e}");
+    let _ = std::fs::remove_dir_all(&both.out);
+    let mut opts = options(cfg, &tempdir("hybrid-lopt"), false);
+    opts.kind = Some(ModelKind::Lopt);
+    let e = train::train(ctx(), &opts, &AtomicBool::new(false))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hybrid") && e.contains("optimus"), "{e}");
     let _ = std::fs::remove_dir_all(&opts.out);
 }
 

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::functions::{Function, MAX_DIM};
 use crate::learned::model::ModelConfig;
+use crate::optim::Guarding;
 use crate::problem::{mix_seed, Objective, ProblemSpec, SampleOptions};
 use crate::user_objective::UserObjective;
 use rand::{Rng, SeedableRng};
@@ -152,6 +153,11 @@ pub struct TrainConfig {
     /// `optimus-guard`, so the network learns what helps next to the L-BFGS fallback.
     /// Optimus models only.
     pub guard: bool,
+    /// Train Optimus as `optimus-hybrid` (docs/DESIGN.md §1.7): every particle takes
+    /// turns with the L-BFGS fallback, one evaluation a step, an uphill candidate
+    /// rejected, and validation runs `optimus-hybrid`. Optimus models only; not with
+    /// `guard`.
+    pub hybrid: bool,
     /// Tensors PES perturbs and trains, by name or by a prefix that ends where a name
     /// part does (e.g. `["head"]`, or `["blocks.1", "ln_f", "head"]`, where "blocks.1" is
     /// not "blocks.10"); empty (the default) trains every tensor. The
@@ -194,6 +200,7 @@ impl Default for TrainConfig {
             loss_ramp: 0.0,
             use_sign: false,
             guard: false,
+            hybrid: false,
             trainable: Vec::new(),
             freeze_layernorm: false,
             seed: 0,
@@ -216,6 +223,15 @@ fn positive(name: &str, v: f64) -> Result<()> {
 }
 
 impl TrainConfig {
+    /// How the particles use the L-BFGS fallback (`guard`, `hybrid`), if at all.
+    pub fn guarding(&self) -> Option<Guarding> {
+        match (self.guard, self.hybrid) {
+            (true, _) => Some(Guarding::Guard),
+            (false, true) => Some(Guarding::Hybrid),
+            (false, false) => None,
+        }
+    }
+
     /// Reads a RON config and validates it; `origin` names the file in errors.
     pub fn from_ron(text: &str, origin: &str) -> Result<Self> {
         // Implicit Some: `model: (width: 32)` and `steps: 100` read as set options.

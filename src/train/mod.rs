@@ -21,7 +21,7 @@ use crate::motion::clip::Family;
 use crate::motion::gpu::MotionEvaluator;
 use crate::motion::task::{Source, TaskConfig as MotionTask, Window};
 use crate::objective::{Evaluator, ObjectiveStage};
-use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, Status};
+use crate::optim::{GpuRun, Guarding, Kernels, Method, OptimizerConfig, Status};
 use crate::problem::mix_seed;
 use crate::problem::ProblemSpec;
 use checkpoint::{CheckpointMeta, LogRow, CHECKPOINT_FILE, CHECKPOINT_VERSION};
@@ -92,7 +92,7 @@ pub(crate) fn pes_settings(cfg: &TrainConfig) -> PesSettings {
         soft_clip: cfg.soft_clip,
         loss_ramp: cfg.loss_ramp as f32,
         use_sign: cfg.use_sign,
-        guard: cfg.guard,
+        guarding: cfg.guarding(),
         beta1: cfg.beta1 as f32,
         beta2: cfg.beta2 as f32,
         adam_eps: cfg.adam_eps as f32,
@@ -332,10 +332,10 @@ fn validation_run<'a>(
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
-    let method = if cfg.guard {
-        Method::OptimusGuard
-    } else {
-        Method::for_model(init.config.kind)
+    let method = match cfg.guarding() {
+        Some(Guarding::Guard) => Method::OptimusGuard,
+        Some(Guarding::Hybrid) => Method::OptimusHybrid,
+        None => Method::for_model(init.config.kind),
     };
     let oc = OptimizerConfig {
         model: Some(Arc::new(init.clone())),
@@ -409,9 +409,18 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
     let ckpt_path = opts.out.join(CHECKPOINT_FILE);
     let (cfg, model_cfg, resumed) = resolve_configs(opts, &ckpt_path)?;
-    if cfg.guard && model_cfg.kind != ModelKind::Optimus {
+    if cfg.guard && cfg.hybrid {
+        return Err(Error::Config(
+            "guard: true and hybrid: true both set; a run trains behind the loss guard or as the hybrid, not both".into(),
+        ));
+    }
+    if let (Some(g), false) = (cfg.guarding(), model_cfg.kind == ModelKind::Optimus) {
+        let (field, what) = match g {
+            Guarding::Guard => ("guard", "behind the loss guard"),
+            Guarding::Hybrid => ("hybrid", "taking turns with L-BFGS"),
+        };
         return Err(Error::Config(format!(
-            "guard: true trains Optimus behind the loss guard, but the model is a {} model; use --model optimus or drop guard",
+            "{field}: true trains Optimus {what}, but the model is a {} model; use --model optimus or drop {field}",
             model_cfg.kind
         )));
     }

@@ -109,8 +109,9 @@ pub struct PesSettings {
     /// Exponent p of the per-step meta-loss weight (see `TrainConfig::loss_ramp`).
     pub loss_ramp: f32,
     pub use_sign: bool,
-    /// Every particle runs behind the loss guard (see `TrainConfig::guard`).
-    pub guard: bool,
+    /// Every particle runs behind the loss guard or as the hybrid (see
+    /// `TrainConfig::guard` and `TrainConfig::hybrid`).
+    pub guarding: Option<Guarding>,
     pub beta1: f32,
     pub beta2: f32,
     pub adam_eps: f32,
@@ -262,8 +263,8 @@ impl<'a> PesEngine<'a> {
             sigma: s.sigma,
         };
         let guard = s
-            .guard
-            .then(|| Guard::new(ctx, kernels, objective, &problems, &bufs, Guarding::Guard))
+            .guarding
+            .map(|g| Guard::new(ctx, kernels, objective, &problems, &bufs, g))
             .transpose()?;
         let net = LearnedNet::new(ctx, &kernels.learned, model, &problems, &bufs, Some(&pert))?;
 
@@ -476,8 +477,8 @@ impl<'a> PesEngine<'a> {
         Ok(())
     }
 
-    /// Submits `k` inner steps of every particle: objective, the guard (with `guard`),
-    /// meta-loss, learned step.
+    /// Submits `k` inner steps of every particle: objective, the guard's or the hybrid's
+    /// choice (with `guarding`), meta-loss, learned step, the hybrid's proposal.
     pub fn steps(&self, ctx: &GpuContext, k: u32) {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
@@ -493,26 +494,36 @@ impl<'a> PesEngine<'a> {
                 let gr = grid(np);
                 pass.dispatch_workgroups(gr[0], gr[1], 1);
                 self.net.record(&self.kernels.learned, &mut pass, np);
+                if let Some(guard) = &self.guard {
+                    guard.record_after(&mut pass, np);
+                }
             }
         }
         ctx.queue.submit([enc.finish()]);
     }
 
     /// Times one perturbed step of every particle kernel by kernel (timestamp queries):
-    /// objective, the guard (with `guard`), meta-loss, then the network's stages. None
-    /// without timestamps.
+    /// objective, the guard's or the hybrid's choice (with `guarding`), meta-loss, the
+    /// network's stages, the hybrid's proposal. None without timestamps.
     pub fn profile_step(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
         let np = self.problems.n_problems;
+        let (before, after) = self
+            .guard
+            .as_ref()
+            .map_or((vec![], vec![]), |g| g.stage_names());
         let mut names = vec!["objective"];
-        if self.guard.is_some() {
-            names.push("guard (fallback objective, choice)");
+        if !before.is_empty() {
+            names.push("fallback (choice, guard's objective)");
         }
         names.push("meta-loss");
         let net_first = names.len();
         names.extend(self.net.stage_names());
+        let net_end = names.len();
+        names.extend(after);
         ctx.profile(&names, |k, pass| match (k, &self.guard) {
             (0, _) => self.obj_binding.record(pass),
-            (1, Some(guard)) => guard.record(pass, np),
+            (1, Some(guard)) if !before.is_empty() => guard.record(pass, np),
+            (k, Some(guard)) if k >= net_end => guard.record_after(pass, np),
             (k, _) if k + 1 == net_first => {
                 pass.set_pipeline(&self.pes.loss.pipeline);
                 pass.set_bind_group(0, &self.loss_group, &[]);
