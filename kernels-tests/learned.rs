@@ -646,12 +646,22 @@ fn learned_methods_need_a_model_of_their_kind() {
     assert!(cfg.validate().unwrap_err().to_string().contains("Lopt"));
 }
 
-#[test]
-fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
-    use optimus_gpu::embed::EmbeddedOptimizer;
-    use optimus_gpu::kernel::Kernel;
-    // The caller's own kernel: sphere, f = Σ x², ∇f = 2x, one invocation per problem.
-    let src = "@group(0) @binding(0) var<uniform> dims: vec4<u32>;
+/// The caller's side of an embedding: p textbook Sphere problems of dimension d (starts
+/// scaled by 0.2), the caller's buffers x, ∇f and f, and the caller's own kernel (f = Σ x²,
+/// ∇f = 2x, one invocation per problem) with its bind group.
+struct Caller {
+    problems: Vec<ProblemSpec>,
+    x: wgpu::Buffer,
+    g: wgpu::Buffer,
+    f: wgpu::Buffer,
+    kernel: Arc<optimus_gpu::kernel::Kernel>,
+    group: wgpu::BindGroup,
+    _dims: wgpu::Buffer,
+}
+
+impl Caller {
+    fn new(p: usize, d: usize) -> Self {
+        let src = "@group(0) @binding(0) var<uniform> dims: vec4<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f: array<f32>;
@@ -660,63 +670,124 @@ fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
     for (var i = 0u; i < d; i++) { let v = x[w.x * d + i]; s += v * v; g[w.x * d + i] = 2.0 * v; }
     f[w.x] = s;
 }";
+        let problems: Vec<ProblemSpec> = (0..p)
+            .map(|k| {
+                let mut s = ProblemSpec::sample(
+                    Objective::Builtin(Function::Sphere),
+                    d,
+                    &SampleOptions::default(),
+                    k as u64,
+                )
+                .unwrap();
+                s.x0.iter_mut().for_each(|v| *v *= 0.2);
+                s
+            })
+            .collect();
+        let x0: Vec<f32> = problems
+            .iter()
+            .flat_map(|s| s.x0.iter().map(|&v| v as f32))
+            .collect();
+        let x = ctx().storage("x", &x0).unwrap();
+        let g = ctx().storage_zeroed("g", p * d).unwrap();
+        let f = ctx().storage_zeroed("f", p).unwrap();
+        let dims = ctx().uniform("dims", &[d as u32, 0, 0, 0]);
+        let kernel = optimus_gpu::kernel::Kernel::new(ctx(), "caller", src).unwrap();
+        let group = kernel.bind(ctx(), &[&dims, &x, &g, &f]);
+        Self {
+            problems,
+            x,
+            g,
+            f,
+            kernel,
+            group,
+            _dims: dims,
+        }
+    }
+
+    /// `passes` iterations of the caller's loop: its kernel, then the optimizer's step.
+    fn run(&self, opt: &optimus_gpu::embed::EmbeddedOptimizer, passes: u32) {
+        for _ in 0..passes {
+            let mut enc = ctx().device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&self.kernel.pipeline);
+                pass.set_bind_group(0, &self.group, &[]);
+                pass.dispatch_workgroups(self.problems.len() as u32, 1, 1);
+                opt.record(&mut pass);
+            }
+            ctx().queue.submit([enc.finish()]);
+        }
+    }
+}
+
+#[test]
+fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
+    use optimus_gpu::embed::EmbeddedOptimizer;
     let (p, d, steps) = (3usize, 7usize, 4u32);
     // With the loss-change input, so the caller's f reaches the features too.
     let m = loss_model(ModelKind::Optimus, 21);
-    let problems: Vec<ProblemSpec> = (0..p)
-        .map(|k| {
-            let mut s = ProblemSpec::sample(
-                Objective::Builtin(Function::Sphere),
-                d,
-                &SampleOptions::default(),
-                k as u64,
-            )
-            .unwrap();
-            s.x0.iter_mut().for_each(|v| *v *= 0.2);
-            s
-        })
-        .collect();
-    let x0: Vec<f32> = problems
-        .iter()
-        .flat_map(|s| s.x0.iter().map(|&v| v as f32))
-        .collect();
-    let x = ctx().storage("x", &x0).unwrap();
-    let g = ctx().storage_zeroed("g", p * d).unwrap();
-    let f = ctx().storage_zeroed("f", p).unwrap();
-    let dims = ctx().uniform("dims", &[d as u32, 0, 0, 0]);
-    let k = Kernel::new(ctx(), "caller", src).unwrap();
-    let group = k.bind(ctx(), &[&dims, &x, &g, &f]);
-    let e = EmbeddedOptimizer::new(ctx(), &m, &vec![d; p], &x, &g, None, steps)
+    let c = Caller::new(p, d);
+    let dims = vec![d; p];
+    let e = EmbeddedOptimizer::new(ctx(), &m, &dims, &c.x, &c.g, None, steps)
         .err()
         .expect("a loss-reading model needs f")
         .to_string();
     assert!(e.contains("features: 34"), "{e}");
-    let opt = EmbeddedOptimizer::new(ctx(), &m, &vec![d; p], &x, &g, Some(&f), steps).unwrap();
-    for _ in 0..=steps {
-        let mut enc = ctx().device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&k.pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(p as u32, 1, 1);
-            opt.record(&mut pass);
-        }
-        ctx().queue.submit([enc.finish()]);
-    }
-    let xs: Vec<f32> = ctx().read(&x, p * d).unwrap();
+    let opt = EmbeddedOptimizer::new(ctx(), &m, &dims, &c.x, &c.g, Some(&c.f), steps).unwrap();
+    c.run(&opt, steps + 1);
+    let xs: Vec<f32> = ctx().read(&c.x, p * d).unwrap();
     let hist = opt.history(ctx()).unwrap();
-    for (k, s) in problems.iter().enumerate() {
+    for (k, s) in c.problems.iter().enumerate() {
         assert_eq!(hist[k].1, steps, "every problem took its steps");
-        let c = run_learned(&m, s, steps).unwrap();
+        let t = run_learned(&m, s, steps).unwrap();
         for i in 0..d {
             assert!(
-                (xs[k * d + i] as f64 - c.x[i]).abs() < 1e-4,
+                (xs[k * d + i] as f64 - t.x[i]).abs() < 1e-4,
                 "problem {k} coordinate {i}: {} vs {}",
                 xs[k * d + i],
-                c.x[i]
+                t.x[i]
             );
         }
-        assert!((hist[k].2[0] - c.gaps[0]).abs() < 1e-4 * (1.0 + c.gaps[0]));
+        assert!((hist[k].2[0] - t.gaps[0]).abs() < 1e-4 * (1.0 + t.gaps[0]));
+    }
+}
+
+/// The hybrid embedded in a caller's loop follows its twin: the accepted points' f in
+/// the history, x at the last accepted point; a model that is not Optimus is refused.
+#[test]
+fn embedded_hybrid_drives_a_callers_buffers_like_the_twin() {
+    use optimus_gpu::embed::EmbeddedOptimizer;
+    let (p, d, steps) = (3usize, 7usize, 6u32);
+    let m = loss_model(ModelKind::Optimus, 21);
+    let c = Caller::new(p, d);
+    let dims = vec![d; p];
+    let lopt = model(ModelKind::Lopt, 1);
+    let e = EmbeddedOptimizer::hybrid(ctx(), &lopt, &dims, &c.x, &c.g, &c.f, steps)
+        .err()
+        .expect("the hybrid runs Optimus")
+        .to_string();
+    assert!(e.contains("Optimus") && e.contains("lopt"), "{e}");
+    let opt = EmbeddedOptimizer::hybrid(ctx(), &m, &dims, &c.x, &c.g, &c.f, steps).unwrap();
+    c.run(&opt, steps + 1);
+    let xs: Vec<f32> = ctx().read(&c.x, p * d).unwrap();
+    let hist = opt.history(ctx()).unwrap();
+    for (k, s) in c.problems.iter().enumerate() {
+        assert_eq!(hist[k].1, steps, "every problem took its steps");
+        let t = run_guarded(&m, s, steps, Guarding::Hybrid).unwrap();
+        for (i, (a, b)) in hist[k].2.iter().zip(&t.gaps).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-3 * b.abs() + 1e-6 * t.gaps[0],
+                "problem {k} step {i}: f {a} embedded, {b} in the twin"
+            );
+        }
+        for i in 0..d {
+            assert!(
+                (xs[k * d + i] as f64 - t.x[i]).abs() < 1e-4,
+                "problem {k} coordinate {i}: {} vs {}",
+                xs[k * d + i],
+                t.x[i]
+            );
+        }
     }
 }
 

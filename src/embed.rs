@@ -10,21 +10,30 @@
 //! my_gradient_kernel(&mut pass);   // writes f and ∇f at x
 //! opt.record(&mut pass);           // x ← optimizer step
 //! ```
+//!
+//! [`EmbeddedOptimizer::hybrid`] binds Optimus as `optimus-hybrid` the same way: the
+//! caller's kernel evaluates the one candidate in x, and the engine keeps or rejects it
+//! and writes the next candidate (Optimus's or the L-BFGS fallback's) to x, so x holds
+//! the candidate and the accepted point is in the history.
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
+use crate::learned::model::ModelKind;
 use crate::learned::model::{Model, N_FEATURES_WITH_LOSS};
-use crate::optim::{OptParams, OptState, Status};
+use crate::optim::{Guard, Guarding, OptParams, OptState, Status};
 use crate::problem::GpuProblems;
 
 /// A learned optimizer bound to a caller's buffers.
 pub struct EmbeddedOptimizer {
     kernels: LearnedKernels,
     net: LearnedNet,
+    /// The hybrid's L-BFGS fallback, its choice and its proposals (`hybrid`).
+    fallback: Option<Guard>,
     problems: GpuProblems,
     state: wgpu::Buffer,
     history: wgpu::Buffer,
+    params: wgpu::Buffer,
     steps: u32,
     _owned: Vec<wgpu::Buffer>,
 }
@@ -86,38 +95,80 @@ impl EmbeddedOptimizer {
             &OptParams::learned(problems.n_problems, problems.n_total, max_steps),
         );
         let kernels = LearnedKernels::new(ctx)?;
-        let net = LearnedNet::new(
-            ctx,
-            &kernels,
-            model,
-            &problems,
-            &StepBuffers {
-                opt_params: &params,
-                x,
-                f: &f,
-                g: grad,
-                state: &state,
-                history: &history,
-            },
-            None,
-        )?;
-        owned.push(params);
+        let bufs = StepBuffers {
+            opt_params: &params,
+            x,
+            f: &f,
+            g: grad,
+            state: &state,
+            history: &history,
+        };
+        let net = LearnedNet::new(ctx, &kernels, model, &problems, &bufs, None)?;
         Ok(Self {
             kernels,
             net,
+            fallback: None,
             problems,
             state,
             history,
+            params,
             steps: max_steps,
             _owned: owned,
         })
     }
 
+    /// Binds an Optimus `model` as `optimus-hybrid` (Optimus and an L-BFGS step propose
+    /// in turn; a candidate higher than the current point is rejected), with the
+    /// arguments of [`EmbeddedOptimizer::new`]. `f` is required: the choice compares
+    /// objective values. Before each [`EmbeddedOptimizer::record`] the caller's kernel
+    /// evaluates f and ∇f at x, which holds the candidate; the accepted points' f are in
+    /// [`EmbeddedOptimizer::history`], and after the pass that ends the budget (the
+    /// `max_steps + 1`-th) x holds the last accepted point.
+    pub fn hybrid(
+        ctx: &GpuContext,
+        model: &Model,
+        dims: &[usize],
+        x: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        f: &wgpu::Buffer,
+        max_steps: u32,
+    ) -> Result<Self> {
+        if model.config.kind != ModelKind::Optimus {
+            return Err(Error::Config(format!(
+                "the hybrid runs Optimus models; this is a {} model",
+                model.config.kind
+            )));
+        }
+        let mut opt = Self::new(ctx, model, dims, x, grad, Some(f), max_steps)?;
+        let bufs = StepBuffers {
+            opt_params: &opt.params,
+            x,
+            f,
+            g: grad,
+            state: &opt.state,
+            history: &opt.history,
+        };
+        opt.fallback = Some(Guard::new(
+            ctx,
+            None,
+            &opt.problems,
+            &bufs,
+            Guarding::Hybrid,
+        )?);
+        Ok(opt)
+    }
+
     /// Records one optimizer step of every problem into the caller's pass; it reads the
     /// gradient the caller's kernels wrote and updates x in place.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.net
-            .record(&self.kernels, pass, self.problems.n_problems);
+        let n = self.problems.n_problems;
+        if let Some(fallback) = &self.fallback {
+            fallback.record(pass, n);
+        }
+        self.net.record(&self.kernels, pass, n);
+        if let Some(fallback) = &self.fallback {
+            fallback.record_after(pass, n);
+        }
     }
 
     /// Per problem: status, steps taken, and f at each step (as the caller's kernel

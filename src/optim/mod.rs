@@ -488,8 +488,6 @@ pub struct Kernels {
     first_order: String,
     bfgs: Arc<Kernel>,
     lbfgs: Arc<Kernel>,
-    /// `learned/guard.wgsl`, composed; built per mode on first use.
-    guard: String,
     pub(crate) learned: LearnedKernels,
 }
 
@@ -505,19 +503,8 @@ impl Kernels {
             first_order: compose("first_order.wgsl")?,
             bfgs: Kernel::from_shader(ctx, "bfgs.wgsl")?,
             lbfgs: Kernel::from_shader(ctx, "lbfgs.wgsl")?,
-            guard: compose("learned/guard.wgsl")?,
             learned: LearnedKernels::with_tiling(ctx, tiling)?,
         })
-    }
-
-    /// `learned/guard.wgsl` with its `MODE` constant set.
-    fn guard(&self, ctx: &GpuContext, mode: GuardKernel) -> Result<Arc<Kernel>> {
-        Kernel::with_constants(
-            ctx,
-            "learned/guard.wgsl",
-            &self.guard,
-            &[("MODE", mode as u32 as f64)],
-        )
     }
 
     /// The kernel of classic method `m` for a batch whose largest problem has `max_dim`
@@ -556,10 +543,11 @@ pub(crate) struct Guard {
 
 impl Guard {
     /// Binds the fallback to a learned run's buffers (`bufs`: its x, f, ∇f and state).
+    /// `objective` is bound a second time for the guard's evaluation of the fallback
+    /// (the guard needs it; the hybrid evaluates only x, which its caller does).
     pub(crate) fn new(
         ctx: &GpuContext,
-        kernels: &Kernels,
-        objective: &dyn Evaluator,
+        objective: Option<&dyn Evaluator>,
         gp: &GpuProblems,
         bufs: &StepBuffers<'_>,
         guarding: Guarding,
@@ -579,13 +567,24 @@ impl Guard {
         let gf = ctx.storage_zeroed("fallback gradient", if guard { n } else { 1 })?;
         // x_F | previous accepted x | its g | two-loop vector | S | Y | first trial, τ.
         let gmem = ctx.storage_zeroed("guard vectors", (4 + 2 * cpu::GUARD_MEMORY) * n + 2 * np)?;
-        let fallback = if guard {
-            Some(objective.bind(ctx, gp, &gmem, &ff, &gf)?)
-        } else {
-            None
+        let fallback = match (guarding, objective) {
+            (Guarding::Guard, Some(o)) => Some(o.bind(ctx, gp, &gmem, &ff, &gf)?),
+            (Guarding::Guard, None) => {
+                return Err(Error::Config(
+                    "the loss guard evaluates its fallback itself, so it needs the objective"
+                        .into(),
+                ))
+            }
+            (Guarding::Hybrid, _) => None,
         };
+        let source = compose("learned/guard.wgsl")?;
         let bind = |mode: GuardKernel| -> Result<(Arc<Kernel>, wgpu::BindGroup)> {
-            let k = kernels.guard(ctx, mode)?;
+            let k = Kernel::with_constants(
+                ctx,
+                "learned/guard.wgsl",
+                &source,
+                &[("MODE", mode as u32 as f64)],
+            )?;
             let group = k.bind(ctx, &[params, &gp.desc, f, g, x, &ff, &gf, &gmem, state]);
             Ok((k, group))
         };
@@ -777,7 +776,7 @@ impl<'a> GpuRun<'a> {
                 history: &history,
             };
             if let Some(guarding) = method.guarding() {
-                guard = Some(Guard::new(ctx, kernels, objective, &gp, &bufs, guarding)?);
+                guard = Some(Guard::new(ctx, Some(objective), &gp, &bufs, guarding)?);
             }
             learned = Some(LearnedNet::new(
                 ctx,

@@ -264,7 +264,7 @@ impl<'a> PesEngine<'a> {
         };
         let guard = s
             .guarding
-            .map(|g| Guard::new(ctx, kernels, objective, &problems, &bufs, g))
+            .map(|g| Guard::new(ctx, Some(objective), &problems, &bufs, g))
             .transpose()?;
         let net = LearnedNet::new(ctx, &kernels.learned, model, &problems, &bufs, Some(&pert))?;
 
