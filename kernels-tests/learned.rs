@@ -720,6 +720,16 @@ impl Caller {
     }
 }
 
+/// The caller's x of problem `k` is the twin's to 1e-4 in every coordinate.
+fn assert_x_is(x: &[f32], twin: &[f64], k: usize) {
+    for (i, (a, b)) in x.iter().zip(twin).enumerate() {
+        assert!(
+            (*a as f64 - b).abs() < 1e-4,
+            "problem {k} coordinate {i}: {a} vs {b}"
+        );
+    }
+}
+
 #[test]
 fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
     use optimus_gpu::embed::EmbeddedOptimizer;
@@ -740,14 +750,7 @@ fn embedded_optimizer_drives_a_callers_buffers_like_the_twin() {
     for (k, s) in c.problems.iter().enumerate() {
         assert_eq!(hist[k].1, steps, "every problem took its steps");
         let t = run_learned(&m, s, steps).unwrap();
-        for i in 0..d {
-            assert!(
-                (xs[k * d + i] as f64 - t.x[i]).abs() < 1e-4,
-                "problem {k} coordinate {i}: {} vs {}",
-                xs[k * d + i],
-                t.x[i]
-            );
-        }
+        assert_x_is(&xs[k * d..(k + 1) * d], &t.x, k);
         assert!((hist[k].2[0] - t.gaps[0]).abs() < 1e-4 * (1.0 + t.gaps[0]));
     }
 }
@@ -780,14 +783,7 @@ fn embedded_hybrid_drives_a_callers_buffers_like_the_twin() {
                 "problem {k} step {i}: f {a} embedded, {b} in the twin"
             );
         }
-        for i in 0..d {
-            assert!(
-                (xs[k * d + i] as f64 - t.x[i]).abs() < 1e-4,
-                "problem {k} coordinate {i}: {} vs {}",
-                xs[k * d + i],
-                t.x[i]
-            );
-        }
+        assert_x_is(&xs[k * d..(k + 1) * d], &t.x, k);
     }
 }
 
