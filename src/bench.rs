@@ -330,12 +330,16 @@ pub fn table(reports: &[StepReport]) -> String {
             "{:>8} {:>6} {:>12.4} {:>18.0} {:>9.2}",
             r.problems, r.dim, r.seconds_per_step, r.problem_steps_per_second, r.gflops
         );
-        if let (Some(g), Some(h)) = (r.guarded_seconds_per_step, r.hybrid_seconds_per_step) {
-            s += &format!(
-                " {g:>16.4} {:>16.2} {h:>15.4} {:>15.2}",
-                g / r.seconds_per_step,
-                h / r.seconds_per_step
-            );
+        if guarded {
+            for (t, w) in [
+                (r.guarded_seconds_per_step, 16),
+                (r.hybrid_seconds_per_step, 15),
+            ] {
+                s += &match t {
+                    Some(t) => format!(" {t:>w$.4} {:>w$.2}", t / r.seconds_per_step),
+                    None => format!(" {:>w$} {:>w$}", "-", "-"),
+                };
+            }
         }
         s += "\n";
     }

@@ -13,15 +13,16 @@
 //!
 //! [`EmbeddedOptimizer::hybrid`] binds Optimus as `optimus-hybrid` the same way: the
 //! caller's kernel evaluates the one candidate in x, and the engine keeps or rejects it
-//! and writes the next candidate (Optimus's or the L-BFGS fallback's) to x, so x holds
-//! the candidate and the accepted point is in the history.
+//! and writes the next candidate (Optimus's or the L-BFGS fallback's) to x. So between
+//! passes x holds a candidate, not the accepted point; the history holds the accepted
+//! points' f.
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
 use crate::learned::model::ModelKind;
 use crate::learned::model::{Model, N_FEATURES_WITH_LOSS};
-use crate::optim::{Guard, Guarding, OptParams, OptState, Status};
+use crate::optim::{FallbackOf, Guard, OptParams, OptState, Status};
 use crate::problem::GpuProblems;
 
 /// A learned optimizer bound to a caller's buffers.
@@ -61,6 +62,14 @@ impl EmbeddedOptimizer {
                 problems.n_total,
                 x.size(),
                 grad.size()
+            )));
+        }
+        if let Some(f) = f.filter(|f| f.size() < 4 * dims.len() as u64) {
+            return Err(Error::Problem(format!(
+                "f needs one f32 per problem, {} bytes for {} problems, got {}",
+                4 * dims.len(),
+                dims.len(),
+                f.size()
             )));
         }
         if f.is_none() && model.config.features >= N_FEATURES_WITH_LOSS {
@@ -121,9 +130,10 @@ impl EmbeddedOptimizer {
     /// in turn; a candidate higher than the current point is rejected), with the
     /// arguments of [`EmbeddedOptimizer::new`]. `f` is required: the choice compares
     /// objective values. Before each [`EmbeddedOptimizer::record`] the caller's kernel
-    /// evaluates f and ∇f at x, which holds the candidate; the accepted points' f are in
-    /// [`EmbeddedOptimizer::history`], and after the pass that ends the budget (the
-    /// `max_steps + 1`-th) x holds the last accepted point.
+    /// evaluates f and ∇f at x, which holds the candidate. Where the engine rejects it,
+    /// it writes the accepted point back into x, ∇f and f before its step, so the history
+    /// ([`EmbeddedOptimizer::history`]) holds the accepted points' f; after the pass that
+    /// ends the budget (the `max_steps + 1`-th) x holds the last accepted point.
     pub fn hybrid(
         ctx: &GpuContext,
         model: &Model,
@@ -148,13 +158,7 @@ impl EmbeddedOptimizer {
             state: &opt.state,
             history: &opt.history,
         };
-        opt.fallback = Some(Guard::new(
-            ctx,
-            None,
-            &opt.problems,
-            &bufs,
-            Guarding::Hybrid,
-        )?);
+        opt.fallback = Some(Guard::new(ctx, FallbackOf::Hybrid, &opt.problems, &bufs)?);
         Ok(opt)
     }
 
@@ -172,7 +176,8 @@ impl EmbeddedOptimizer {
     }
 
     /// Per problem: status, steps taken, and f at each step (as the caller's kernel
-    /// wrote it). Reads back; call it outside the loop.
+    /// wrote it; for the hybrid, the accepted point's). Reads back; call it outside the
+    /// loop.
     pub fn history(&self, ctx: &GpuContext) -> Result<Vec<(Status, u32, Vec<f64>)>> {
         let np = self.problems.n_problems as usize;
         let st: Vec<OptState> = ctx.read(&self.state, np)?;

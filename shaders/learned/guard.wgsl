@@ -40,7 +40,9 @@
 
 // Pairs of the fallback (`optim::cpu::GUARD_MEMORY`).
 const GUARD_MEMORY: u32 = 10u;
-// Factor on τ after a step that kept the current point (`optim::cpu::GUARD_RETREAT`).
+// Factor on τ after the current point was kept instead of the fallback's candidate (the
+// guard's backtracking step, or the hybrid's rejected fallback candidate;
+// `optim::cpu::GUARD_RETREAT`).
 const RETREAT: f32 = 0.25;
 
 const MODE_GUARD: u32 = 0u;
@@ -124,7 +126,9 @@ fn main(
         for (var i = lid; i < d; i += WG) {
             bad += select(1.0, 0.0, is_finite(g[off + i]));
         }
-        retreat = !(is_finite(f_c) && wg_sum(lid, bad) == 0.0 && f_c <= st.f);
+        // The reduction outside the condition: its barriers need uniform control flow.
+        let n_bad = wg_sum(lid, bad);
+        retreat = !(is_finite(f_c) && n_bad == 0.0 && f_c <= st.f);
         if retreat {
             for (var i = lid; i < d; i += WG) {
                 x[off + i] = gmem[vi(R_XP, i)];

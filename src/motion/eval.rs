@@ -461,15 +461,11 @@ pub fn table(res: &MotionResults) -> String {
         .iter()
         .map(|r| r.optimizer.chars().count())
         .fold(10, usize::max);
+    let iters_head = format!("iters to {reference}");
+    let wi = iters_head.chars().count().max(16);
     s += &format!(
-        "{:<wf$} {:<wo$} {:>12} {:>10} {:>12} {:>16} {:>8}\n",
-        "motion",
-        "optimizer",
-        "objective",
-        "MPJPE mm",
-        "PA-MPJPE mm",
-        format!("iters to {reference}"),
-        "time s"
+        "{:<wf$} {:<wo$} {:>12} {:>10} {:>12} {:>wi$} {:>8}\n",
+        "motion", "optimizer", "objective", "MPJPE mm", "PA-MPJPE mm", iters_head, "time s"
     );
     for r in &res.rows {
         let iters = match r.iters_to_reference {
@@ -477,7 +473,7 @@ pub fn table(res: &MotionResults) -> String {
             None => format!("- (0/{})", r.windows),
         };
         s += &format!(
-            "{:<wf$} {:<wo$} {:>12.3} {:>10.1} {:>12.1} {:>16} {:>8.1}{}\n",
+            "{:<wf$} {:<wo$} {:>12.3} {:>10.1} {:>12.1} {:>wi$} {:>8.1}{}\n",
             r.family,
             r.optimizer,
             r.final_objective,

@@ -357,8 +357,9 @@ pub fn run_learned(model: &Model, problem: &ProblemSpec, steps: u32) -> Result<P
     ))
 }
 
-/// Factor on the guard's fallback length after a step that kept the current point
-/// (`RETREAT` in `learned/guard.wgsl`).
+/// Factor on the fallback's length after the current point was kept instead of the
+/// fallback's candidate: the guard's backtracking step, the hybrid's rejected fallback
+/// candidate (`RETREAT` in `learned/guard.wgsl`).
 pub const GUARD_RETREAT: f64 = 0.25;
 
 /// (s, y) pairs of the guard's L-BFGS fallback (`GUARD_MEMORY` in `learned/guard.wgsl`).

@@ -543,14 +543,11 @@ pub(crate) struct Guard {
 
 impl Guard {
     /// Binds the fallback to a learned run's buffers (`bufs`: its x, f, ∇f and state).
-    /// `objective` is bound a second time for the guard's evaluation of the fallback
-    /// (the guard needs it; the hybrid evaluates only x, which its caller does).
     pub(crate) fn new(
         ctx: &GpuContext,
-        objective: Option<&dyn Evaluator>,
+        kind: FallbackOf<'_>,
         gp: &GpuProblems,
         bufs: &StepBuffers<'_>,
-        guarding: Guarding,
     ) -> Result<Self> {
         let StepBuffers {
             opt_params: params,
@@ -561,21 +558,15 @@ impl Guard {
             ..
         } = *bufs;
         let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
-        let guard = guarding == Guarding::Guard;
+        let guard = matches!(kind, FallbackOf::Guard(_));
         // The hybrid evaluates one candidate a step, in x: nothing reads these there.
         let ff = ctx.storage_zeroed("fallback f", if guard { np } else { 1 })?;
         let gf = ctx.storage_zeroed("fallback gradient", if guard { n } else { 1 })?;
         // x_F | previous accepted x | its g | two-loop vector | S | Y | first trial, τ.
         let gmem = ctx.storage_zeroed("guard vectors", (4 + 2 * cpu::GUARD_MEMORY) * n + 2 * np)?;
-        let fallback = match (guarding, objective) {
-            (Guarding::Guard, Some(o)) => Some(o.bind(ctx, gp, &gmem, &ff, &gf)?),
-            (Guarding::Guard, None) => {
-                return Err(Error::Config(
-                    "the loss guard evaluates its fallback itself, so it needs the objective"
-                        .into(),
-                ))
-            }
-            (Guarding::Hybrid, _) => None,
+        let fallback = match kind {
+            FallbackOf::Guard(o) => Some(o.bind(ctx, gp, &gmem, &ff, &gf)?),
+            FallbackOf::Hybrid => None,
         };
         let source = compose("learned/guard.wgsl")?;
         let bind = |mode: GuardKernel| -> Result<(Arc<Kernel>, wgpu::BindGroup)> {
@@ -588,9 +579,9 @@ impl Guard {
             let group = k.bind(ctx, &[params, &gp.desc, f, g, x, &ff, &gf, &gmem, state]);
             Ok((k, group))
         };
-        let (choice, propose) = match guarding {
-            Guarding::Guard => (bind(GuardKernel::Guard)?, None),
-            Guarding::Hybrid => (
+        let (choice, propose) = match kind {
+            FallbackOf::Guard(_) => (bind(GuardKernel::Guard)?, None),
+            FallbackOf::Hybrid => (
                 bind(GuardKernel::Hybrid)?,
                 Some(bind(GuardKernel::Propose)?),
             ),
@@ -636,6 +627,24 @@ impl Guard {
         match &self.fallback {
             Some(_) => (vec!["objective (fallback)", "guard"], vec![]),
             None => (vec!["hybrid choice"], vec!["hybrid proposal"]),
+        }
+    }
+}
+
+/// What a [`Guard`] is built for: the loss guard, which evaluates its fallback itself
+/// with the run's objective bound a second time, or the hybrid, whose one candidate a
+/// step the run's own evaluation (or an embedding caller's kernel) evaluates in x.
+pub(crate) enum FallbackOf<'a> {
+    Guard(&'a dyn Evaluator),
+    Hybrid,
+}
+
+impl<'a> FallbackOf<'a> {
+    /// The fallback `guarding` asks for, with the run's `objective`.
+    pub(crate) fn new(guarding: Guarding, objective: &'a dyn Evaluator) -> Self {
+        match guarding {
+            Guarding::Guard => FallbackOf::Guard(objective),
+            Guarding::Hybrid => FallbackOf::Hybrid,
         }
     }
 }
@@ -776,7 +785,8 @@ impl<'a> GpuRun<'a> {
                 history: &history,
             };
             if let Some(guarding) = method.guarding() {
-                guard = Some(Guard::new(ctx, Some(objective), &gp, &bufs, guarding)?);
+                let kind = FallbackOf::new(guarding, objective);
+                guard = Some(Guard::new(ctx, kind, &gp, &bufs)?);
             }
             learned = Some(LearnedNet::new(
                 ctx,

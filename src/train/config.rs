@@ -223,7 +223,8 @@ fn positive(name: &str, v: f64) -> Result<()> {
 }
 
 impl TrainConfig {
-    /// How the particles use the L-BFGS fallback (`guard`, `hybrid`), if at all.
+    /// How the particles use the L-BFGS fallback (`guard`, `hybrid`), if at all
+    /// ([`TrainConfig::validate`] refuses both).
     pub fn guarding(&self) -> Option<Guarding> {
         match (self.guard, self.hybrid) {
             (true, _) => Some(Guarding::Guard),
@@ -269,6 +270,11 @@ impl TrainConfig {
         }
         if self.iterations == 0 || self.log_every == 0 || self.checkpoint_every == 0 {
             return bad("iterations, log_every and checkpoint_every must be at least 1".into());
+        }
+        if self.guard && self.hybrid {
+            return bad(
+                "guard: true and hybrid: true both set; a run trains behind the loss guard or as the hybrid, not both".into(),
+            );
         }
         for (n, v) in [
             ("sigma", self.sigma),

@@ -409,11 +409,6 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
     let ckpt_path = opts.out.join(CHECKPOINT_FILE);
     let (cfg, model_cfg, resumed) = resolve_configs(opts, &ckpt_path)?;
-    if cfg.guard && cfg.hybrid {
-        return Err(Error::Config(
-            "guard: true and hybrid: true both set; a run trains behind the loss guard or as the hybrid, not both".into(),
-        ));
-    }
     if let (Some(g), false) = (cfg.guarding(), model_cfg.kind == ModelKind::Optimus) {
         let (field, what) = match g {
             Guarding::Guard => ("guard", "behind the loss guard"),

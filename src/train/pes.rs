@@ -12,7 +12,7 @@ use crate::learned::layout::NoiseLayout;
 use crate::learned::layout::PackedLayout;
 use crate::learned::model::Model;
 use crate::objective::{Evaluation, Evaluator};
-use crate::optim::{Guard, Guarding, Kernels, OptParams, OptState};
+use crate::optim::{FallbackOf, Guard, Guarding, Kernels, OptParams, OptState};
 use crate::problem::{GpuProblems, ProblemSpec};
 use std::sync::Arc;
 
@@ -264,7 +264,7 @@ impl<'a> PesEngine<'a> {
         };
         let guard = s
             .guarding
-            .map(|g| Guard::new(ctx, Some(objective), &problems, &bufs, g))
+            .map(|g| Guard::new(ctx, FallbackOf::new(g, objective), &problems, &bufs))
             .transpose()?;
         let net = LearnedNet::new(ctx, &kernels.learned, model, &problems, &bufs, Some(&pert))?;
 
@@ -511,9 +511,10 @@ impl<'a> PesEngine<'a> {
             .guard
             .as_ref()
             .map_or((vec![], vec![]), |g| g.stage_names());
+        let before_name = before.join(", ");
         let mut names = vec!["objective"];
         if !before.is_empty() {
-            names.push("fallback (choice, guard's objective)");
+            names.push(&before_name);
         }
         names.push("meta-loss");
         let net_first = names.len();
