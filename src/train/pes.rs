@@ -175,18 +175,161 @@ pub struct PesEngine<'a> {
     initial_state: Vec<OptState>,
     obj_binding: Box<dyn Evaluation>,
     guard: Option<Guard>,
-    noise_params: Vec<wgpu::Buffer>,
-    noise_groups: Vec<wgpu::BindGroup>,
-    grad_groups: Vec<wgpu::BindGroup>,
-    coef_params: wgpu::Buffer,
-    coef_group: wgpu::BindGroup,
     loss_group: wgpu::BindGroup,
-    stats_group: wgpu::BindGroup,
+    meta: MetaPasses,
+    _keep: Vec<wgpu::Buffer>,
+}
+
+/// The meta-iteration's kernels bound to θ and its buffers: the noise draws (one
+/// parameter block per credited truncation), the PES coefficients and gradient, the
+/// statistics and meta-Adam.
+struct MetaPasses {
+    noise_params: Vec<wgpu::Buffer>,
+    noise: Vec<wgpu::BindGroup>,
+    grad: Vec<wgpu::BindGroup>,
+    coef_params: wgpu::Buffer,
+    coef: wgpu::BindGroup,
+    stats: wgpu::BindGroup,
     adam_params: wgpu::Buffer,
-    adam_group: wgpu::BindGroup,
+    adam: wgpu::BindGroup,
     /// Invocations of `pes/grad.wgsl` (4×4 weight blocks).
     n_quads: u32,
     _keep: Vec<wgpu::Buffer>,
+}
+
+/// The buffers [`MetaPasses`] binds, and the batch's pair and particle counts.
+struct MetaBuffers<'b> {
+    n_pairs: u32,
+    n_particles: usize,
+    mask: &'b wgpu::Buffer,
+    theta: &'b wgpu::Buffer,
+    adam_m: &'b wgpu::Buffer,
+    adam_v: &'b wgpu::Buffer,
+    grad: &'b wgpu::Buffer,
+    noise: &'b wgpu::Buffer,
+    loss: &'b wgpu::Buffer,
+    since: &'b wgpu::Buffer,
+    coef: &'b wgpu::Buffer,
+    stats: &'b wgpu::Buffer,
+}
+
+impl MetaPasses {
+    fn new(
+        ctx: &GpuContext,
+        pes: &PesKernels,
+        s: &PesSettings,
+        packed: &PackedLayout,
+        noise_layout: &NoiseLayout,
+        b: MetaBuffers<'_>,
+    ) -> Result<Self> {
+        let MetaBuffers {
+            n_pairs,
+            n_particles: np,
+            mask,
+            theta,
+            adam_m,
+            adam_v,
+            grad,
+            noise,
+            loss,
+            since,
+            coef,
+            stats,
+        } = b;
+        let window = s.window() as usize;
+        let stride = noise_layout.stride as u32;
+        let plen = packed.len;
+        let noise_params: Vec<wgpu::Buffer> = (0..window)
+            .map(|_| {
+                ctx.uniform(
+                    "noise params",
+                    &NoiseParams {
+                        n_pairs,
+                        stride,
+                        seed: s.seed,
+                        iteration: 0,
+                    },
+                )
+            })
+            .collect();
+        let noise_groups = noise_params
+            .iter()
+            .map(|p| pes.noise.bind(ctx, &[p, mask, noise]))
+            .collect();
+        let (table, n_quads) = noise_table(packed, noise_layout);
+        let table_buf = ctx.storage("noise table", &table)?;
+        let mut keep = Vec::new();
+        let grad_groups = (0..window)
+            .map(|slot| {
+                let p = ctx.uniform(
+                    "grad params",
+                    &GradParams {
+                        n_quads,
+                        n_pairs,
+                        stride4: stride / 4,
+                        slot: slot as u32,
+                        n_tensors: table.len() as u32,
+                        pad: [0; 3],
+                    },
+                );
+                let group = pes.grad.bind(ctx, &[&p, &table_buf, noise, coef, grad]);
+                keep.push(p);
+                group
+            })
+            .collect();
+        let coef_params = ctx.uniform(
+            "coef params",
+            &CoefParams {
+                n_pairs,
+                n_slots: 1,
+                first: 0,
+                use_sign: s.use_sign as u32,
+                inv_k: 1.0 / s.truncation as f32,
+                scale: 1.0 / (n_pairs as f32 * 2.0 * s.sigma),
+                pad: [0; 2],
+            },
+        );
+        let coef_group = pes.coef.bind(ctx, &[&coef_params, loss, since, coef]);
+        let stats_params = ctx.uniform(
+            "stats params",
+            &[
+                plen as u32,
+                np as u32,
+                (1.0 / s.truncation as f32).to_bits(),
+                0,
+            ],
+        );
+        let stats_group = pes.stats.bind(ctx, &[&stats_params, grad, loss, stats]);
+        let adam_params = ctx.uniform(
+            "adam params",
+            &AdamParams {
+                n_elems: plen as u32,
+                lr: 0.0,
+                beta1: s.beta1,
+                beta2: s.beta2,
+                eps: s.adam_eps,
+                clip_norm: s.clip_norm,
+                c1: 1.0,
+                c2: 1.0,
+            },
+        );
+        let adam_group = pes
+            .adam
+            .bind(ctx, &[&adam_params, stats, grad, adam_m, adam_v, theta]);
+        keep.extend([stats_params, table_buf]);
+        Ok(Self {
+            noise_params,
+            noise: noise_groups,
+            grad: grad_groups,
+            coef_params,
+            coef: coef_group,
+            stats: stats_group,
+            adam_params,
+            adam: adam_group,
+            n_quads,
+            _keep: keep,
+        })
+    }
 }
 
 impl<'a> PesEngine<'a> {
@@ -268,57 +411,6 @@ impl<'a> PesEngine<'a> {
             .transpose()?;
         let net = LearnedNet::new(ctx, &kernels.learned, model, &problems, &bufs, Some(&pert))?;
 
-        let noise_params: Vec<wgpu::Buffer> = (0..window)
-            .map(|_| {
-                ctx.uniform(
-                    "noise params",
-                    &NoiseParams {
-                        n_pairs,
-                        stride,
-                        seed: s.seed,
-                        iteration: 0,
-                    },
-                )
-            })
-            .collect();
-        let noise_groups = noise_params
-            .iter()
-            .map(|p| pes.noise.bind(ctx, &[p, &mask, &noise]))
-            .collect();
-        let (table, n_quads) = noise_table(&packed, &noise_layout);
-        let table_buf = ctx.storage("noise table", &table)?;
-        let mut keep = Vec::new();
-        let grad_groups = (0..window)
-            .map(|slot| {
-                let p = ctx.uniform(
-                    "grad params",
-                    &GradParams {
-                        n_quads,
-                        n_pairs,
-                        stride4: stride / 4,
-                        slot: slot as u32,
-                        n_tensors: table.len() as u32,
-                        pad: [0; 3],
-                    },
-                );
-                let group = pes.grad.bind(ctx, &[&p, &table_buf, &noise, &coef, &grad]);
-                keep.push(p);
-                group
-            })
-            .collect();
-        let coef_params = ctx.uniform(
-            "coef params",
-            &CoefParams {
-                n_pairs,
-                n_slots: 1,
-                first: 0,
-                use_sign: s.use_sign as u32,
-                inv_k: 1.0 / s.truncation as f32,
-                scale: 1.0 / (n_pairs as f32 * 2.0 * s.sigma),
-                pad: [0; 2],
-            },
-        );
-        let coef_group = pes.coef.bind(ctx, &[&coef_params, &loss, &since, &coef]);
         let loss_params = ctx.uniform(
             "loss params",
             &[
@@ -335,44 +427,29 @@ impl<'a> PesEngine<'a> {
         let loss_group = pes
             .loss
             .bind(ctx, &[&loss_params, &f, &state, &phase, &logf0, &loss]);
-        let stats_params = ctx.uniform(
-            "stats params",
-            &[
-                plen as u32,
-                np as u32,
-                (1.0 / s.truncation as f32).to_bits(),
-                0,
-            ],
-        );
-        let stats_group = pes.stats.bind(ctx, &[&stats_params, &grad, &loss, &stats]);
-        let adam_params = ctx.uniform(
-            "adam params",
-            &AdamParams {
-                n_elems: plen as u32,
-                lr: 0.0,
-                beta1: s.beta1,
-                beta2: s.beta2,
-                eps: s.adam_eps,
-                clip_norm: s.clip_norm,
-                c1: 1.0,
-                c2: 1.0,
-            },
-        );
-        let adam_group = pes.adam.bind(
+        let meta = MetaPasses::new(
             ctx,
-            &[&adam_params, &stats, &grad, &adam_m, &adam_v, &theta],
-        );
-        keep.extend([
-            loss_params,
-            stats_params,
-            mask,
-            table_buf,
-            coef,
-            f,
-            g,
-            history,
-            opt_params,
-        ]);
+            pes,
+            s,
+            &packed,
+            &noise_layout,
+            MetaBuffers {
+                n_pairs,
+                n_particles: np,
+                mask: &mask,
+                theta: &theta,
+                adam_m: &adam_m,
+                adam_v: &adam_v,
+                grad: &grad,
+                noise: &noise,
+                loss: &loss,
+                since: &since,
+                coef: &coef,
+                stats: &stats,
+            },
+        )?;
+        let mut keep = Vec::new();
+        keep.extend([loss_params, mask, coef, f, g, history, opt_params]);
         Ok(Self {
             kernels,
             pes,
@@ -397,16 +474,8 @@ impl<'a> PesEngine<'a> {
             initial_state,
             obj_binding,
             guard,
-            noise_params,
-            noise_groups,
-            grad_groups,
-            coef_params,
-            coef_group,
             loss_group,
-            stats_group,
-            adam_params,
-            adam_group,
-            n_quads,
+            meta,
             _keep: keep,
         })
     }
@@ -442,13 +511,13 @@ impl<'a> PesEngine<'a> {
             iteration,
         };
         ctx.queue
-            .write_buffer(&self.noise_params[slot], 0, bytemuck::bytes_of(&p));
+            .write_buffer(&self.meta.noise_params[slot], 0, bytemuck::bytes_of(&p));
     }
 
     fn record_noise(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
         let stride = self.noise_layout.stride as u32;
         pass.set_pipeline(&self.pes.noise.pipeline);
-        pass.set_bind_group(0, &self.noise_groups[slot], &[]);
+        pass.set_bind_group(0, &self.meta.noise[slot], &[]);
         pass.dispatch_workgroups(stride.div_ceil(64), self.n_pairs, 1);
     }
 
@@ -556,7 +625,7 @@ impl<'a> PesEngine<'a> {
             pad: [0; 2],
         };
         ctx.queue
-            .write_buffer(&self.coef_params, 0, bytemuck::bytes_of(&cp));
+            .write_buffer(&self.meta.coef_params, 0, bytemuck::bytes_of(&cp));
         let ap = AdamParams {
             n_elems: self.packed.len as u32,
             lr: lr as f32,
@@ -568,28 +637,28 @@ impl<'a> PesEngine<'a> {
             c2: (1.0 - (s.beta2 as f64).powi(t as i32)) as f32,
         };
         ctx.queue
-            .write_buffer(&self.adam_params, 0, bytemuck::bytes_of(&ap));
+            .write_buffer(&self.meta.adam_params, 0, bytemuck::bytes_of(&ap));
         let plen = self.packed.len as u32;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         enc.clear_buffer(&self.grad, 0, None);
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             pass.set_pipeline(&self.pes.coef.pipeline);
-            pass.set_bind_group(0, &self.coef_group, &[]);
+            pass.set_bind_group(0, &self.meta.coef, &[]);
             pass.dispatch_workgroups(self.n_pairs.div_ceil(64), 1, 1);
-            let gq = grid(self.n_quads);
+            let gq = grid(self.meta.n_quads);
             for slot in 0..slots as usize {
                 self.record_noise(&mut pass, slot);
                 pass.set_pipeline(&self.pes.grad.pipeline);
-                pass.set_bind_group(0, &self.grad_groups[slot], &[]);
+                pass.set_bind_group(0, &self.meta.grad[slot], &[]);
                 pass.dispatch_workgroups(gq[0], gq[1], 1);
             }
             let gr = grid(plen);
             pass.set_pipeline(&self.pes.stats.pipeline);
-            pass.set_bind_group(0, &self.stats_group, &[]);
+            pass.set_bind_group(0, &self.meta.stats, &[]);
             pass.dispatch_workgroups(1, 1, 1);
             pass.set_pipeline(&self.pes.adam.pipeline);
-            pass.set_bind_group(0, &self.adam_group, &[]);
+            pass.set_bind_group(0, &self.meta.adam, &[]);
             pass.dispatch_workgroups(gr[0], gr[1], 1);
         }
         ctx.queue.submit([enc.finish()]);
