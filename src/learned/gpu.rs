@@ -14,7 +14,7 @@ use super::linear::{LinearKernels, Tiling, BLOCK_ROWS, NORMALIZED, PERTURBED, RE
 use super::model::{Model, ModelConfig, ModelKind, StepRule};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::Kernel;
+use crate::kernel::{compose, Kernel};
 use crate::problem::GpuProblems;
 use std::sync::Arc;
 
@@ -29,6 +29,9 @@ pub struct LearnedKernels {
     features: Arc<Kernel>,
     linear: LinearKernels,
     layernorm: Arc<Kernel>,
+    /// The same pass without the next layer's projection, for a lane kernel, which
+    /// projects its input itself.
+    layernorm_only: Arc<Kernel>,
     /// Attention pipelines by head width, built on first use: a constant head width
     /// lets the loops over it unroll into registers (measured 2x faster on lavapipe).
     attention: AttentionKernels,
@@ -59,6 +62,12 @@ impl LearnedKernels {
             features: Kernel::from_shader(ctx, "learned/features.wgsl")?,
             linear: LinearKernels::new(tiling)?,
             layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl")?,
+            layernorm_only: Kernel::with_constants(
+                ctx,
+                "learned/layernorm.wgsl",
+                &compose("learned/layernorm.wgsl")?,
+                &[("PROJECT", 0.0)],
+            )?,
             attention: AttentionKernels::new(tiling)?,
             precondition: Kernel::from_shader(ctx, "learned/precondition.wgsl")?,
             step: Kernel::from_shader(ctx, "learned/step.wgsl")?,
@@ -158,7 +167,8 @@ enum Input<'n> {
     /// LayerNorm `n`, fused into the layer (lane kernels; under a perturbation only with
     /// the LayerNorm's γ and β left unperturbed).
     Fused(&'n str),
-    /// A LayerNorm pass, which also wrote the perturbed projection x·a.
+    /// A LayerNorm pass, which for a perturbed block kernel also wrote the projection
+    /// x·a (a lane kernel forms it itself).
     Normalized,
 }
 
@@ -170,7 +180,8 @@ enum Stage {
     Linear(&'static str, usize),
     /// x·a for the next linear layer's perturbation.
     Project,
-    LayerNorm,
+    /// A LayerNorm pass; true where it also writes the next layer's projection x·a.
+    LayerNorm(bool),
     Attention,
     Step,
     Precondition,
@@ -444,7 +455,7 @@ impl LearnedNet {
                 Stage::Features => "features",
                 Stage::Linear(label, _) => label,
                 Stage::Project => "perturbation",
-                Stage::LayerNorm => "layernorm",
+                Stage::LayerNorm(_) => "layernorm",
                 Stage::Attention => "attention",
                 Stage::Step => "step",
                 Stage::Precondition => "preconditioner",
@@ -465,7 +476,8 @@ impl LearnedNet {
             Stage::Features => &kernels.features,
             Stage::Linear(_, k) => &self.linear[*k],
             Stage::Project => &kernels.project,
-            Stage::LayerNorm => &kernels.layernorm,
+            Stage::LayerNorm(true) => &kernels.layernorm,
+            Stage::LayerNorm(false) => &kernels.layernorm_only,
             Stage::Attention => self
                 .attention
                 .as_ref()
@@ -793,7 +805,8 @@ impl Builder<'_> {
         if lanes && !perturbed {
             self.linear(x, y, n_in, n_out, name, flags, Input::Fused(ln))
         } else {
-            self.layernorm(x, a, n_in, ln, name)?;
+            // A lane kernel projects its input itself.
+            self.layernorm(x, a, n_in, ln, (!lanes).then_some(name))?;
             self.linear(a, y, n_in, n_out, name, flags, Input::Normalized)
         }
     }
@@ -886,7 +899,7 @@ impl Builder<'_> {
         y: &wgpu::Buffer,
         width: u32,
         name: &str,
-        next: &str,
+        project_for: Option<&str>,
     ) -> Result<()> {
         let (gname, bname) = (format!("{name}.weight"), format!("{name}.bias"));
         let mut lp = LnParams {
@@ -907,8 +920,14 @@ impl Builder<'_> {
                 lp.nb_off4 = (pb.layout.slot(&bname)?.b_off / 4) as u32;
                 lp.stride4 = (pb.layout.stride / 4) as u32;
                 lp.sigma = pb.sigma;
-                lp.a_off4 = (pb.layout.slot(&format!("{next}.weight"))?.a_off / 4) as u32;
-                (&pb.tok, pb.noise, &pb.proj)
+                let proj = match project_for {
+                    Some(next) => {
+                        lp.a_off4 = (pb.layout.slot(&format!("{next}.weight"))?.a_off / 4) as u32;
+                        &pb.proj
+                    }
+                    None => self.dummy_out,
+                };
+                (&pb.tok, pb.noise, proj)
             }
             None => (self.dummy, self.dummy, self.dummy_out),
         };
@@ -917,7 +936,8 @@ impl Builder<'_> {
             .kernels
             .layernorm
             .bind(self.ctx, &[&p, self.theta, x, y, tok, noise, proj]);
-        self.push(Stage::LayerNorm, group, grid_1d(self.n.div_ceil(64)), p);
+        let stage = Stage::LayerNorm(self.pert.is_some() && project_for.is_some());
+        self.push(stage, group, grid_1d(self.n.div_ceil(64)), p);
         Ok(())
     }
 }
