@@ -205,15 +205,22 @@ fn main(
         st.head = (slot + 1u) % GUARD_MEMORY;
         st.k = min(st.k + 1u, GUARD_MEMORY);
     }
-    // The next fallback from the accepted point: x − τ H g.
-    let h0 = select(first, 1.0, st.k > 0u);
-    for (var i = lid; i < d; i += WG) {
-        t_set(i, h0 * g[off + i]);
+    // The next fallback candidate from the accepted point, x − τ H g; the hybrid needs
+    // it only on the fallback's turns (the next proposal, st.iter, is its for even
+    // st.iter). A uniform branch: st is the same in every invocation.
+    let fallback_next = MODE != MODE_HYBRID || st.iter % 2u == 0u;
+    if fallback_next {
+        let h0 = select(first, 1.0, st.k > 0u);
+        for (var i = lid; i < d; i += WG) {
+            t_set(i, h0 * g[off + i]);
+        }
+        two_loop(lid, d, GUARD_MEMORY, st.k, st.head);
     }
-    two_loop(lid, d, GUARD_MEMORY, st.k, st.head);
     for (var i = lid; i < d; i += WG) {
         let xi = x[off + i];
-        gmem[vi(R_XF, i)] = xi - tau * t_get(i);
+        if fallback_next {
+            gmem[vi(R_XF, i)] = xi - tau * t_get(i);
+        }
         gmem[vi(R_XP, i)] = xi;
         gmem[vi(R_GP, i)] = g[off + i];
     }

@@ -599,9 +599,10 @@ impl Guard {
     /// step: the guard's evaluation of the fallback, then the choice (the accepted point
     /// and the next fallback candidate).
     pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
-        for i in 0..self.stage_names().0.len() {
-            self.record_stage(i, pass, n);
+        if let Some(fallback) = &self.fallback {
+            fallback.record(pass);
         }
+        self.choice.0.dispatch_problems(pass, &self.choice.1, n);
     }
 
     /// Stage `i` of [`Guard::record`]: the objective at the fallback candidate (the

@@ -222,20 +222,7 @@ impl MetaPasses {
         noise_layout: &NoiseLayout,
         b: MetaBuffers<'_>,
     ) -> Result<Self> {
-        let MetaBuffers {
-            n_pairs,
-            n_particles: np,
-            mask,
-            theta,
-            adam_m,
-            adam_v,
-            grad,
-            noise,
-            loss,
-            since,
-            coef,
-            stats,
-        } = b;
+        let n_pairs = b.n_pairs;
         let window = s.window() as usize;
         let stride = noise_layout.stride as u32;
         let plen = packed.len;
@@ -254,7 +241,7 @@ impl MetaPasses {
             .collect();
         let noise_groups = noise_params
             .iter()
-            .map(|p| pes.noise.bind(ctx, &[p, mask, noise]))
+            .map(|p| pes.noise.bind(ctx, &[p, b.mask, b.noise]))
             .collect();
         let (table, n_quads) = noise_table(packed, noise_layout);
         let table_buf = ctx.storage("noise table", &table)?;
@@ -272,7 +259,9 @@ impl MetaPasses {
                         pad: [0; 3],
                     },
                 );
-                let group = pes.grad.bind(ctx, &[&p, &table_buf, noise, coef, grad]);
+                let group = pes
+                    .grad
+                    .bind(ctx, &[&p, &table_buf, b.noise, b.coef, b.grad]);
                 keep.push(p);
                 group
             })
@@ -289,17 +278,19 @@ impl MetaPasses {
                 pad: [0; 2],
             },
         );
-        let coef_group = pes.coef.bind(ctx, &[&coef_params, loss, since, coef]);
+        let coef_group = pes.coef.bind(ctx, &[&coef_params, b.loss, b.since, b.coef]);
         let stats_params = ctx.uniform(
             "stats params",
             &[
                 plen as u32,
-                np as u32,
+                b.n_particles as u32,
                 (1.0 / s.truncation as f32).to_bits(),
                 0,
             ],
         );
-        let stats_group = pes.stats.bind(ctx, &[&stats_params, grad, loss, stats]);
+        let stats_group = pes
+            .stats
+            .bind(ctx, &[&stats_params, b.grad, b.loss, b.stats]);
         let adam_params = ctx.uniform(
             "adam params",
             &AdamParams {
@@ -313,9 +304,10 @@ impl MetaPasses {
                 c2: 1.0,
             },
         );
-        let adam_group = pes
-            .adam
-            .bind(ctx, &[&adam_params, stats, grad, adam_m, adam_v, theta]);
+        let adam_group = pes.adam.bind(
+            ctx,
+            &[&adam_params, b.stats, b.grad, b.adam_m, b.adam_v, b.theta],
+        );
         keep.extend([stats_params, table_buf]);
         Ok(Self {
             noise_params,
@@ -448,8 +440,7 @@ impl<'a> PesEngine<'a> {
                 stats: &stats,
             },
         )?;
-        let mut keep = Vec::new();
-        keep.extend([loss_params, mask, coef, f, g, history, opt_params]);
+        let keep = vec![loss_params, mask, coef, f, g, history, opt_params];
         Ok(Self {
             kernels,
             pes,
