@@ -65,6 +65,16 @@ pub enum Guarding {
     Hybrid,
 }
 
+impl Guarding {
+    /// The method that runs Optimus this way.
+    pub fn method(self) -> Method {
+        match self {
+            Guarding::Guard => Method::OptimusGuard,
+            Guarding::Hybrid => Method::OptimusHybrid,
+        }
+    }
+}
+
 impl Method {
     pub const ALL: [Method; 11] = [
         Method::Gd,

@@ -332,11 +332,9 @@ fn validation_run<'a>(
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
-    let method = match cfg.guarding() {
-        Some(Guarding::Guard) => Method::OptimusGuard,
-        Some(Guarding::Hybrid) => Method::OptimusHybrid,
-        None => Method::for_model(init.config.kind),
-    };
+    let method = cfg
+        .guarding()
+        .map_or(Method::for_model(init.config.kind), Guarding::method);
     let oc = OptimizerConfig {
         model: Some(Arc::new(init.clone())),
         ..OptimizerConfig::new(method)
