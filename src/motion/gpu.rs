@@ -74,8 +74,8 @@ fn per_window(pass: &mut wgpu::ComputePass<'_>, group: &wgpu::BindGroup, n_windo
 }
 
 /// Loop iterations per step of each pass, an upper bound for splitting passes under the
-/// driver's limit: the generated code is straight-line, but the term helpers loop over
-/// up to three vectors (a compiler may or may not unroll them).
+/// driver's limit. The generated code and the term helpers are straight-line, so it is
+/// loose by a wide margin; that costs only a few more dispatches of the step loop.
 fn iterations_per_step(body: &Body, adjoint: bool) -> u64 {
     let per_term = if adjoint { 16 } else { 6 };
     (per_term * body.terms.len() + 8) as u64
