@@ -300,6 +300,7 @@ fn bench_pes(c: &mut Criterion) {
         clip_norm: 10.0,
         trainable: Vec::new(),
         freeze_layernorm: false,
+        rotations: true,
     };
     let mut g = c.benchmark_group("pes_inner_step_p64_d8");
     g.sample_size(10).measurement_time(Duration::from_secs(8));

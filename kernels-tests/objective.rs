@@ -272,9 +272,12 @@ fn a_batch_refuses_problems_of_another_user_objective() {
         )
         .unwrap()
     };
-    let batch =
-        optimus_gpu::problem::GpuProblems::with_slots(ctx(), &[spec(&a, 4, 0), spec(&a, 4, 1)])
-            .unwrap();
+    let batch = optimus_gpu::problem::GpuProblems::with_slots(
+        ctx(),
+        &[spec(&a, 4, 0), spec(&a, 4, 1)],
+        true,
+    )
+    .unwrap();
     batch.write_problem(ctx(), 1, &spec(&a, 4, 2)).unwrap();
     let e = batch
         .write_problem(ctx(), 1, &spec(&b, 4, 2))
@@ -282,4 +285,37 @@ fn a_batch_refuses_problems_of_another_user_objective() {
         .to_string();
     assert!(e.contains("cannot put"), "{e}");
     assert!(batch.write_problem(ctx(), 1, &spec(&a, 5, 2)).is_err());
+}
+
+/// A batch made without room for rotations (motion windows, unrotated task families)
+/// holds no d×d storage per slot, takes unrotated problems of its dimension in any slot,
+/// and refuses a rotated one with a message instead of writing past its buffer.
+#[test]
+fn a_batch_without_rotation_room_refuses_rotated_problems() {
+    let f = Objective::Builtin(Function::Rastrigin);
+    let plain = |seed| ProblemSpec::sample(f.clone(), 6, &SampleOptions::default(), seed).unwrap();
+    let rotated = ProblemSpec::sample(f.clone(), 6, &shifted_rotated(), 3).unwrap();
+    let batch =
+        optimus_gpu::problem::GpuProblems::with_slots(ctx(), &[plain(0), plain(1)], false).unwrap();
+    assert!(
+        batch.rot.size() <= 4,
+        "{} bytes of rotations",
+        batch.rot.size()
+    );
+    batch.write_problem(ctx(), 1, &plain(2)).unwrap();
+    let e = batch
+        .write_problem(ctx(), 0, &rotated)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without room for a rotation"), "{e}");
+    let e =
+        optimus_gpu::problem::GpuProblems::with_slots(ctx(), &[plain(0), rotated.clone()], false)
+            .err()
+            .expect("a rotated problem in a batch without rotation room")
+            .to_string();
+    assert!(e.contains("without room for rotations"), "{e}");
+    let roomy =
+        optimus_gpu::problem::GpuProblems::with_slots(ctx(), &[plain(0), plain(1)], true).unwrap();
+    roomy.write_problem(ctx(), 1, &rotated).unwrap();
+    assert_eq!(roomy.rot.size(), 2 * 36 * 4);
 }

@@ -41,6 +41,7 @@ fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
         clip_norm: 1e9,
         trainable: Vec::new(),
         freeze_layernorm: false,
+        rotations: true,
     }
 }
 

@@ -329,7 +329,8 @@ pub struct GpuProblems {
     /// compiled with it).
     user: Option<Arc<UserObjective>>,
     /// Start of each problem's d×d rotation slot when the batch was made with
-    /// [`GpuProblems::with_slots`] (meta-training redraws problems in place).
+    /// [`GpuProblems::with_slots`] (meta-training redraws problems in place); all
+    /// `u32::MAX` when it was made without room for rotations.
     rot_slots: Vec<u32>,
 }
 
@@ -341,14 +342,16 @@ impl GpuProblems {
 
     /// Uploads `problems`; all user objectives in one batch must be the same one.
     pub fn new(ctx: &GpuContext, problems: &[ProblemSpec]) -> Result<Self> {
-        Self::build(ctx, problems, false)
+        Self::build(ctx, problems, None)
     }
 
-    /// Like [`GpuProblems::new`], with room for a rotation in every problem and no
-    /// pipeline specialised to one function, so [`GpuProblems::write_problem`] can later
-    /// put any problem of the same dimension in a slot.
-    pub fn with_slots(ctx: &GpuContext, problems: &[ProblemSpec]) -> Result<Self> {
-        Self::build(ctx, problems, true)
+    /// Like [`GpuProblems::new`], with no pipeline specialised to one function, so
+    /// [`GpuProblems::write_problem`] can later put any problem of the same dimension in
+    /// a slot; with `rotations`, room for a d×d rotation in every slot (without, a
+    /// rotated problem is refused: tasks that are never rotated, such as motion windows
+    /// of hundreds of unknowns, do not pay d² floats per particle).
+    pub fn with_slots(ctx: &GpuContext, problems: &[ProblemSpec], rotations: bool) -> Result<Self> {
+        Self::build(ctx, problems, Some(rotations))
     }
 
     /// The GPU description of `p` at `offset` with its rotation at `rot` (if rotated).
@@ -373,7 +376,15 @@ impl GpuProblems {
             Objective::User(u) => !self.user.as_ref().is_some_and(|v| Arc::ptr_eq(v, u)),
             _ => false,
         };
-        if self.rot_slots.is_empty() || spec.dim != d || foreign {
+        let rot = self.rot_slots.get(slot).copied();
+        if spec.rotation.is_some() && rot == Some(u32::MAX) {
+            return Err(Error::Problem(format!(
+                "slot {slot} was made without room for a rotation; cannot put a rotated {} \
+                 there",
+                spec.objective.name()
+            )));
+        }
+        if rot.is_none() || spec.dim != d || foreign {
             return Err(Error::Problem(format!(
                 "slot {slot} holds d = {d} problems {}; cannot put a d = {} {} there",
                 if self.user.is_some() {
@@ -385,7 +396,7 @@ impl GpuProblems {
                 spec.objective.name()
             )));
         }
-        let rot = self.rot_slots[slot];
+        let rot = rot.unwrap_or(u32::MAX);
         let q = &ctx.queue;
         let desc = Self::desc_of(spec, off, rot);
         q.write_buffer(
@@ -410,7 +421,8 @@ impl GpuProblems {
         Ok(())
     }
 
-    fn build(ctx: &GpuContext, problems: &[ProblemSpec], slots: bool) -> Result<Self> {
+    /// `slots`: None for a fixed batch, else whether every slot keeps room for a rotation.
+    fn build(ctx: &GpuContext, problems: &[ProblemSpec], slots: Option<bool>) -> Result<Self> {
         if problems.is_empty() {
             return Err(Error::Problem("a batch needs at least one problem".into()));
         }
@@ -430,13 +442,20 @@ impl GpuProblems {
                 user = Some(u);
             }
             let offset = x0.len() as u32;
-            let rot_offset = rot.len() as u32;
-            match &p.rotation {
-                Some(r) => rot.extend(r.iter().map(|&v| v as f32)),
-                None if slots => rot.extend(std::iter::repeat_n(0f32, p.dim * p.dim)),
-                None => {}
+            let mut rot_offset = rot.len() as u32;
+            match (&p.rotation, slots) {
+                (Some(_), Some(false)) => {
+                    return Err(Error::Problem(format!(
+                        "a rotated {} in a batch made without room for rotations",
+                        p.objective.name()
+                    )))
+                }
+                (Some(r), _) => rot.extend(r.iter().map(|&v| v as f32)),
+                (None, Some(true)) => rot.extend(std::iter::repeat_n(0f32, p.dim * p.dim)),
+                (None, Some(false)) => rot_offset = u32::MAX,
+                (None, None) => {}
             }
-            if slots {
+            if slots.is_some() {
                 rot_slots.push(rot_offset);
             }
             desc.push(Self::desc_of(p, offset, rot_offset));
@@ -446,8 +465,8 @@ impl GpuProblems {
             x0.extend(p.x0.iter().map(|&v| v as f32));
         }
         let first = problems[0].objective.id();
-        let single_func =
-            (!slots && problems.iter().all(|p| p.objective.id() == first)).then_some(first);
+        let single_func = (slots.is_none() && problems.iter().all(|p| p.objective.id() == first))
+            .then_some(first);
         Ok(Self {
             single_func,
             user: user.cloned(),

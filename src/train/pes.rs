@@ -120,6 +120,8 @@ pub struct PesSettings {
     pub trainable: Vec<String>,
     /// See `TrainConfig::freeze_layernorm`.
     pub freeze_layernorm: bool,
+    /// Tasks may be rotated, so every particle's slot keeps room for a d×d rotation.
+    pub rotations: bool,
 }
 
 impl PesSettings {
@@ -340,7 +342,7 @@ impl<'a> PesEngine<'a> {
         check_particles(ctx, specs.len(), &packed)?;
         let n_pairs = (specs.len() / 2) as u32;
         let np = specs.len();
-        let problems = GpuProblems::with_slots(ctx, specs)?;
+        let problems = GpuProblems::with_slots(ctx, specs, settings.rotations)?;
         let n = problems.n_total as usize;
         let noise_layout =
             NoiseLayout::new(&packed, &settings.trainable, settings.freeze_layernorm)?;
