@@ -668,6 +668,66 @@ enum GuardKernel {
     Propose = 2,
 }
 
+/// What a run dispatches after the objective in each pass.
+enum Program {
+    /// A classic method: one kernel over every problem.
+    Classic(Arc<Kernel>, wgpu::BindGroup),
+    /// A learned optimizer's stages, with the L-BFGS fallback around them for the
+    /// guarded and hybrid methods.
+    Learned {
+        net: Box<LearnedNet>,
+        guard: Option<Guard>,
+    },
+}
+
+impl Program {
+    fn record(&self, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        match self {
+            Program::Classic(kernel, group) => kernel.dispatch_problems(pass, group, n),
+            Program::Learned { net, guard } => {
+                if let Some(guard) = guard {
+                    guard.record(pass, n);
+                }
+                net.record(&kernels.learned, pass, n);
+                if let Some(guard) = guard {
+                    guard.record_after(pass, n);
+                }
+            }
+        }
+    }
+
+    /// Names of the stages [`Program::record`] records, for profiles.
+    fn stage_names(&self, method: Method) -> Vec<&'static str> {
+        match self {
+            Program::Classic(..) => vec![method.name()],
+            Program::Learned { net, guard } => {
+                let (before, after) = guard.as_ref().map_or((vec![], vec![]), |g| g.stage_names());
+                before
+                    .into_iter()
+                    .chain(net.stage_names())
+                    .chain(after)
+                    .collect()
+            }
+        }
+    }
+
+    /// Records stage `k` of [`Program::stage_names`] alone.
+    fn record_stage(&self, k: usize, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        match self {
+            Program::Classic(kernel, group) => kernel.dispatch_problems(pass, group, n),
+            Program::Learned { net, guard } => {
+                let before = guard.as_ref().map_or(0, |g| g.stage_names().0.len());
+                let stages = net.stage_names().len();
+                match guard {
+                    Some(g) if k < before => g.record_stage(k, pass, n),
+                    Some(g) if k >= before + stages => g.record_after(pass, n),
+                    _ => net.record_stage(k - before, &kernels.learned, pass, n),
+                }
+            }
+        }
+    }
+}
+
 /// One optimizer bound to one batch: every buffer and bind group is made here, once;
 /// passes only record dispatches.
 pub struct GpuRun<'a> {
@@ -676,11 +736,7 @@ pub struct GpuRun<'a> {
     problems: GpuProblems,
     steps: u32,
     obj_binding: Box<dyn Evaluation>,
-    /// The classic method's kernel and its bindings (None for a learned optimizer,
-    /// whose stages are `learned`).
-    opt_group: Option<(Arc<Kernel>, wgpu::BindGroup)>,
-    learned: Option<LearnedNet>,
-    guard: Option<Guard>,
+    program: Program,
     state: wgpu::Buffer,
     /// Initial states, for `reset`.
     initial: Vec<OptState>,
@@ -754,10 +810,8 @@ impl<'a> GpuRun<'a> {
             },
         );
         let kernel = kernels.for_method(ctx, method, gp.max_dim())?;
-        let mut learned = None;
-        let mut guard = None;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        let (obj_binding, opt_group, x, trial, buffers) = if method.is_quasi_newton() {
+        let (obj_binding, program, x, trial, buffers) = if method.is_quasi_newton() {
             // xe (evaluation point) starts at x0; vecs region 0 (x) too.
             let xe = ctx.storage_zeroed("trial point", n)?;
             let vecs = ctx.storage_zeroed("quasi-newton vectors", 6 * n)?;
@@ -778,7 +832,7 @@ impl<'a> GpuRun<'a> {
             );
             (
                 ob,
-                Some((kernel, group)),
+                Program::Classic(kernel, group),
                 vecs,
                 Some(xe),
                 vec![mat, params, f, g],
@@ -795,11 +849,14 @@ impl<'a> GpuRun<'a> {
                 state: &state,
                 history: &history,
             };
-            if let Some(guarding) = method.guarding() {
-                let kind = FallbackOf::new(guarding, objective);
-                guard = Some(Guard::new(ctx, kind, &gp, &bufs)?);
-            }
-            learned = Some(LearnedNet::new(
+            let guard = match method.guarding() {
+                Some(guarding) => {
+                    let kind = FallbackOf::new(guarding, objective);
+                    Some(Guard::new(ctx, kind, &gp, &bufs)?)
+                }
+                None => None,
+            };
+            let net = Box::new(LearnedNet::new(
                 ctx,
                 &kernels.learned,
                 model,
@@ -807,7 +864,13 @@ impl<'a> GpuRun<'a> {
                 &bufs,
                 None,
             )?);
-            (ob, None, x, None, vec![params, f, g])
+            (
+                ob,
+                Program::Learned { net, guard },
+                x,
+                None,
+                vec![params, f, g],
+            )
         } else {
             let x = ctx.storage_zeroed("x", n)?;
             enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
@@ -817,7 +880,13 @@ impl<'a> GpuRun<'a> {
                 ctx,
                 &[&params, &gp.desc, &f, &g, &x, &vecs, &state, &history],
             );
-            (ob, Some((kernel, group)), x, None, vec![vecs, params, f, g])
+            (
+                ob,
+                Program::Classic(kernel, group),
+                x,
+                None,
+                vec![vecs, params, f, g],
+            )
         };
         ctx.queue.submit([enc.finish()]);
         Ok(Self {
@@ -826,9 +895,7 @@ impl<'a> GpuRun<'a> {
             problems: gp,
             steps,
             obj_binding,
-            opt_group,
-            learned,
-            guard,
+            program,
             state,
             initial,
             history,
@@ -841,12 +908,15 @@ impl<'a> GpuRun<'a> {
     /// A learned run's packed weights (`learned::layout::PackedLayout`), e.g. for a
     /// meta-trainer to copy its current θ in on the GPU; None for classic methods.
     pub fn learned_weights(&self) -> Option<&wgpu::Buffer> {
-        self.learned.as_ref().and_then(|net| net.own_theta())
+        match &self.program {
+            Program::Learned { net, .. } => net.own_theta(),
+            Program::Classic(..) => None,
+        }
     }
 
     /// Puts every problem back at its start point with fresh optimizer state.
     pub fn reset(&self, ctx: &GpuContext) {
-        if let Some(net) = &self.learned {
+        if let Program::Learned { net, .. } = &self.program {
             net.reset(ctx);
         }
         ctx.queue
@@ -864,47 +934,19 @@ impl<'a> GpuRun<'a> {
     /// into `pass`. No readback: this is the unit an embedding application records.
     pub fn record_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.obj_binding.record(pass);
-        let n = self.problems.n_problems;
-        if let Some(guard) = &self.guard {
-            guard.record(pass, n);
-        }
-        match (&self.learned, &self.opt_group) {
-            (Some(net), _) => net.record(&self.kernels.learned, pass, n),
-            (None, Some((kernel, group))) => kernel.dispatch_problems(pass, group, n),
-            (None, None) => unreachable!("a run binds either a classic or a learned method"),
-        }
-        if let Some(guard) = &self.guard {
-            guard.record_after(pass, n);
-        }
+        self.program
+            .record(self.kernels, pass, self.problems.n_problems);
     }
 
     /// Times one pass kernel by kernel with timestamp queries: (kernel, milliseconds),
     /// summed over kernels of the same name. None when the device has no timestamps.
     pub fn profile_pass(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
         let n = self.problems.n_problems;
-        let (before, after) = self
-            .guard
-            .as_ref()
-            .map_or((vec![], vec![]), |g| g.stage_names());
         let mut names: Vec<&str> = vec!["objective"];
-        names.extend(&before);
-        let first = names.len();
-        match &self.learned {
-            Some(net) => names.extend(net.stage_names()),
-            None => names.push(self.config.method.name()),
-        }
-        let last = names.len();
-        names.extend(&after);
-        ctx.profile(&names, |k, pass| {
-            let guard = || self.guard.as_ref().expect("guard stages exist");
-            match (k, &self.learned, &self.opt_group) {
-                (0, _, _) => self.obj_binding.record(pass),
-                (k, _, _) if k < first => guard().record_stage(k - 1, pass, n),
-                (k, _, _) if k >= last => guard().record_after(pass, n),
-                (k, Some(net), _) => net.record_stage(k - first, &self.kernels.learned, pass, n),
-                (_, None, Some((kernel, group))) => kernel.dispatch_problems(pass, group, n),
-                (_, None, None) => unreachable!("a run binds either a classic or a learned method"),
-            }
+        names.extend(self.program.stage_names(self.config.method));
+        ctx.profile(&names, |k, pass| match k {
+            0 => self.obj_binding.record(pass),
+            k => self.program.record_stage(k - 1, self.kernels, pass, n),
         })
     }
 
