@@ -3,8 +3,9 @@
 // live in the packed parameters; in meta-training each particle adds ±σ e to them, and
 // the pass also writes y·a, the next perturbed linear layer's projection onto its
 // pair's row factor a (what `pes/project.wgsl` computes for other layers), while y is
-// in registers, unless PROJECT is false: a lane kernel projects its input itself. CPU
-// twins: `learned::cpu::layernorm`, `train::noise::perturbed_model`.
+// in registers. This pass feeds the block kernels (GPUs); the lane kernels of CPU
+// devices normalize their input themselves (`learned::linear`). CPU twins:
+// `learned::cpu::layernorm`, `train::noise::perturbed_model`.
 
 struct LnParams {
     n_tokens: u32,
@@ -37,10 +38,6 @@ struct LnParams {
 @group(0) @binding(6) var<storage, read_write> proj: array<f32>;
 
 #include "learned/norm.wgsl"
-
-// Write y·a for the next layer (perturbed); a pipeline constant, so the pass without it
-// carries none of its work (lavapipe would run a skipped branch under a mask).
-override PROJECT: bool = true;
 
 @compute @workgroup_size(64)
 fn main(
@@ -79,12 +76,8 @@ fn main(
             let beta = theta[params.b_off4 + j] + sg * noise[nbase + params.nb_off4 + j];
             let y = (xin[base + j] - mean) * inv * gamma + beta;
             yout[base + j] = y;
-            if PROJECT {
-                z += dot(y, noise[nbase + params.a_off4 + j]);
-            }
+            z += dot(y, noise[nbase + params.a_off4 + j]);
         }
-        if PROJECT {
-            proj[t] = z;
-        }
+        proj[t] = z;
     }
 }

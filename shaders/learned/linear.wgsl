@@ -32,11 +32,17 @@ struct LinearParams {
     // Offset of the row factor a in a pair's noise, in vec4s (the lane kernels project
     // their input onto it themselves).
     na_off4: u32,
+    // Offsets of the input LayerNorm's γ and β noise in a pair's noise, in vec4s (FLAGS
+    // bit 4).
+    ln_ng_off4: u32,
+    ln_nb_off4: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 // Bit 0: ReLU on the output; bit 1: add into Y (residual); bit 2: perturbed; bit 3:
-// LayerNorm the input first (generated lane kernels only; perturbed only with γ and β
-// left unperturbed). A pipeline constant, so the epilogue keeps only its own steps
+// LayerNorm the input first (generated lane kernels only); bit 4: with bits 2 and 3, the
+// LayerNorm's γ and β are perturbed per particle too. A pipeline constant, so the epilogue keeps only its own steps
 // (lavapipe runs both sides of a branch under a mask, so a skipped step would still
 // cost).
 override FLAGS: u32 = 0u;

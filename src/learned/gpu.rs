@@ -10,11 +10,13 @@
 
 use super::attention::AttentionKernels;
 use super::layout::{round4, round8, NoiseLayout, PackedLayout};
-use super::linear::{LinearKernels, Tiling, BLOCK_ROWS, NORMALIZED, PERTURBED, RELU, RESIDUAL};
+use super::linear::{
+    LinearKernels, Tiling, BLOCK_ROWS, NORMALIZED, PERTURBED, PERTURBED_NORM, RELU, RESIDUAL,
+};
 use super::model::{Model, ModelConfig, ModelKind, StepRule};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::{compose, Kernel};
+use crate::kernel::Kernel;
 use crate::problem::GpuProblems;
 use std::sync::Arc;
 
@@ -29,9 +31,6 @@ pub struct LearnedKernels {
     features: Arc<Kernel>,
     linear: LinearKernels,
     layernorm: Arc<Kernel>,
-    /// The same pass without the next layer's projection, for a lane kernel, which
-    /// projects its input itself.
-    layernorm_only: Arc<Kernel>,
     /// Attention pipelines by head width, built on first use: a constant head width
     /// lets the loops over it unroll into registers (measured 2x faster on lavapipe).
     attention: AttentionKernels,
@@ -62,12 +61,6 @@ impl LearnedKernels {
             features: Kernel::from_shader(ctx, "learned/features.wgsl")?,
             linear: LinearKernels::new(tiling)?,
             layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl")?,
-            layernorm_only: Kernel::with_constants(
-                ctx,
-                "learned/layernorm.wgsl",
-                &compose("learned/layernorm.wgsl")?,
-                &[("PROJECT", 0.0)],
-            )?,
             attention: AttentionKernels::new(tiling)?,
             precondition: Kernel::from_shader(ctx, "learned/precondition.wgsl")?,
             step: Kernel::from_shader(ctx, "learned/step.wgsl")?,
@@ -90,6 +83,9 @@ struct LinearParams {
     sigma: f32,
     ln_b_off4: u32,
     na_off4: u32,
+    ln_ng_off4: u32,
+    ln_nb_off4: u32,
+    pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -164,8 +160,7 @@ struct LearnedParams {
 enum Input<'n> {
     /// Nothing: the layer reads it as it is.
     Plain,
-    /// LayerNorm `n`, fused into the layer (lane kernels; under a perturbation only with
-    /// the LayerNorm's γ and β left unperturbed).
+    /// LayerNorm `n`, fused into the layer (lane kernels).
     Fused(&'n str),
     /// A LayerNorm pass, which for a perturbed block kernel also wrote the projection
     /// x·a (a lane kernel forms it itself).
@@ -180,8 +175,9 @@ enum Stage {
     Linear(&'static str, usize),
     /// x·a for the next linear layer's perturbation.
     Project,
-    /// A LayerNorm pass; true where it also writes the next layer's projection x·a.
-    LayerNorm(bool),
+    /// A LayerNorm pass (before a block kernel; perturbed, it also writes the next
+    /// layer's projection x·a).
+    LayerNorm,
     Attention,
     Step,
     Precondition,
@@ -455,7 +451,7 @@ impl LearnedNet {
                 Stage::Features => "features",
                 Stage::Linear(label, _) => label,
                 Stage::Project => "perturbation",
-                Stage::LayerNorm(_) => "layernorm",
+                Stage::LayerNorm => "layernorm",
                 Stage::Attention => "attention",
                 Stage::Step => "step",
                 Stage::Precondition => "preconditioner",
@@ -476,8 +472,7 @@ impl LearnedNet {
             Stage::Features => &kernels.features,
             Stage::Linear(_, k) => &self.linear[*k],
             Stage::Project => &kernels.project,
-            Stage::LayerNorm(true) => &kernels.layernorm,
-            Stage::LayerNorm(false) => &kernels.layernorm_only,
+            Stage::LayerNorm => &kernels.layernorm,
             Stage::Attention => self
                 .attention
                 .as_ref()
@@ -776,9 +771,8 @@ impl Builder<'_> {
 
     /// y = act(LayerNorm `ln`(x)·W + b) (or y += …) for layer `name`, with `a` to hold
     /// the normalized x: lane kernels fuse the LayerNorm into the layer (it costs them
-    /// little, as every invocation reads the whole input row anyway), except under a
-    /// perturbation of its γ or β (per particle, they cannot be folded into the shared
-    /// W), which takes a LayerNorm pass.
+    /// little, as every invocation reads the whole input row anyway; folded into W, or
+    /// per token where PES perturbs its γ and β); block kernels take a LayerNorm pass.
     #[allow(clippy::too_many_arguments)]
     fn norm_linear(
         &mut self,
@@ -795,18 +789,10 @@ impl Builder<'_> {
             .kernels
             .linear
             .lanes_for(n_in.div_ceil(4), round8(n_out as usize) as u32 / 4);
-        let perturbed = match self.pert {
-            Some(pb) => {
-                pb.layout.perturbs(&format!("{ln}.weight"))?
-                    || pb.layout.perturbs(&format!("{ln}.bias"))?
-            }
-            None => false,
-        };
-        if lanes && !perturbed {
+        if lanes {
             self.linear(x, y, n_in, n_out, name, flags, Input::Fused(ln))
         } else {
-            // A lane kernel projects its input itself.
-            self.layernorm(x, a, n_in, ln, (!lanes).then_some(name))?;
+            self.layernorm(x, a, n_in, ln, name)?;
             self.linear(a, y, n_in, n_out, name, flags, Input::Normalized)
         }
     }
@@ -839,12 +825,23 @@ impl Builder<'_> {
             sigma: 0.0,
             ln_b_off4: 0,
             na_off4: 0,
+            ln_ng_off4: 0,
+            ln_nb_off4: 0,
+            pad: [0; 2],
         };
         let mut flags = flags;
         if let Input::Fused(ln) = input {
-            lp.ln_g_off4 = self.offset4(&format!("{ln}.weight"))?;
-            lp.ln_b_off4 = self.offset4(&format!("{ln}.bias"))?;
+            let (gname, bname) = (format!("{ln}.weight"), format!("{ln}.bias"));
+            lp.ln_g_off4 = self.offset4(&gname)?;
+            lp.ln_b_off4 = self.offset4(&bname)?;
             flags |= NORMALIZED;
+            if let Some(pb) = self.pert {
+                if pb.layout.perturbs(&gname)? || pb.layout.perturbs(&bname)? {
+                    flags |= PERTURBED_NORM;
+                    lp.ln_ng_off4 = (pb.layout.slot(&gname)?.b_off / 4) as u32;
+                    lp.ln_nb_off4 = (pb.layout.slot(&bname)?.b_off / 4) as u32;
+                }
+            }
         }
         let (tok, proj, noise) = match self.pert {
             Some(pb) => {
@@ -890,16 +887,16 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// LayerNorm `name` over `width` channels of every token, feeding linear layer
-    /// `next`: perturbed, the pass also writes its input's projection onto `next`'s row
-    /// factor.
+    /// LayerNorm `name` over `width` channels of every token, feeding the block kernel
+    /// of linear layer `next`: perturbed, the pass also writes its input's projection
+    /// onto `next`'s row factor.
     fn layernorm(
         &mut self,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
         width: u32,
         name: &str,
-        project_for: Option<&str>,
+        next: &str,
     ) -> Result<()> {
         let (gname, bname) = (format!("{name}.weight"), format!("{name}.bias"));
         let mut lp = LnParams {
@@ -920,14 +917,8 @@ impl Builder<'_> {
                 lp.nb_off4 = (pb.layout.slot(&bname)?.b_off / 4) as u32;
                 lp.stride4 = (pb.layout.stride / 4) as u32;
                 lp.sigma = pb.sigma;
-                let proj = match project_for {
-                    Some(next) => {
-                        lp.a_off4 = (pb.layout.slot(&format!("{next}.weight"))?.a_off / 4) as u32;
-                        &pb.proj
-                    }
-                    None => self.dummy_out,
-                };
-                (&pb.tok, pb.noise, proj)
+                lp.a_off4 = (pb.layout.slot(&format!("{next}.weight"))?.a_off / 4) as u32;
+                (&pb.tok, pb.noise, &pb.proj)
             }
             None => (self.dummy, self.dummy, self.dummy_out),
         };
@@ -936,8 +927,7 @@ impl Builder<'_> {
             .kernels
             .layernorm
             .bind(self.ctx, &[&p, self.theta, x, y, tok, noise, proj]);
-        let stage = Stage::LayerNorm(self.pert.is_some() && project_for.is_some());
-        self.push(stage, group, grid_1d(self.n.div_ceil(64)), p);
+        self.push(Stage::LayerNorm, group, grid_1d(self.n.div_ceil(64)), p);
         Ok(())
     }
 }
@@ -956,7 +946,7 @@ mod layout_tests {
             "LinearParams",
             [
                 n_rows, in4, out4, w_off4, b_off4, ln_g_off4, nb_off4, ne_off4, stride4, sigma,
-                ln_b_off4, na_off4
+                ln_b_off4, na_off4, ln_ng_off4, ln_nb_off4
             ]
         );
         assert_wgsl_layout!(

@@ -38,9 +38,12 @@ const MAX_GROUPS: u32 = 65535;
 pub const RELU: u32 = 1;
 pub const RESIDUAL: u32 = 2;
 pub const PERTURBED: u32 = 4;
-/// LayerNorm the input first (lane kernels only; perturbed only with γ and β left
-/// unperturbed).
+/// LayerNorm the input first (lane kernels only): folded into W where γ and β are
+/// shared by every particle, per token with the pair's perturbed γ and β where they are
+/// not (with [`PERTURBED_NORM`]).
 pub const NORMALIZED: u32 = 8;
+/// With [`NORMALIZED`] and [`PERTURBED`]: γ and β carry each particle's perturbation.
+pub const PERTURBED_NORM: u32 = 16;
 
 /// How the work of the linear layers and of attention is spread over invocations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,9 +157,19 @@ fn columns_per_lane(out4: u32) -> u32 {
 /// subgroup sum adds the shares, so no separate projection pass reads the activations
 /// again. Folded LayerNorm and perturbation go together when γ and β are not perturbed:
 /// LN(x)·a = inv·(c·(γ∘a)) + β·a, the share of γ∘a and β·a formed once per pair.
+///
+/// When γ and β are perturbed too ([`PERTURBED_NORM`]) they differ per particle and
+/// cannot be folded into the shared W: each invocation normalizes its own share of the
+/// input with the particle's γ ± σe_γ and β ± σe_β (kept per pair in registers; the
+/// mean and variance are subgroup sums of the shares) before the broadcasts, so a token
+/// costs two more subgroup sums and no LayerNorm pass writes and reads the activations
+/// again.
 fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> String {
-    let norm = flags & NORMALIZED != 0;
     let pert = flags & PERTURBED != 0;
+    // LayerNorm with the particle's γ and β, per token.
+    let pnorm = flags & NORMALIZED != 0 && pert && flags & PERTURBED_NORM != 0;
+    // LayerNorm folded into W.
+    let norm = flags & NORMALIZED != 0 && !pnorm;
     let out4 = c4 * lanes;
     let mut s = String::from(common);
     // `write!` to a String cannot fail.
@@ -199,6 +212,19 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
     // This invocation's share of the token's inputs: vec4 `q·lanes + sl`, clamped (the
     // loads) or masked (the projection) past the row.
     let share = |q: u32| format!("min({}u + sl, {}u)", q * lanes, in4 - 1);
+    if pnorm {
+        // This invocation's share of the shared γ and β.
+        for q in 0..shares {
+            let _ = writeln!(
+                w,
+                "    let lg{q} = theta[params.ln_g_off4 + {s}];\n    \
+                 let lb{q} = theta[params.ln_b_off4 + {s}];\n    \
+                 let in{q} = {}u + sl < {in4}u;",
+                q * lanes,
+                s = share(q)
+            );
+        }
+    }
     if pert {
         let _ = writeln!(w, "    var pair = 0xffffffffu;");
         for j in 0..c4 {
@@ -209,6 +235,12 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
         }
         for q in 0..shares {
             let _ = writeln!(w, "    var na{q} = vec4<f32>(0.0);");
+            if pnorm {
+                let _ = writeln!(
+                    w,
+                    "    var ng{q} = vec4<f32>(0.0);\n    var nl{q} = vec4<f32>(0.0);"
+                );
+            }
         }
         if norm {
             let _ = writeln!(w, "    var beta_a = 0.0;");
@@ -243,6 +275,14 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
                 share(q),
                 q * lanes
             );
+            if pnorm {
+                let _ = writeln!(
+                    w,
+                    "            ng{q} = noise[base + params.ln_ng_off4 + {s}];\n            \
+                     nl{q} = noise[base + params.ln_nb_off4 + {s}];",
+                    s = share(q)
+                );
+            }
         }
         if norm {
             // β·a, then the share of γ∘a.
@@ -272,10 +312,39 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
     for q in 0..shares {
         let _ = writeln!(w, "        let y{q} = xin[t * {in4}u + {}];", share(q));
     }
+    // What is broadcast: the inputs, or (pnorm) their normalized shares.
+    let sent = if pnorm { "yn" } else { "y" };
+    if pnorm {
+        let n = 4 * in4;
+        let sum = |f: &dyn Fn(u32) -> String| (0..shares).map(f).collect::<Vec<_>>().join(" + ");
+        let _ = writeln!(
+            w,
+            "        let mean = subgroupAdd({}) / {n}.0;",
+            sum(&|q| format!("select(0.0, dot(y{q}, vec4<f32>(1.0)), in{q})"))
+        );
+        for q in 0..shares {
+            let _ = writeln!(
+                w,
+                "        let cy{q} = select(vec4<f32>(0.0), y{q} - mean, in{q});"
+            );
+        }
+        let _ = writeln!(
+            w,
+            "        let inv = inverseSqrt(subgroupAdd({}) / {n}.0 + LN_EPS);\n        \
+             let sg = select(-params.sigma, params.sigma, (p & 1u) == 0u);",
+            sum(&|q| format!("dot(cy{q}, cy{q})"))
+        );
+        for q in 0..shares {
+            let _ = writeln!(
+                w,
+                "        let yn{q} = cy{q} * inv * (lg{q} + sg * ng{q}) + lb{q} + sg * nl{q};"
+            );
+        }
+    }
     for k4 in 0..in4 {
         let _ = writeln!(
             w,
-            "        let {raw}{k4} = subgroupBroadcast(y{}, {}u);",
+            "        let {raw}{k4} = subgroupBroadcast({sent}{}, {}u);",
             k4 / lanes,
             k4 % lanes
         );
@@ -303,7 +372,7 @@ fn lane_source(common: &str, in4: u32, c4: u32, lanes: u32, flags: u32) -> Strin
         // The token's projection onto a (of its normalized input if `norm`).
         let centre = if norm { " - mean" } else { "" };
         let dots = (0..shares)
-            .map(|q| format!("dot(y{q}{centre}, na{q})"))
+            .map(|q| format!("dot({sent}{q}{centre}, na{q})"))
             .collect::<Vec<_>>()
             .join(" + ");
         let z = if norm {
@@ -390,6 +459,7 @@ mod tests {
                 PERTURBED,
                 PERTURBED | RELU | RESIDUAL,
                 NORMALIZED | PERTURBED | RELU,
+                NORMALIZED | PERTURBED | PERTURBED_NORM,
             ] {
                 let src = lane_source(&common, in4, c4, out4 / c4, flags);
                 validate("lanes", &src).unwrap();
