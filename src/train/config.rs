@@ -166,8 +166,8 @@ pub struct TrainConfig {
     pub trainable: Vec<String>,
     /// PES leaves every LayerNorm's γ and β at their starting values. They are
     /// redundant with the linear layer each LayerNorm feeds (LN(x)∘γ·W + β·W), so the
-    /// model can express as much; on CPU devices the perturbed step then folds each
-    /// LayerNorm into its layer as the plain step does, which is faster (README: Speed).
+    /// model can express as much; it changes PES's search distribution, not its speed
+    /// (docs/RESULTS.md: Meta-training).
     pub freeze_layernorm: bool,
     pub seed: u64,
     /// Log (and validate) every this many iterations.
