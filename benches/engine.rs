@@ -299,7 +299,6 @@ fn bench_pes(c: &mut Criterion) {
         adam_eps: 1e-8,
         clip_norm: 10.0,
         trainable: Vec::new(),
-        freeze_layernorm: false,
         rotations: true,
     };
     let mut g = c.benchmark_group("pes_inner_step_p64_d8");

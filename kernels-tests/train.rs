@@ -40,14 +40,13 @@ fn settings(k: u32, horizon: u32, sigma: f32) -> PesSettings {
         adam_eps: 1e-8,
         clip_norm: 1e9,
         trainable: Vec::new(),
-        freeze_layernorm: false,
         rotations: true,
     }
 }
 
 /// `m` with every LayerNorm's γ drawn from [0.5, 1.5] and β from [−0.5, 0.5] (seeded),
-/// as after training: at their initial 1 and 0 a frozen LayerNorm's folding would go
-/// untested.
+/// as after training: at their initial 1 and 0 a LayerNorm's γ and β (folded, or
+/// perturbed per particle) would go untested.
 fn drawn_layernorms(m: &Model) -> Arc<Model> {
     let mut m = m.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(77);
@@ -140,10 +139,10 @@ fn noise_kernel_matches_its_twin() {
 /// loss-change input, whose input is 0 at the first step, and with the learned step
 /// scale, whose ℓ first moves in the first step; three with the secant length and
 /// absolute steps, whose ℓ is first measured at the second step, and with the last-step
-/// inputs (37 features), which are first nonzero there too. With the LayerNorms'
-/// γ and β frozen (`freeze_layernorm`), the transformers again, where the lane kernels
-/// fold each LayerNorm into its layer (otherwise they normalize per token with the
-/// particle's γ and β).
+/// inputs (37 features), which are first nonzero there too. With drawn LayerNorm γ and β
+/// the transformers again, perturbed (the lane kernels normalize per token with each
+/// particle's γ and β) and left out of `trainable` (they fold each LayerNorm into its
+/// layer, as in the plain step).
 #[test]
 fn perturbed_step_matches_dense_perturbed_twin() {
     for tiling in [Tiling::Lanes, Tiling::Blocks] {
@@ -177,13 +176,24 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
         let tasks = problems(&[1, 3, 9, 33, 2]);
         let specs = paired(&tasks);
         let sigma = 0.2;
+        // Every tensor but the LayerNorms' γ and β, by its whole name.
+        let trainable = match freeze {
+            true => m
+                .config
+                .tensors()
+                .into_iter()
+                .map(|t| t.name)
+                .filter(|n| !(n.starts_with("ln_f") || n.contains(".ln")))
+                .collect(),
+            false => Vec::new(),
+        };
         let s = PesSettings {
-            freeze_layernorm: freeze,
+            trainable,
             ..settings(3, 30, sigma)
         };
         let e = engine(&fx, &m, &specs, s);
         // Lane kernels project their input onto a themselves and normalize it
-        // themselves (folded into W when γ and β are frozen, per token with the
+        // themselves (folded into W when γ and β are not trained, per token with the
         // particle's γ and β otherwise): no projection or LayerNorm pass.
         let stages = e.net.stage_names();
         if tiling == Tiling::Lanes {
@@ -214,7 +224,7 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
                 let (dg, dc) = (xs[p][i] as f64 - spec.x0[i], st.x[i] - spec.x0[i]);
                 assert!(
                     (dg - dc).abs() <= 2e-3 * moved + 1e-5,
-                    "{kind} ({tiling:?}, {} features, LayerNorm frozen: {freeze}) particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
+                    "{kind} ({tiling:?}, {} features, LayerNorms untrained: {freeze}) particle {p} (d = {}) coordinate {i}: GPU moved {dg}, dense twin {dc}",
                     m.config.features,
                     spec.dim
                 );
@@ -749,9 +759,8 @@ fn pes_bench_times_iterations_and_steps() {
 }
 
 /// With `trainable` naming some tensors, a meta-iteration moves exactly those: the others'
-/// noise is zero, so their gradient and Adam step are too; with `freeze_layernorm` the
-/// LayerNorms stay too. A name that matches no tensor is refused with the list of
-/// tensors.
+/// noise is zero, so their gradient and Adam step are too. A name that matches no tensor
+/// is refused with the list of tensors.
 #[test]
 fn only_trainable_tensors_move() {
     let fx = fixture();
@@ -775,16 +784,8 @@ fn only_trainable_tensors_move() {
     moves(&s, &|n| {
         n.starts_with("head") || n.starts_with("blocks.1.mlp")
     });
-    // `freeze_layernorm` leaves out every LayerNorm's γ and β, alone and with a list.
-    let ln = |n: &str| n.starts_with("ln_f") || n.contains(".ln");
-    s.freeze_layernorm = true;
-    moves(&s, &|n| {
-        n.starts_with("head") || n.starts_with("blocks.1.mlp")
-    });
     s.trainable = vec!["blocks.1".into(), "ln_f".into()];
-    moves(&s, &|n| n.starts_with("blocks.1") && !ln(n));
-    s.trainable = Vec::new();
-    moves(&s, &|n| !ln(n));
+    moves(&s, &|n| n.starts_with("blocks.1") || n.starts_with("ln_f"));
     s.trainable = vec!["heads".into()];
     let err = PesEngine::new(ctx(), &fx.kernels, &fx.pes, &fx.stage, &m, &specs, s)
         .err()

@@ -152,13 +152,8 @@ pub struct NoiseLayout {
 impl NoiseLayout {
     /// The layout of every tensor's noise; tensors that no name or name prefix in
     /// `trainable` matches get zero noise, so PES neither perturbs nor trains them (empty:
-    /// every tensor trains), and so do the LayerNorms' γ and β if `freeze_layernorm`. A
-    /// prefix that matches no tensor is an error naming it.
-    pub fn new(
-        packed: &PackedLayout,
-        trainable: &[String],
-        freeze_layernorm: bool,
-    ) -> Result<Self> {
+    /// every tensor trains). A prefix that matches no tensor is an error naming it.
+    pub fn new(packed: &PackedLayout, trainable: &[String]) -> Result<Self> {
         if let Some(p) = trainable.iter().find(|p| {
             !packed
                 .tensors
@@ -179,9 +174,7 @@ impl NoiseLayout {
         let (mut names, mut slots, mut mask, mut trains_all) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for t in &packed.tensors {
-            let trains = (trainable.is_empty()
-                || trainable.iter().any(|p| names_tensor(p, &t.name)))
-                && !(freeze_layernorm && is_layernorm(&t.name));
+            let trains = trainable.is_empty() || trainable.iter().any(|p| names_tensor(p, &t.name));
             let mut region = |len: usize, real: usize| {
                 let off = mask.len();
                 mask.extend((0..len).map(|i| (trains && i < real) as u32));
@@ -253,13 +246,6 @@ impl NoiseLayout {
     }
 }
 
-/// Whether tensor `name` is a LayerNorm's γ or β ("blocks.0.ln1.weight", "ln_f.bias").
-fn is_layernorm(name: &str) -> bool {
-    name.rsplit('.')
-        .nth(1)
-        .is_some_and(|part| part.starts_with("ln"))
-}
-
 /// Whether `entry` of a `trainable` list names tensor `name`: the whole name, or a
 /// prefix that ends where a name part does ("blocks.1" names "blocks.1.ln1.weight" but
 /// not "blocks.10.ln1.weight").
@@ -270,17 +256,7 @@ pub fn names_tensor(entry: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_layernorm, names_tensor};
-
-    #[test]
-    fn layernorm_tensors_are_told_apart() {
-        assert!(is_layernorm("blocks.0.ln1.weight"));
-        assert!(is_layernorm("blocks.12.ln2.bias"));
-        assert!(is_layernorm("ln_f.weight"));
-        assert!(!is_layernorm("blocks.0.attn.qkv.weight"));
-        assert!(!is_layernorm("head.bias"));
-        assert!(!is_layernorm("embed.weight"));
-    }
+    use super::names_tensor;
 
     #[test]
     fn trainable_entries_name_whole_name_parts() {

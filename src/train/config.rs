@@ -164,11 +164,6 @@ pub struct TrainConfig {
     /// others keep their starting values. Fewer trained weights give each one a less
     /// noisy estimate from the same particles.
     pub trainable: Vec<String>,
-    /// PES leaves every LayerNorm's γ and β at their starting values. They are
-    /// redundant with the linear layer each LayerNorm feeds (LN(x)∘γ·W + β·W), so the
-    /// model can express as much; it changes PES's search distribution, not its speed
-    /// (docs/RESULTS.md: Meta-training).
-    pub freeze_layernorm: bool,
     pub seed: u64,
     /// Log (and validate) every this many iterations.
     pub log_every: u32,
@@ -202,7 +197,6 @@ impl Default for TrainConfig {
             guard: false,
             hybrid: false,
             trainable: Vec::new(),
-            freeze_layernorm: false,
             seed: 0,
             log_every: 10,
             checkpoint_every: 50,

@@ -98,7 +98,6 @@ pub(crate) fn pes_settings(cfg: &TrainConfig) -> PesSettings {
         adam_eps: cfg.adam_eps as f32,
         clip_norm: cfg.clip_norm as f32,
         trainable: cfg.trainable.clone(),
-        freeze_layernorm: cfg.freeze_layernorm,
         rotations: cfg.motion.is_none() && cfg.tasks.rotate_prob > 0.0,
     }
 }

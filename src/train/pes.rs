@@ -118,8 +118,6 @@ pub struct PesSettings {
     pub clip_norm: f32,
     /// Names or name prefixes of the tensors PES trains (empty: all).
     pub trainable: Vec<String>,
-    /// See `TrainConfig::freeze_layernorm`.
-    pub freeze_layernorm: bool,
     /// Tasks may be rotated, so every particle's slot keeps room for a d×d rotation.
     pub rotations: bool,
 }
@@ -344,8 +342,7 @@ impl<'a> PesEngine<'a> {
         let np = specs.len();
         let problems = GpuProblems::with_slots(ctx, specs, settings.rotations)?;
         let n = problems.n_total as usize;
-        let noise_layout =
-            NoiseLayout::new(&packed, &settings.trainable, settings.freeze_layernorm)?;
+        let noise_layout = NoiseLayout::new(&packed, &settings.trainable)?;
         let stride = noise_layout.stride as u32;
         let s = &settings;
         let theta = ctx.storage("theta", &packed.pack(model))?;
