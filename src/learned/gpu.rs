@@ -162,8 +162,8 @@ enum Input<'n> {
     Plain,
     /// LayerNorm `n`, fused into the layer (lane kernels).
     Fused(&'n str),
-    /// A LayerNorm pass, which for a perturbed block kernel also wrote the projection
-    /// x·a (a lane kernel forms it itself).
+    /// A LayerNorm pass (only before block kernels), which when perturbed also wrote the
+    /// projection x·a.
     Normalized,
 }
 

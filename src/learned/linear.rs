@@ -460,6 +460,7 @@ mod tests {
                 PERTURBED | RELU | RESIDUAL,
                 NORMALIZED | PERTURBED | RELU,
                 NORMALIZED | PERTURBED | PERTURBED_NORM,
+                NORMALIZED | PERTURBED | PERTURBED_NORM | RELU,
             ] {
                 let src = lane_source(&common, in4, c4, out4 / c4, flags);
                 validate("lanes", &src).unwrap();
