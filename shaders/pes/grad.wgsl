@@ -5,7 +5,10 @@
 // 4 of its entries), looping over pairs: per pair two vec4 loads feed 16 multiply-adds,
 // where one invocation per weight loaded three values for one. Packed rows are padded
 // to 4 and columns to 8, and every tensor and noise factor starts at a multiple of 4,
-// so blocks tile the packed layout exactly. Deterministic, no atomics.
+// so blocks tile the packed layout exactly. Only the pairs whose coefficient can be
+// nonzero for this truncation are visited (`live`, ascending, so the sum adds the
+// same nonzero terms in the same order as a loop over every pair). Deterministic, no
+// atomics.
 // CPU twin: `train::cpu::accumulate_gradient`.
 
 struct GradParams {
@@ -17,9 +20,10 @@ struct GradParams {
     // Row of `coef` for this truncation.
     slot: u32,
     n_tensors: u32,
+    // Pairs visited: the first n_active entries of `live` from list_off.
+    n_active: u32,
+    list_off: u32,
     pad0: u32,
-    pad1: u32,
-    pad2: u32,
 }
 
 // One tensor of the packed parameters and where its noise sits in a pair's vector, in
@@ -44,6 +48,7 @@ struct TensorNoise {
 @group(0) @binding(2) var<storage, read> noise: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> coef: array<f32>;
 @group(0) @binding(4) var<storage, read_write> grad: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> live: array<u32>;
 
 @compute @workgroup_size(64)
 fn main(
@@ -68,7 +73,8 @@ fn main(
     if e.matrix == 1u {
         let rb = local / e.cols4;
         var acc = mat4x4<f32>();
-        for (var i = 0u; i < params.n_pairs; i++) {
+        for (var j = 0u; j < params.n_active; j++) {
+            let i = live[params.list_off + j];
             let base = i * params.stride4;
             let a = coef[cbase + i] * noise[base + e.a_off4 + rb];
             let b = noise[base + e.b_off4 + cb];
@@ -83,7 +89,8 @@ fn main(
         }
     } else {
         var acc = vec4<f32>();
-        for (var i = 0u; i < params.n_pairs; i++) {
+        for (var j = 0u; j < params.n_active; j++) {
+            let i = live[params.list_off + j];
             acc += coef[cbase + i] * noise[i * params.stride4 + e.b_off4 + cb];
         }
         grad[e.offset4 + cb] += acc;

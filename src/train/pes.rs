@@ -46,6 +46,10 @@ struct NoiseParams {
     stride: u32,
     seed: u32,
     iteration: u32,
+    n_active: u32,
+    list: u32,
+    list_off: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -68,7 +72,9 @@ struct GradParams {
     stride4: u32,
     slot: u32,
     n_tensors: u32,
-    pad: [u32; 3],
+    n_active: u32,
+    list_off: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -186,7 +192,12 @@ pub struct PesEngine<'a> {
 struct MetaPasses {
     noise_params: Vec<wgpu::Buffer>,
     noise: Vec<wgpu::BindGroup>,
+    grad_params: Vec<wgpu::Buffer>,
     grad: Vec<wgpu::BindGroup>,
+    /// Per credited truncation (slot s at s · pairs), the pairs whose coefficient can be
+    /// nonzero, ascending: those whose accumulated noise reaches back to it (all for the
+    /// current one). The gradient draws and visits only these.
+    live: wgpu::Buffer,
     coef_params: wgpu::Buffer,
     coef: wgpu::BindGroup,
     stats: wgpu::BindGroup,
@@ -213,6 +224,20 @@ struct MetaBuffers<'b> {
     stats: &'b wgpu::Buffer,
 }
 
+/// The noise draw of truncation `iteration` for every pair.
+fn all_pairs(n_pairs: u32, stride: u32, seed: u32, iteration: u32) -> NoiseParams {
+    NoiseParams {
+        n_pairs,
+        stride,
+        seed,
+        iteration,
+        n_active: n_pairs,
+        list: 0,
+        list_off: 0,
+        pad: 0,
+    }
+}
+
 impl MetaPasses {
     fn new(
         ctx: &GpuContext,
@@ -226,29 +251,20 @@ impl MetaPasses {
         let window = s.window() as usize;
         let stride = noise_layout.stride as u32;
         let plen = packed.len;
+        let live = ctx.storage_zeroed("live pairs", window * n_pairs as usize)?;
         let noise_params: Vec<wgpu::Buffer> = (0..window)
-            .map(|_| {
-                ctx.uniform(
-                    "noise params",
-                    &NoiseParams {
-                        n_pairs,
-                        stride,
-                        seed: s.seed,
-                        iteration: 0,
-                    },
-                )
-            })
+            .map(|_| ctx.uniform("noise params", &all_pairs(n_pairs, stride, s.seed, 0)))
             .collect();
         let noise_groups = noise_params
             .iter()
-            .map(|p| pes.noise.bind(ctx, &[p, b.mask, b.noise]))
+            .map(|p| pes.noise.bind(ctx, &[p, b.mask, b.noise, &live]))
             .collect();
         let (table, n_quads) = noise_table(packed, noise_layout);
         let table_buf = ctx.storage("noise table", &table)?;
         let mut keep = Vec::new();
-        let grad_groups = (0..window)
+        let grad_params: Vec<wgpu::Buffer> = (0..window)
             .map(|slot| {
-                let p = ctx.uniform(
+                ctx.uniform(
                     "grad params",
                     &GradParams {
                         n_quads,
@@ -256,14 +272,18 @@ impl MetaPasses {
                         stride4: stride / 4,
                         slot: slot as u32,
                         n_tensors: table.len() as u32,
-                        pad: [0; 3],
+                        n_active: 0,
+                        list_off: slot as u32 * n_pairs,
+                        pad: 0,
                     },
-                );
-                let group = pes
-                    .grad
-                    .bind(ctx, &[&p, &table_buf, b.noise, b.coef, b.grad]);
-                keep.push(p);
-                group
+                )
+            })
+            .collect();
+        let grad_groups = grad_params
+            .iter()
+            .map(|p| {
+                pes.grad
+                    .bind(ctx, &[p, &table_buf, b.noise, b.coef, b.grad, &live])
             })
             .collect();
         let coef_params = ctx.uniform(
@@ -312,7 +332,9 @@ impl MetaPasses {
         Ok(Self {
             noise_params,
             noise: noise_groups,
+            grad_params,
             grad: grad_groups,
+            live,
             coef_params,
             coef: coef_group,
             stats: stats_group,
@@ -479,36 +501,27 @@ impl<'a> PesEngine<'a> {
     /// Starts truncation `n`: draws its noise, clears the loss sums and reset phases.
     /// Resets queued after this land before the first step.
     pub fn begin_truncation(&self, ctx: &GpuContext, n: u32) {
-        let (first, slots) = self.credited(n);
-        for s in 0..slots {
-            self.write_noise_iteration(ctx, s as usize, first + s);
-        }
+        let slot = (self.credited(n).1 - 1) as usize;
+        let stride = self.noise_layout.stride as u32;
+        let p = all_pairs(self.n_pairs, stride, self.settings.seed, n);
+        ctx.queue
+            .write_buffer(&self.meta.noise_params[slot], 0, bytemuck::bytes_of(&p));
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         enc.clear_buffer(&self.loss, 0, None);
         enc.clear_buffer(&self.phase, 0, None);
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            self.record_noise(&mut pass, (slots - 1) as usize);
+            self.record_noise(&mut pass, slot, self.n_pairs);
         }
         ctx.queue.submit([enc.finish()]);
     }
 
-    fn write_noise_iteration(&self, ctx: &GpuContext, slot: usize, iteration: u32) {
-        let p = NoiseParams {
-            n_pairs: self.n_pairs,
-            stride: self.noise_layout.stride as u32,
-            seed: self.settings.seed,
-            iteration,
-        };
-        ctx.queue
-            .write_buffer(&self.meta.noise_params[slot], 0, bytemuck::bytes_of(&p));
-    }
-
-    fn record_noise(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
+    /// Draws slot `slot`'s noise for `pairs` pairs (all, or its live list).
+    fn record_noise(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize, pairs: u32) {
         let stride = self.noise_layout.stride as u32;
         pass.set_pipeline(&self.pes.noise.pipeline);
         pass.set_bind_group(0, &self.meta.noise[slot], &[]);
-        pass.dispatch_workgroups(stride.div_ceil(64), self.n_pairs, 1);
+        pass.dispatch_workgroups(stride.div_ceil(64), pairs, 1);
     }
 
     /// Puts pair `i` on `spec` (both particles) from a fresh start: new problem, x₀,
@@ -604,6 +617,7 @@ impl<'a> PesEngine<'a> {
         let (first, slots) = self.credited(n);
         ctx.queue
             .write_buffer(&self.since, 0, bytemuck::cast_slice(since));
+        let counts = self.write_live(ctx, first, slots, since);
         let s = &self.settings;
         let cp = CoefParams {
             n_pairs: self.n_pairs,
@@ -637,8 +651,11 @@ impl<'a> PesEngine<'a> {
             pass.set_bind_group(0, &self.meta.coef, &[]);
             pass.dispatch_workgroups(self.n_pairs.div_ceil(64), 1, 1);
             let gq = grid(self.meta.n_quads);
-            for slot in 0..slots as usize {
-                self.record_noise(&mut pass, slot);
+            for (slot, &count) in counts.iter().enumerate() {
+                if count == 0 {
+                    continue;
+                }
+                self.record_noise(&mut pass, slot, count);
                 pass.set_pipeline(&self.pes.grad.pipeline);
                 pass.set_bind_group(0, &self.meta.grad[slot], &[]);
                 pass.dispatch_workgroups(gq[0], gq[1], 1);
@@ -652,6 +669,47 @@ impl<'a> PesEngine<'a> {
             pass.dispatch_workgroups(gr[0], gr[1], 1);
         }
         ctx.queue.submit([enc.finish()]);
+    }
+
+    /// Queues, for each credited truncation k = first + s, the ascending list of pairs
+    /// whose coefficient can be nonzero (since_i ≤ k, or every pair at k = n: the
+    /// coefficient rule of `pes/coef.wgsl`) and the noise and gradient parameters that
+    /// draw and visit only those; returns the list lengths. Leaving out pairs whose
+    /// coefficient is exactly 0 leaves every sum as it was (about half the pairs at a
+    /// long run's horizon, and none for the oldest slots).
+    fn write_live(&self, ctx: &GpuContext, first: u32, slots: u32, since: &[u32]) -> Vec<u32> {
+        let n = first + slots - 1;
+        let np = self.n_pairs;
+        let stride = self.noise_layout.stride as u32;
+        let q = &ctx.queue;
+        let mut lists = Vec::with_capacity((slots * np) as usize);
+        let mut counts = Vec::with_capacity(slots as usize);
+        for s in 0..slots {
+            let k = first + s;
+            let start = lists.len();
+            lists.extend((0..np).filter(|&i| k == n || since[i as usize] <= k));
+            let count = (lists.len() - start) as u32;
+            lists.resize((s + 1) as usize * np as usize, 0);
+            counts.push(count);
+            let noise = NoiseParams {
+                n_active: count,
+                list: 1,
+                list_off: s * np,
+                ..all_pairs(np, stride, self.settings.seed, k)
+            };
+            q.write_buffer(
+                &self.meta.noise_params[s as usize],
+                0,
+                bytemuck::bytes_of(&noise),
+            );
+            q.write_buffer(
+                &self.meta.grad_params[s as usize],
+                std::mem::offset_of!(GradParams, n_active) as u64,
+                bytemuck::cast_slice(&[count, s * np]),
+            );
+        }
+        q.write_buffer(&self.meta.live, 0, bytemuck::cast_slice(&lists));
+        counts
     }
 
     /// The last meta-iteration's gradient norm, training loss and non-finite count.
@@ -754,7 +812,7 @@ mod layout_tests {
             NoiseParams,
             "pes/noise.wgsl",
             "NoiseParams",
-            [n_pairs, stride, seed, iteration]
+            [n_pairs, stride, seed, iteration, n_active, list, list_off]
         );
         assert_wgsl_layout!(
             CoefParams,
@@ -766,7 +824,7 @@ mod layout_tests {
             GradParams,
             "pes/grad.wgsl",
             "GradParams",
-            [n_quads, n_pairs, stride4, slot, n_tensors]
+            [n_quads, n_pairs, stride4, slot, n_tensors, n_active, list_off]
         );
         assert_wgsl_layout!(
             TensorNoise,
