@@ -86,7 +86,8 @@ struct TensorNoise {
     matrix: u32,
     a_off4: u32,
     b_off4: u32,
-    pad: [u32; 2],
+    rows4: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -203,7 +204,7 @@ struct MetaPasses {
     stats: wgpu::BindGroup,
     adam_params: wgpu::Buffer,
     adam: wgpu::BindGroup,
-    /// Invocations of `pes/grad.wgsl` (4×4 weight blocks).
+    /// Invocations of `pes/grad.wgsl` (16×4 weight blocks).
     n_quads: u32,
     _keep: Vec<wgpu::Buffer>,
 }
@@ -775,7 +776,7 @@ fn check_particles(ctx: &GpuContext, np: usize, packed: &PackedLayout) -> Result
 }
 
 /// Per tensor, where `pes/grad.wgsl` finds its weights and noise, in vec4s, and where
-/// its blocks of 4×4 weights (4 entries of a vector) start; and the number of blocks.
+/// its blocks of 16×4 weights (4 entries of a vector) start; and the number of blocks.
 /// Packed rows are padded to 4 and columns to 8, so every offset is a multiple of 4.
 fn noise_table(packed: &PackedLayout, layout: &NoiseLayout) -> (Vec<TensorNoise>, u32) {
     let mut n_quads = 0u32;
@@ -785,7 +786,12 @@ fn noise_table(packed: &PackedLayout, layout: &NoiseLayout) -> (Vec<TensorNoise>
         .zip(&layout.slots)
         .map(|(t, sl)| {
             let quad_off = n_quads;
-            n_quads += (t.rows_p.div_ceil(4) * t.cols_p / 4) as u32;
+            // A matrix's blocks are 16 rows × 4 columns, a vector's 4 entries.
+            let row_blocks = match sl.matrix {
+                true => t.rows_p.div_ceil(16),
+                false => t.rows_p.div_ceil(4),
+            };
+            n_quads += (row_blocks * t.cols_p / 4) as u32;
             TensorNoise {
                 offset4: (t.offset / 4) as u32,
                 cols4: (t.cols_p / 4) as u32,
@@ -793,7 +799,8 @@ fn noise_table(packed: &PackedLayout, layout: &NoiseLayout) -> (Vec<TensorNoise>
                 matrix: sl.matrix as u32,
                 a_off4: (sl.a_off / 4) as u32,
                 b_off4: (sl.b_off / 4) as u32,
-                pad: [0; 2],
+                rows4: (t.rows_p / 4) as u32,
+                pad: 0,
             }
         })
         .collect();
@@ -830,7 +837,7 @@ mod layout_tests {
             TensorNoise,
             "pes/grad.wgsl",
             "TensorNoise",
-            [offset4, cols4, quad_off, matrix, a_off4, b_off4]
+            [offset4, cols4, quad_off, matrix, a_off4, b_off4, rows4]
         );
         assert_wgsl_layout!(
             AdamParams,
