@@ -195,7 +195,7 @@ fn perturbed_step_matches_dense_perturbed_twin_with(tiling: Tiling) {
         // Lane kernels project their input onto a themselves and normalize it
         // themselves (folded into W when γ and β are not trained, per token with the
         // particle's γ and β otherwise): no projection or LayerNorm pass.
-        let stages = e.net.stage_names();
+        let stages = e.stage_names();
         if tiling == Tiling::Lanes {
             assert!(!stages.contains(&"perturbation"), "{kind}: {stages:?}");
             assert!(!stages.contains(&"layernorm"), "{kind}: {stages:?}");

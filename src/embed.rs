@@ -22,15 +22,14 @@ use crate::error::{Error, Result};
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
 use crate::learned::model::ModelKind;
 use crate::learned::model::{Model, N_FEATURES_WITH_LOSS};
-use crate::optim::{FallbackOf, Guard, OptParams, OptState, Status};
+use crate::optim::{FallbackOf, Guard, LearnedStages, OptParams, OptState, Status};
 use crate::problem::GpuProblems;
 
 /// A learned optimizer bound to a caller's buffers.
 pub struct EmbeddedOptimizer {
     kernels: LearnedKernels,
-    net: LearnedNet,
-    /// The hybrid's L-BFGS fallback, its choice and its proposals (`hybrid`).
-    fallback: Option<Guard>,
+    /// The network, and for the hybrid its L-BFGS fallback (choice and proposals).
+    stages: LearnedStages,
     problems: GpuProblems,
     state: wgpu::Buffer,
     history: wgpu::Buffer,
@@ -115,8 +114,7 @@ impl EmbeddedOptimizer {
         let net = LearnedNet::new(ctx, &kernels, model, &problems, &bufs, None)?;
         Ok(Self {
             kernels,
-            net,
-            fallback: None,
+            stages: LearnedStages { net, guard: None },
             problems,
             state,
             history,
@@ -158,21 +156,15 @@ impl EmbeddedOptimizer {
             state: &opt.state,
             history: &opt.history,
         };
-        opt.fallback = Some(Guard::new(ctx, FallbackOf::Hybrid, &opt.problems, &bufs)?);
+        opt.stages.guard = Some(Guard::new(ctx, FallbackOf::Hybrid, &opt.problems, &bufs)?);
         Ok(opt)
     }
 
     /// Records one optimizer step of every problem into the caller's pass; it reads the
     /// gradient the caller's kernels wrote and updates x in place.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        let n = self.problems.n_problems;
-        if let Some(fallback) = &self.fallback {
-            fallback.record(pass, n);
-        }
-        self.net.record(&self.kernels, pass, n);
-        if let Some(fallback) = &self.fallback {
-            fallback.record_after(pass, n);
-        }
+        self.stages
+            .record(&self.kernels, pass, self.problems.n_problems, None);
     }
 
     /// Per problem: status, steps taken, and f at each step (as the caller's kernel

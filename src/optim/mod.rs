@@ -668,31 +668,93 @@ enum GuardKernel {
     Propose = 2,
 }
 
+/// A pass recorded between a learned optimizer's fallback choice and its step, with
+/// its profile name (meta-training's meta-loss, which scores the accepted point).
+pub(crate) type Between<'a> = Option<(&'static str, &'a dyn Fn(&mut wgpu::ComputePass<'_>))>;
+
+/// A learned optimizer's work in a pass after the objective: its network, and for the
+/// guarded and hybrid methods the L-BFGS fallback around it (its choice before the
+/// step, the hybrid's proposal after). Runs, meta-training and embedding all record it
+/// through here, so the order of the stages is written once.
+pub(crate) struct LearnedStages {
+    pub(crate) net: LearnedNet,
+    pub(crate) guard: Option<Guard>,
+}
+
+impl LearnedStages {
+    /// Records every stage, `between` after the fallback's choice.
+    pub(crate) fn record(
+        &self,
+        kernels: &LearnedKernels,
+        pass: &mut wgpu::ComputePass<'_>,
+        n: u32,
+        between: Between<'_>,
+    ) {
+        if let Some(guard) = &self.guard {
+            guard.record(pass, n);
+        }
+        if let Some((_, record)) = between {
+            record(pass);
+        }
+        self.net.record(kernels, pass, n);
+        if let Some(guard) = &self.guard {
+            guard.record_after(pass, n);
+        }
+    }
+
+    /// Names of the stages [`LearnedStages::record`] records, for profiles.
+    pub(crate) fn stage_names(&self, between: Between<'_>) -> Vec<&'static str> {
+        let (before, after) = self
+            .guard
+            .as_ref()
+            .map_or((vec![], vec![]), |g| g.stage_names());
+        before
+            .into_iter()
+            .chain(between.map(|(name, _)| name))
+            .chain(self.net.stage_names())
+            .chain(after)
+            .collect()
+    }
+
+    /// Records stage `k` of [`LearnedStages::stage_names`] alone.
+    pub(crate) fn record_stage(
+        &self,
+        k: usize,
+        kernels: &LearnedKernels,
+        pass: &mut wgpu::ComputePass<'_>,
+        n: u32,
+        between: Between<'_>,
+    ) {
+        let before = self.guard.as_ref().map_or(0, |g| g.stage_names().0.len());
+        if let Some(guard) = self.guard.as_ref().filter(|_| k < before) {
+            return guard.record_stage(k, pass, n);
+        }
+        let mut k = k - before;
+        if let Some((_, record)) = between {
+            if k == 0 {
+                return record(pass);
+            }
+            k -= 1;
+        }
+        match &self.guard {
+            Some(guard) if k >= self.net.stage_names().len() => guard.record_after(pass, n),
+            _ => self.net.record_stage(k, kernels, pass, n),
+        }
+    }
+}
+
 /// What a run dispatches after the objective in each pass.
 enum Program {
     /// A classic method: one kernel over every problem.
     Classic(Arc<Kernel>, wgpu::BindGroup),
-    /// A learned optimizer's stages, with the L-BFGS fallback around them for the
-    /// guarded and hybrid methods.
-    Learned {
-        net: Box<LearnedNet>,
-        guard: Option<Guard>,
-    },
+    Learned(Box<LearnedStages>),
 }
 
 impl Program {
     fn record(&self, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
         match self {
             Program::Classic(kernel, group) => kernel.dispatch_problems(pass, group, n),
-            Program::Learned { net, guard } => {
-                if let Some(guard) = guard {
-                    guard.record(pass, n);
-                }
-                net.record(&kernels.learned, pass, n);
-                if let Some(guard) = guard {
-                    guard.record_after(pass, n);
-                }
-            }
+            Program::Learned(stages) => stages.record(&kernels.learned, pass, n, None),
         }
     }
 
@@ -700,14 +762,7 @@ impl Program {
     fn stage_names(&self, method: Method) -> Vec<&'static str> {
         match self {
             Program::Classic(..) => vec![method.name()],
-            Program::Learned { net, guard } => {
-                let (before, after) = guard.as_ref().map_or((vec![], vec![]), |g| g.stage_names());
-                before
-                    .into_iter()
-                    .chain(net.stage_names())
-                    .chain(after)
-                    .collect()
-            }
+            Program::Learned(stages) => stages.stage_names(None),
         }
     }
 
@@ -715,15 +770,7 @@ impl Program {
     fn record_stage(&self, k: usize, kernels: &Kernels, pass: &mut wgpu::ComputePass<'_>, n: u32) {
         match self {
             Program::Classic(kernel, group) => kernel.dispatch_problems(pass, group, n),
-            Program::Learned { net, guard } => {
-                let before = guard.as_ref().map_or(0, |g| g.stage_names().0.len());
-                let stages = net.stage_names().len();
-                match guard {
-                    Some(g) if k < before => g.record_stage(k, pass, n),
-                    Some(g) if k >= before + stages => g.record_after(pass, n),
-                    _ => net.record_stage(k - before, &kernels.learned, pass, n),
-                }
-            }
+            Program::Learned(stages) => stages.record_stage(k, &kernels.learned, pass, n, None),
         }
     }
 }
@@ -856,17 +903,10 @@ impl<'a> GpuRun<'a> {
                 }
                 None => None,
             };
-            let net = Box::new(LearnedNet::new(
-                ctx,
-                &kernels.learned,
-                model,
-                &gp,
-                &bufs,
-                None,
-            )?);
+            let net = LearnedNet::new(ctx, &kernels.learned, model, &gp, &bufs, None)?;
             (
                 ob,
-                Program::Learned { net, guard },
+                Program::Learned(Box::new(LearnedStages { net, guard })),
                 x,
                 None,
                 vec![params, f, g],
@@ -909,15 +949,15 @@ impl<'a> GpuRun<'a> {
     /// meta-trainer to copy its current θ in on the GPU; None for classic methods.
     pub fn learned_weights(&self) -> Option<&wgpu::Buffer> {
         match &self.program {
-            Program::Learned { net, .. } => net.own_theta(),
+            Program::Learned(stages) => stages.net.own_theta(),
             Program::Classic(..) => None,
         }
     }
 
     /// Puts every problem back at its start point with fresh optimizer state.
     pub fn reset(&self, ctx: &GpuContext) {
-        if let Program::Learned { net, .. } = &self.program {
-            net.reset(ctx);
+        if let Program::Learned(stages) = &self.program {
+            stages.net.reset(ctx);
         }
         ctx.queue
             .write_buffer(&self.state, 0, bytemuck::cast_slice(&self.initial));

@@ -12,7 +12,9 @@ use crate::learned::layout::NoiseLayout;
 use crate::learned::layout::PackedLayout;
 use crate::learned::model::Model;
 use crate::objective::{Evaluation, Evaluator};
-use crate::optim::{FallbackOf, Guard, Guarding, Kernels, OptParams, OptState};
+use crate::optim::{
+    Between, FallbackOf, Guard, Guarding, Kernels, LearnedStages, OptParams, OptState,
+};
 use crate::problem::{GpuProblems, ProblemSpec};
 use std::sync::Arc;
 
@@ -175,13 +177,14 @@ pub struct PesEngine<'a> {
     phase: wgpu::Buffer,
     since: wgpu::Buffer,
     stats: wgpu::Buffer,
-    /// Inner state: iterate, optimizer state, learned accumulators and B (in `net`).
+    /// Inner state: iterate, optimizer state, learned accumulators and B (in `stages`).
     pub x: wgpu::Buffer,
     pub state: wgpu::Buffer,
-    pub net: LearnedNet,
+    /// The perturbed network (its accumulators and B are inner state) and, when the
+    /// particles run behind the guard or as the hybrid, their L-BFGS fallback.
+    stages: LearnedStages,
     initial_state: Vec<OptState>,
     obj_binding: Box<dyn Evaluation>,
-    guard: Option<Guard>,
     loss_group: wgpu::BindGroup,
     meta: MetaPasses,
     _keep: Vec<wgpu::Buffer>,
@@ -483,10 +486,9 @@ impl<'a> PesEngine<'a> {
             stats,
             x,
             state,
-            net,
+            stages: LearnedStages { net, guard },
             initial_state,
             obj_binding,
-            guard,
             loss_group,
             meta,
             _keep: keep,
@@ -543,7 +545,8 @@ impl<'a> PesEngine<'a> {
                 (p * std::mem::size_of::<OptState>()) as u64,
                 bytemuck::bytes_of(&self.initial_state[p]),
             );
-            self.net
+            self.stages
+                .net
                 .reset_problem(ctx, &self.problems, p, self.initial_state[p].moff);
         }
         q.write_buffer(&self.phase, i as u64 * 4, bytemuck::bytes_of(&1u32));
@@ -557,19 +560,15 @@ impl<'a> PesEngine<'a> {
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             let np = self.problems.n_problems;
+            let loss = |pass: &mut wgpu::ComputePass<'_>| self.record_loss(pass);
             for _ in 0..k {
                 self.obj_binding.record(&mut pass);
-                if let Some(guard) = &self.guard {
-                    guard.record(&mut pass, np);
-                }
-                pass.set_pipeline(&self.pes.loss.pipeline);
-                pass.set_bind_group(0, &self.loss_group, &[]);
-                let gr = grid(np);
-                pass.dispatch_workgroups(gr[0], gr[1], 1);
-                self.net.record(&self.kernels.learned, &mut pass, np);
-                if let Some(guard) = &self.guard {
-                    guard.record_after(&mut pass, np);
-                }
+                self.stages.record(
+                    &self.kernels.learned,
+                    &mut pass,
+                    np,
+                    Some(("meta-loss", &loss)),
+                );
             }
         }
         ctx.queue.submit([enc.finish()]);
@@ -580,34 +579,31 @@ impl<'a> PesEngine<'a> {
     /// network's stages, the hybrid's proposal. None without timestamps.
     pub fn profile_step(&self, ctx: &GpuContext) -> Result<Option<Vec<(String, f64)>>> {
         let np = self.problems.n_problems;
-        let (before, after) = self
-            .guard
-            .as_ref()
-            .map_or((vec![], vec![]), |g| g.stage_names());
-        let before_name = before.join(", ");
+        let loss = |pass: &mut wgpu::ComputePass<'_>| self.record_loss(pass);
+        let between: Between<'_> = Some(("meta-loss", &loss));
         let mut names = vec!["objective"];
-        if !before.is_empty() {
-            names.push(&before_name);
-        }
-        names.push("meta-loss");
-        let net_first = names.len();
-        names.extend(self.net.stage_names());
-        let net_end = names.len();
-        names.extend(after);
-        ctx.profile(&names, |k, pass| match (k, &self.guard) {
-            (0, _) => self.obj_binding.record(pass),
-            (1, Some(guard)) if !before.is_empty() => guard.record(pass, np),
-            (k, Some(guard)) if k >= net_end => guard.record_after(pass, np),
-            (k, _) if k + 1 == net_first => {
-                pass.set_pipeline(&self.pes.loss.pipeline);
-                pass.set_bind_group(0, &self.loss_group, &[]);
-                let gr = grid(np);
-                pass.dispatch_workgroups(gr[0], gr[1], 1);
-            }
-            (k, _) => self
-                .net
-                .record_stage(k - net_first, &self.kernels.learned, pass, np),
+        names.extend(self.stages.stage_names(between));
+        ctx.profile(&names, |k, pass| match k {
+            0 => self.obj_binding.record(pass),
+            k => self
+                .stages
+                .record_stage(k - 1, &self.kernels.learned, pass, np, between),
         })
+    }
+
+    /// Names of a perturbed step's stages after the objective, in recording order.
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        let loss = |pass: &mut wgpu::ComputePass<'_>| self.record_loss(pass);
+        self.stages.stage_names(Some(("meta-loss", &loss)))
+    }
+
+    /// The meta-loss pass: every particle's loss at its accepted point into its pair's
+    /// sums.
+    fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pes.loss.pipeline);
+        pass.set_bind_group(0, &self.loss_group, &[]);
+        let gr = grid(self.problems.n_problems);
+        pass.dispatch_workgroups(gr[0], gr[1], 1);
     }
 
     /// Ends truncation `n`: the PES estimate from the particles' meta-losses, `since`
@@ -733,15 +729,15 @@ impl<'a> PesEngine<'a> {
             ("x", &self.x),
             ("state", &self.state),
             ("logf0", &self.logf0),
-            ("accumulators", &self.net.acc),
-            ("preconditioner", &self.net.mat),
+            ("accumulators", &self.stages.net.acc),
+            ("preconditioner", &self.stages.net.mat),
             ("problems", &self.problems.desc),
             ("center", &self.problems.center),
             ("rotations", &self.problems.rot),
             ("x0", &self.problems.x0),
         ]
         .into_iter()
-        .chain(self.guard.iter().map(|g| ("guard", &g.gmem)))
+        .chain(self.stages.guard.iter().map(|g| ("guard", &g.gmem)))
         .collect()
     }
 }
