@@ -42,9 +42,9 @@ struct LinearParams {
 
 // Bit 0: ReLU on the output; bit 1: add into Y (residual); bit 2: perturbed; bit 3:
 // LayerNorm the input first (generated lane kernels only); bit 4: with bits 2 and 3, the
-// LayerNorm's γ and β are perturbed per particle too. A pipeline constant, so the epilogue keeps only its own steps
-// (lavapipe runs both sides of a branch under a mask, so a skipped step would still
-// cost).
+// LayerNorm's γ and β are perturbed per particle too. A pipeline constant, so the
+// epilogue keeps only its own steps (lavapipe runs both sides of a branch under a mask,
+// so a skipped step would still cost).
 override FLAGS: u32 = 0u;
 
 #include "learned/norm.wgsl"

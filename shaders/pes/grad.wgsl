@@ -5,10 +5,10 @@
 // 4 of its entries), looping over pairs: per pair five vec4 loads feed 64 multiply-adds,
 // where one invocation per weight loaded three values for one. Packed rows are padded
 // to 4 and columns to 8, and every tensor and noise factor starts at a multiple of 4,
-// so blocks tile the packed layout exactly (a block's rows past the last are skipped). Only the pairs whose coefficient can be
-// nonzero for this truncation are visited (`live`, ascending, so the sum adds the
-// same nonzero terms in the same order as a loop over every pair). Deterministic, no
-// atomics.
+// so blocks tile the packed layout exactly (a block's rows past the last are skipped).
+// Only the pairs whose coefficient can be nonzero for this truncation are visited
+// (`live`, ascending, so the sum adds the same nonzero terms in the same order as a loop
+// over every pair). Deterministic, no atomics.
 // CPU twin: `train::cpu::accumulate_gradient`.
 
 struct GradParams {

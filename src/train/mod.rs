@@ -98,7 +98,10 @@ pub(crate) fn pes_settings(cfg: &TrainConfig) -> PesSettings {
         adam_eps: cfg.adam_eps as f32,
         clip_norm: cfg.clip_norm as f32,
         trainable: cfg.trainable.clone(),
-        rotations: cfg.motion.is_none() && cfg.tasks.rotate_prob > 0.0,
+        // Only built-in functions are ever rotated (`ProblemSpec::sample`).
+        rotations: cfg.motion.is_none()
+            && cfg.tasks.objective.is_none()
+            && cfg.tasks.rotate_prob > 0.0,
     }
 }
 
