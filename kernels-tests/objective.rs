@@ -1,6 +1,6 @@
 use crate::common::{assert_close, ctx};
 use optimus_gpu::check::check_gradient;
-use optimus_gpu::objective::{evaluate, ObjectiveStage};
+use optimus_gpu::objective::{evaluate, Evaluation, ObjectiveStage};
 use optimus_gpu::problem::{Objective, ProblemSpec, SampleOptions};
 use optimus_gpu::user_objective::UserObjective;
 use optimus_gpu::Function;
@@ -298,7 +298,7 @@ fn a_batch_without_rotation_room_refuses_rotated_problems() {
     let batch =
         optimus_gpu::problem::GpuProblems::with_slots(ctx(), &[plain(0), plain(1)], false).unwrap();
     assert!(
-        batch.rot.size() <= 4,
+        batch.rot.size() <= 16,
         "{} bytes of rotations",
         batch.rot.size()
     );
@@ -317,5 +317,30 @@ fn a_batch_without_rotation_room_refuses_rotated_problems() {
     let roomy =
         optimus_gpu::problem::GpuProblems::with_slots(ctx(), &[plain(0), plain(1)], true).unwrap();
     roomy.write_problem(ctx(), 1, &rotated).unwrap();
-    assert_eq!(roomy.rot.size(), 2 * 36 * 4);
+    // Two slots of d = 6, each padded to 8×8 (`problem::rotation_len`).
+    assert_eq!(roomy.rot.size(), 2 * 64 * 4);
+    // The rotation written in place gives the twin's gap and gradient.
+    let stage = ObjectiveStage::new(ctx(), None).unwrap();
+    let f = ctx().storage_zeroed("f", 2).unwrap();
+    let g = ctx().storage_zeroed("g", 12).unwrap();
+    let binding = stage.bind(ctx(), &roomy, &roomy.x0, &f, &g).unwrap();
+    let mut enc = ctx().device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        binding.record(&mut pass);
+    }
+    ctx().queue.submit([enc.finish()]);
+    let (fs, gs): (Vec<f32>, Vec<f32>) = (ctx().read(&f, 2).unwrap(), ctx().read(&g, 12).unwrap());
+    let mut gc = vec![0.0; 6];
+    let fc = rotated.cpu_gap_grad(&rotated.x0, &mut gc).unwrap();
+    assert_close(fs[1] as f64, fc, 1e-4, 1e-6, "rotated in place: f");
+    for i in 0..6 {
+        assert_close(
+            gs[6 + i] as f64,
+            gc[i],
+            1e-4,
+            1.0,
+            &format!("rotated in place: g[{i}]"),
+        );
+    }
 }

@@ -23,7 +23,8 @@ struct ObjParams {
 @group(0) @binding(0) var<uniform> params: ObjParams;
 @group(0) @binding(1) var<storage, read> problems: array<Problem>;
 @group(0) @binding(2) var<storage, read> center: array<f32>;
-@group(0) @binding(3) var<storage, read> rot: array<f32>;
+// Rotations, rows and columns padded with zeros to a multiple of 4 (`problem::rotation_len`).
+@group(0) @binding(3) var<storage, read> rot: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> f_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grad: array<f32>;
@@ -60,6 +61,31 @@ fn coord(j: u32) -> f32 {
         return bitcast<f32>(0x7fc00000u);
     }
     return zstar(cur_func, j, cur_dim) + e_at(j);
+}
+
+// scratch[start + j .. start + j + 4], zero past d (the padding columns of R).
+fn v4_at(start: u32, d: u32, j: u32) -> vec4<f32> {
+    let last = start + d - 1u;
+    return vec4<f32>(
+        scratch[start + j],
+        select(0.0, scratch[min(start + j + 1u, last)], j + 1u < d),
+        select(0.0, scratch[min(start + j + 2u, last)], j + 2u < d),
+        select(0.0, scratch[min(start + j + 3u, last)], j + 3u < d),
+    );
+}
+
+// scratch[start + j .. start + j + 4] = v, the components up to d.
+fn store4(start: u32, d: u32, j: u32, v: vec4<f32>) {
+    scratch[start + j] = v.x;
+    if j + 1u < d {
+        scratch[start + j + 1u] = v.y;
+    }
+    if j + 2u < d {
+        scratch[start + j + 2u] = v.z;
+    }
+    if j + 3u < d {
+        scratch[start + j + 3u] = v.w;
+    }
 }
 
 fn aux_at(j: u32) -> f32 {
@@ -315,18 +341,36 @@ fn main(
     cur_dim = d;
     let n = params.n_total;
 
-    // e = R (x − center) / width, or (x − center) / width without a rotation.
-    for (var i = lid; i < d; i += WG) {
-        var e = 0.0;
-        if prob.rot == ROT_NONE {
-            e = x[off + i] - center[off + i];
-        } else {
-            let row = prob.rot + i * d;
-            for (var j = 0u; j < d; j++) {
-                e += rot[row + j] * (x[off + j] - center[off + j]);
-            }
+    // e = R (x − center) / width, or (x − center) / width without a rotation. With
+    // one, v = x − center goes to the third scratch region first, and each invocation
+    // makes four rows of e from vec4 reads of R: one read serves four multiply-adds
+    // (on lavapipe the loads are the cost; one scalar read per multiply-add ran the
+    // products at under 1 GFLOP/s).
+    if prob.rot == ROT_NONE {
+        for (var i = lid; i < d; i += WG) {
+            scratch[off + i] = (x[off + i] - center[off + i]) * prob.inv_width;
         }
-        scratch[off + i] = e * prob.inv_width;
+    } else {
+        for (var j = lid; j < d; j += WG) {
+            scratch[2u * n + off + j] = x[off + j] - center[off + j];
+        }
+        storageBarrier();
+        let s4 = (d + 3u) / 4u;
+        let base = prob.rot / 4u;
+        for (var q = lid; q < s4; q += WG) {
+            let r = base + 4u * q * s4;
+            var e = vec4<f32>(0.0);
+            for (var j4 = 0u; j4 < s4; j4++) {
+                let v = v4_at(2u * n + off, d, 4u * j4);
+                e += vec4<f32>(
+                    dot(rot[r + j4], v),
+                    dot(rot[r + s4 + j4], v),
+                    dot(rot[r + 2u * s4 + j4], v),
+                    dot(rot[r + 3u * s4 + j4], v),
+                );
+            }
+            store4(off, d, 4u * q, e * prob.inv_width);
+        }
     }
     storageBarrier();
 
@@ -351,17 +395,32 @@ fn main(
     let total = wg_sum(lid, value) + global_gap(cur_func, sums, d);
     storageBarrier();
 
-    // ∇_x f = (scale / width) · Rᵀ ∇_z F.
-    for (var j = lid; j < d; j += WG) {
-        var g = 0.0;
-        if prob.rot == ROT_NONE {
-            g = scratch[2u * n + off + j];
-        } else {
+    // ∇_x f = (scale / width) · Rᵀ ∇_z F, four columns per invocation and read.
+    let c = prob.scale * prob.inv_width;
+    if prob.rot == ROT_NONE {
+        for (var j = lid; j < d; j += WG) {
+            grad[off + j] = c * scratch[2u * n + off + j];
+        }
+    } else {
+        let s4 = (d + 3u) / 4u;
+        let base = prob.rot / 4u;
+        for (var q = lid; q < s4; q += WG) {
+            var g = vec4<f32>(0.0);
             for (var i = 0u; i < d; i++) {
-                g += rot[prob.rot + i * d + j] * scratch[2u * n + off + i];
+                g += rot[base + i * s4 + q] * scratch[2u * n + off + i];
+            }
+            let j = 4u * q;
+            grad[off + j] = c * g.x;
+            if j + 1u < d {
+                grad[off + j + 1u] = c * g.y;
+            }
+            if j + 2u < d {
+                grad[off + j + 2u] = c * g.z;
+            }
+            if j + 3u < d {
+                grad[off + j + 3u] = c * g.w;
             }
         }
-        grad[off + j] = prob.scale * prob.inv_width * g;
     }
     if lid == 0u {
         f_out[p] = prob.scale * total;

@@ -17,15 +17,33 @@ use std::sync::Arc;
 pub const WORKGROUP: u32 = 32;
 
 /// Invocations per problem for a batch whose largest problem has `max_dim`
-/// coordinates: the power of two that covers it, at most [`WORKGROUP`]. The objective
-/// and first-order kernels take it as `WG`: on lavapipe a workgroup costs about its
-/// number of invocations whatever they do (measured: Adam at d = 4 runs 2.5–2.8x faster
-/// with 4 than with 32), and for d ≤ `WG` every invocation holds at most one
-/// coordinate, so the reduction trees add the same values in the same order as with
-/// 32 (the others' zeros drop out) and results are the same.
-pub fn lanes_for(max_dim: u32) -> u32 {
-    max_dim.max(1).next_power_of_two().min(WORKGROUP)
+/// coordinates: the power of two that covers it, at most [`WORKGROUP`], and on a CPU
+/// device at most one subgroup up to d = [`NARROW_MAX_DIM`]. The objective and
+/// first-order kernels take it as `WG`. On lavapipe a workgroup costs about its number
+/// of invocations whatever they do (measured: Adam at d = 4 runs 2.5–2.8x faster with
+/// 4 than with 32), and one wider than its 8-wide vectors switches between them at
+/// every barrier: the objective at d = 32 runs 1.5x faster with 8 than with 32 (and
+/// 1.5x faster with 8 than with 4). For d ≤ `WG` every invocation holds at most one
+/// coordinate, so the reduction trees add the same values in the same order whatever
+/// `WG` is (the others' zeros drop out).
+pub fn lanes_for(ctx: &GpuContext, max_dim: u32) -> u32 {
+    let info = ctx.device.adapter_info();
+    let cap = if info.device_type == wgpu::DeviceType::Cpu
+        && info.subgroup_min_size >= 1
+        && max_dim <= NARROW_MAX_DIM
+    {
+        info.subgroup_min_size.next_power_of_two().min(WORKGROUP)
+    } else {
+        WORKGROUP
+    };
+    max_dim.max(1).next_power_of_two().min(cap)
 }
+
+/// Largest d that runs one subgroup per problem on a CPU device ([`lanes_for`]): past
+/// it, 32 invocations share the work, so that one invocation's loops stay under
+/// lavapipe's limit ([`GpuContext::loop_limit`]; Perm at d = 300 takes d²/`WG` · log d
+/// iterations).
+pub const NARROW_MAX_DIM: u32 = 64;
 
 /// Workgroups per dimension of a dispatch (the WebGPU default limit).
 const MAX_GROUPS_X: u32 = 65535;

@@ -140,7 +140,7 @@ impl ObjectiveStage {
             },
         );
         let func = problems.single_func.filter(|&id| (id as usize) < N_FUNCS);
-        let kernel = self.kernel(ctx, func, lanes_for(problems.max_dim()))?;
+        let kernel = self.kernel(ctx, func, lanes_for(ctx, problems.max_dim()))?;
         let group = kernel.bind(
             ctx,
             &[

@@ -295,6 +295,25 @@ fn random_orthogonal(d: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     r
 }
 
+/// Floats a d×d rotation takes on the GPU: rows and columns padded with zeros to a
+/// multiple of 4, so the objective kernel reads rows as vec4s (4x fewer loads, which
+/// are what its rotation products cost on lavapipe).
+pub fn rotation_len(d: usize) -> usize {
+    d.next_multiple_of(4).pow(2)
+}
+
+/// The row-major d×d rotation `r` in the GPU's padded layout ([`rotation_len`]).
+fn padded_rotation(r: &[f64], d: usize) -> Vec<f32> {
+    let stride = d.next_multiple_of(4);
+    let mut out = vec![0f32; rotation_len(d)];
+    for i in 0..d {
+        for j in 0..d {
+            out[i * stride + j] = r[i * d + j] as f32;
+        }
+    }
+    out
+}
+
 /// GPU-side description of one problem; mirrors `struct Problem` in
 /// `shaders/shared/problem.wgsl`.
 #[repr(C)]
@@ -416,7 +435,8 @@ impl GpuProblems {
             bytemuck::cast_slice(&f32s(&spec.x0)),
         );
         if let Some(r) = &spec.rotation {
-            q.write_buffer(&self.rot, rot as u64 * 4, bytemuck::cast_slice(&f32s(r)));
+            let padded = padded_rotation(r, d);
+            q.write_buffer(&self.rot, rot as u64 * 4, bytemuck::cast_slice(&padded));
         }
         Ok(())
     }
@@ -450,8 +470,8 @@ impl GpuProblems {
                         p.objective.name()
                     )))
                 }
-                (Some(r), _) => rot.extend(r.iter().map(|&v| v as f32)),
-                (None, Some(true)) => rot.extend(std::iter::repeat_n(0f32, p.dim * p.dim)),
+                (Some(r), _) => rot.extend(padded_rotation(r, p.dim)),
+                (None, Some(true)) => rot.extend(std::iter::repeat_n(0f32, rotation_len(p.dim))),
                 (None, Some(false)) => rot_offset = u32::MAX,
                 (None, None) => {}
             }
@@ -464,6 +484,8 @@ impl GpuProblems {
             center.extend(p.center.iter().map(|&v| v as f32));
             x0.extend(p.x0.iter().map(|&v| v as f32));
         }
+        // The kernel reads rotations as vec4s: a binding of at least one.
+        rot.resize(rot.len().max(4), 0.0);
         let first = problems[0].objective.id();
         let single_func = (slots.is_none() && problems.iter().all(|p| p.objective.id() == first))
             .then_some(first);
@@ -518,7 +540,7 @@ impl GpuProblems {
             dims: dims.iter().map(|&d| d as u32).collect(),
             desc: ctx.storage("problems", &desc)?,
             center: ctx.storage_zeroed("center", 1)?,
-            rot: ctx.storage_zeroed("rotations", 1)?,
+            rot: ctx.storage_zeroed("rotations", 4)?,
             x0: ctx.storage_zeroed("x0", 1)?,
             rot_slots: Vec::new(),
         })

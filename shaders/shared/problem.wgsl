@@ -6,7 +6,8 @@ struct Problem {
     dim: u32,
     // Benchmark function id (`Function::id`), or FUNC_USER.
     func: u32,
-    // Start of the problem's d×d row-major rotation in `rot`, or ROT_NONE.
+    // Start of the problem's d×d row-major rotation in `rot` (rows and columns
+    // padded to a multiple of 4, `problem::rotation_len`), or ROT_NONE.
     rot: u32,
     // f(x) = scale · F(z*(d) + R (x − center) / width).
     scale: f32,

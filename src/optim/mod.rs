@@ -525,7 +525,7 @@ impl Kernels {
             Method::Bfgs => self.bfgs.clone(),
             Method::Lbfgs => self.lbfgs.clone(),
             _ => {
-                let lanes = lanes_for(max_dim) as f64;
+                let lanes = lanes_for(ctx, max_dim) as f64;
                 Kernel::with_constants(
                     ctx,
                     "first_order.wgsl",
