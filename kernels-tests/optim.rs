@@ -335,11 +335,11 @@ fn near_the_drivers_loop_limit_results_stay_right_and_past_it_runs_are_refused()
 }
 
 /// A batch of small problems runs the objective and the first-order kernels with fewer
-/// invocations per problem (`kernel::lanes_for`: 4 up to d = 4, where a larger problem
-/// takes a subgroup's worth on lavapipe and 32 on a GPU). Each small problem gives the
-/// same values, bit for bit, as in a batch whose one larger problem takes more
-/// invocations: every function at d = 1 to 4, rotated and not, under all four
-/// first-order methods, and the objective alone.
+/// invocations per problem (`kernel::lanes_for`: 4 up to d = 4, one subgroup up to
+/// d = 64 on a CPU device), where a batch holding a d = 100 problem takes 32. Each
+/// small problem gives the same values, bit for bit, in both: every function at d = 1
+/// to 4, 7, 13, 32 and 40, rotated and not, under all four first-order methods, and the
+/// objective alone.
 #[test]
 fn small_problems_take_fewer_lanes_and_give_the_same_bits() {
     use optimus_gpu::kernel::lanes_for;
@@ -353,9 +353,9 @@ fn small_problems_take_fewer_lanes_and_give_the_same_bits() {
     };
     let mut small = Vec::new();
     for (k, f) in Function::ALL.iter().enumerate() {
-        for d in [1usize, 2, 3, 4] {
+        for d in [1usize, 2, 3, 4, 7, 13, 32, 40] {
             for rotate in [false, true] {
-                let seed = (10 * k + d) as u64 + 1000 * rotate as u64;
+                let seed = (100 * k + d) as u64 + 10_000 * rotate as u64;
                 if let Ok(p) = ProblemSpec::sample(Objective::Builtin(*f), d, &opts(rotate), seed) {
                     small.push(p);
                 }
@@ -363,12 +363,11 @@ fn small_problems_take_fewer_lanes_and_give_the_same_bits() {
         }
     }
     let big =
-        ProblemSpec::sample(Objective::Builtin(Function::Sphere), 40, &opts(false), 1).unwrap();
+        ProblemSpec::sample(Objective::Builtin(Function::Sphere), 100, &opts(false), 1).unwrap();
     let mut mixed = small.clone();
     mixed.push(big);
-    assert_eq!(lanes_for(ctx(), 4), 4);
-    assert!(lanes_for(ctx(), 40) > 4);
-    assert!(small.len() > 50, "{} problems", small.len());
+    assert_eq!((lanes_for(ctx(), 4), lanes_for(ctx(), 100)), (4, 32));
+    assert!(small.len() > 150, "{} problems", small.len());
 
     let stage = ObjectiveStage::new(ctx(), None).unwrap();
     let (a, b) = (
@@ -386,10 +385,12 @@ fn small_problems_take_fewer_lanes_and_give_the_same_bits() {
             run_gpu(&small, &cfg, 20, None),
             run_gpu(&mixed, &cfg, 20, None),
         );
+        // Bits, so that a diverged run's NaNs compare too.
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (k, p) in small.iter().enumerate() {
             let what = format!("{method} on {} d={}", p.objective.name(), p.dim);
-            assert_eq!(a[k].gaps, b[k].gaps, "{what}: gaps");
-            assert_eq!(a[k].x, b[k].x, "{what}: final point");
+            assert_eq!(bits(&a[k].gaps), bits(&b[k].gaps), "{what}: gaps");
+            assert_eq!(bits(&a[k].x), bits(&b[k].x), "{what}: final point");
             assert_eq!(a[k].status, b[k].status, "{what}: status");
         }
     }

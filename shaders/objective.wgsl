@@ -362,12 +362,15 @@ fn main(
             var e = vec4<f32>(0.0);
             for (var j4 = 0u; j4 < s4; j4++) {
                 let v = v4_at(2u * n + off, d, 4u * j4);
-                e += vec4<f32>(
-                    dot(rot[r + j4], v),
-                    dot(rot[r + s4 + j4], v),
-                    dot(rot[r + 2u * s4 + j4], v),
-                    dot(rot[r + 3u * s4 + j4], v),
-                );
+                let r0 = rot[r + j4];
+                let r1 = rot[r + s4 + j4];
+                let r2 = rot[r + 2u * s4 + j4];
+                let r3 = rot[r + 3u * s4 + j4];
+                // Each row adds its terms in the order of j, as the twin does.
+                e += vec4<f32>(r0.x, r1.x, r2.x, r3.x) * v.x;
+                e += vec4<f32>(r0.y, r1.y, r2.y, r3.y) * v.y;
+                e += vec4<f32>(r0.z, r1.z, r2.z, r3.z) * v.z;
+                e += vec4<f32>(r0.w, r1.w, r2.w, r3.w) * v.w;
             }
             store4(off, d, 4u * q, e * prob.inv_width);
         }
@@ -379,20 +382,20 @@ fn main(
             scratch[n + off + i] = perm_inner(i, d);
         }
     }
-    var part = vec4<f32>(0.0);
+    slots_clear(lid);
     for (var i = lid; i < d; i += WG) {
-        part += pre_sums(cur_func, i, d);
+        slot_add(i, pre_sums(cur_func, i, d));
     }
-    let sums = wg_sum4(lid, part);
+    let sums = slots_sum(lid, d);
     storageBarrier();
 
-    var value = 0.0;
+    slots_clear(lid);
     for (var i = lid; i < d; i += WG) {
         let tg = term_grad(cur_func, i, d, sums);
-        value += tg.x;
+        slot_add(i, vec4<f32>(tg.x, 0.0, 0.0, 0.0));
         scratch[2u * n + off + i] = tg.y;
     }
-    let total = wg_sum(lid, value) + global_gap(cur_func, sums, d);
+    let total = slots_sum(lid, d).x + global_gap(cur_func, sums, d);
     storageBarrier();
 
     // ∇_x f = (scale / width) · Rᵀ ∇_z F, four columns per invocation and read.
