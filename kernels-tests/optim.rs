@@ -338,7 +338,7 @@ fn near_the_drivers_loop_limit_results_stay_right_and_past_it_runs_are_refused()
 /// invocations per problem (`kernel::lanes_for`: 4 up to d = 4, one subgroup up to
 /// d = 64 on a CPU device), where a batch holding a d = 100 problem takes 32. Each
 /// small problem gives the same values, bit for bit, in both: every function at d = 1
-/// to 4, 7, 13, 32 and 40, rotated and not, under all four first-order methods, and the
+/// to 4, 7, 13, 32, 40 and 64, rotated and not, under all four first-order methods, and the
 /// objective alone.
 #[test]
 fn small_problems_take_fewer_lanes_and_give_the_same_bits() {
@@ -353,7 +353,7 @@ fn small_problems_take_fewer_lanes_and_give_the_same_bits() {
     };
     let mut small = Vec::new();
     for (k, f) in Function::ALL.iter().enumerate() {
-        for d in [1usize, 2, 3, 4, 7, 13, 32, 40] {
+        for d in [1usize, 2, 3, 4, 7, 13, 32, 40, 64] {
             for rotate in [false, true] {
                 let seed = (100 * k + d) as u64 + 10_000 * rotate as u64;
                 if let Ok(p) = ProblemSpec::sample(Objective::Builtin(*f), d, &opts(rotate), seed) {

@@ -18,7 +18,7 @@ pub const WORKGROUP: u32 = 32;
 
 /// Invocations per problem for a batch whose largest problem has `max_dim`
 /// coordinates: the power of two that covers it, at most [`WORKGROUP`], and on a CPU
-/// device at most one subgroup up to d = [`NARROW_MAX_DIM`]. The objective and
+/// device at most one subgroup (at least 8) up to d = [`NARROW_MAX_DIM`]. The objective and
 /// first-order kernels take it as `WG`. On lavapipe a workgroup costs about its number
 /// of invocations whatever they do (measured: Adam at d = 4 runs 2.5–2.8x faster with
 /// 4 than with 32), and one wider than its 8-wide vectors switches between them at
@@ -32,7 +32,11 @@ pub fn lanes_for(ctx: &GpuContext, max_dim: u32) -> u32 {
         && info.subgroup_min_size >= 1
         && max_dim <= NARROW_MAX_DIM
     {
-        info.subgroup_min_size.next_power_of_two().min(WORKGROUP)
+        // At least 8, so an invocation holds at most 8 of d ≤ 64 coordinates (the
+        // objective's `Slots` in `shared/reduce.wgsl` keep 4 partial sums).
+        info.subgroup_min_size
+            .next_power_of_two()
+            .clamp(8, WORKGROUP)
     } else {
         WORKGROUP
     };

@@ -31,37 +31,45 @@ fn wg_sum(lid: u32, v: f32) -> f32 {
     return wg_sum4(lid, vec4<f32>(v, 0.0, 0.0, 0.0)).x;
 }
 
-// Sums over a problem's coordinates whose bits do not depend on WG: coordinate i adds
-// into slot i % 32 (`slot_add`, called with i ≡ lid mod WG, so each invocation owns
-// its slots) and the slots sum as the tree of 32 invocations above would. A batch then
-// gives the same values with one subgroup per problem on a CPU device as with 32
-// invocations on a GPU (`kernel::lanes_for`).
+// Sums over a problem's coordinates whose bits do not depend on WG: they add as 32
+// invocations would, each summing coordinates lid, lid + 32, ... in a register and the
+// registers then as the tree above. With WG < 32 an invocation keeps the registers of
+// the 32 / WG invocations it stands for (`Slots`: coordinate lid + m·WG goes to slot
+// m mod 32/WG) and adds them as the tree's first levels would before its own tree.
+// A batch then gives the same values with one subgroup per problem on a CPU device as
+// with 32 invocations on a GPU (`kernel::lanes_for`). Four slots suffice: lanes_for
+// gives WG ≥ 8 wherever an invocation holds more than one coordinate and d ≤ 64, and
+// WG = 32 past d = 64.
 const SLOTS: u32 = 32u;
-var<workgroup> slot_buf: array<vec4<f32>, SLOTS>;
 
-fn slots_clear(lid: u32) {
-    workgroupBarrier();
-    for (var t = lid; t < SLOTS; t += WG) {
-        slot_buf[t] = vec4<f32>(0.0);
+struct Slots {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    a2: vec4<f32>,
+    a3: vec4<f32>,
+}
+
+fn slots_new() -> Slots {
+    return Slots(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// Adds v, the invocation's m-th coordinate's value, to its slot.
+fn slot_add(s: ptr<function, Slots>, m: u32, v: vec4<f32>) {
+    switch m % (SLOTS / WG) {
+        case 0u: { (*s).a0 += v; }
+        case 1u: { (*s).a1 += v; }
+        case 2u: { (*s).a2 += v; }
+        default: { (*s).a3 += v; }
     }
 }
 
-fn slot_add(i: u32, v: vec4<f32>) {
-    slot_buf[i % SLOTS] += v;
-}
-
-// The sum of the slots, returned to every invocation. Slots at and past d hold zeros,
-// so the levels that would only add them are skipped; a level whose stride is a
-// multiple of WG adds slots of one invocation only and needs no barrier before it.
-fn slots_sum(lid: u32, d: u32) -> vec4<f32> {
-    let top = min(SLOTS, 1u << (32u - countLeadingZeros(max(d, 1u) - 1u))) / 2u;
-    for (var s = top; s > 0u; s = s >> 1u) {
-        if s < WG {
-            workgroupBarrier();
-        }
-        for (var t = lid; t < s; t += WG) {
-            slot_buf[t] = slot_buf[t] + slot_buf[t + s];
-        }
+// The sum over the workgroup, returned to every invocation.
+fn slots_sum(lid: u32, s: Slots) -> vec4<f32> {
+    var t = s.a0;
+    if SLOTS / WG >= 4u {
+        t = (s.a0 + s.a2) + (s.a1 + s.a3);
+    } else if SLOTS / WG == 2u {
+        t = s.a0 + s.a1;
     }
-    return workgroupUniformLoad(&slot_buf[0]);
+    return wg_sum4(lid, t);
 }
