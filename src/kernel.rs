@@ -36,11 +36,25 @@ pub fn lanes_for(ctx: &GpuContext, max_dim: u32) -> u32 {
         // objective's `Slots` in `shared/reduce.wgsl` keep 4 partial sums).
         info.subgroup_min_size
             .next_power_of_two()
-            .clamp(8, WORKGROUP)
+            .clamp(MIN_NARROW_LANES, WORKGROUP)
     } else {
         WORKGROUP
     };
     max_dim.max(1).next_power_of_two().min(cap)
+}
+
+/// Fewest invocations [`lanes_for`] gives a problem that holds more than one coordinate
+/// per invocation.
+const MIN_NARROW_LANES: u32 = 8;
+
+/// The fewest invocations [`lanes_for`] can give a problem of `d` coordinates on any
+/// device: loop budgets are estimated with it, so they hold on every device.
+pub fn fewest_lanes(d: u32) -> u32 {
+    if d <= NARROW_MAX_DIM {
+        d.max(1).next_power_of_two().min(MIN_NARROW_LANES)
+    } else {
+        WORKGROUP
+    }
 }
 
 /// Largest d that runs one subgroup per problem on a CPU device ([`lanes_for`]): past

@@ -425,7 +425,7 @@ impl ProblemResult {
 /// estimate: rows per invocation times the work per row, plus the reductions).
 fn objective_loop_iterations(p: &ProblemSpec) -> u64 {
     let d = p.dim as u64;
-    let rows = d.div_ceil(crate::kernel::WORKGROUP as u64);
+    let rows = d.div_ceil(crate::kernel::fewest_lanes(p.dim as u32) as u64);
     let mut it = 4 * rows + 64;
     if p.rotation.is_some() {
         it += 2 * rows * d;
@@ -445,6 +445,10 @@ fn objective_loop_iterations(p: &ProblemSpec) -> u64 {
 fn method_loop_iterations(method: Method, d: u64, config: &OptimizerConfig) -> u64 {
     let rows = d.div_ceil(crate::kernel::WORKGROUP as u64);
     match method {
+        // The first-order kernel may run with fewer invocations (`kernel::lanes_for`).
+        Method::Gd | Method::Momentum | Method::Nesterov | Method::Adam => {
+            4 * d.div_ceil(crate::kernel::fewest_lanes(d as u32) as u64) + 64
+        }
         // H y, the scaling of H₀ and the rank-two update (d² entries each), and −H g.
         Method::Bfgs => {
             2 * rows * d + 2 * (d * d).div_ceil(crate::kernel::WORKGROUP as u64) + 16 * rows + 64
