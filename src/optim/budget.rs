@@ -1,7 +1,7 @@
 //! Loop budgets: runs that would pass lavapipe's per-invocation loop limit are
 //! refused before they start.
 
-use super::{cpu, Method, OptimizerConfig};
+use super::{cpu, Family, Method, OptimizerConfig};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::problem::ProblemSpec;
@@ -29,22 +29,24 @@ fn objective_loop_iterations(p: &ProblemSpec) -> u64 {
 /// Loop iterations one invocation of `method`'s own kernel runs at dimension d.
 fn method_loop_iterations(method: Method, d: u64, config: &OptimizerConfig) -> u64 {
     let rows = d.div_ceil(crate::kernel::WORKGROUP as u64);
-    match method {
+    match (method.family(), method) {
         // The first-order kernel may run with fewer invocations (`kernel::lanes_for`).
-        Method::Gd | Method::Momentum | Method::Nesterov | Method::Adam => {
+        (Family::FirstOrder(_), _) => {
             4 * d.div_ceil(crate::kernel::fewest_lanes(d as u32) as u64) + 64
         }
         // H y, the scaling of H₀ and the rank-two update (d² entries each), and −H g.
-        Method::Bfgs => {
+        (Family::QuasiNewton, Method::Bfgs) => {
             2 * rows * d + 2 * (d * d).div_ceil(crate::kernel::WORKGROUP as u64) + 16 * rows + 64
         }
-        Method::Lbfgs => (4 * config.memory as u64 + 8) * rows + 64 * config.memory as u64,
+        (Family::QuasiNewton, _) => {
+            (4 * config.memory as u64 + 8) * rows + 64 * config.memory as u64
+        }
         // The guard's two-loop over its pairs, plus its own passes over the coordinates.
-        Method::OptimusGuard | Method::OptimusHybrid => {
+        (Family::Learned(_, Some(_)), _) => {
             let m = cpu::GUARD_MEMORY as u64;
             (4 * m + 14) * rows + 64 * m
         }
-        _ => 4 * rows + 64,
+        (Family::Learned(_, None), _) => 4 * rows + 64,
     }
 }
 

@@ -1,7 +1,7 @@
 //! f64 CPU twins of the optimizer kernels: the same algorithms, branch for branch, so
 //! GPU trajectories can be checked against them.
 
-use super::{Guarding, Method, OptimizerConfig, ProblemResult, Status};
+use super::{FirstOrder, Guarding, Method, OptimizerConfig, ProblemResult, Status};
 use crate::error::{Error, Result};
 use crate::learned::{cpu, model::Model};
 use crate::problem::ProblemSpec;
@@ -277,8 +277,8 @@ fn identity(d: usize, gamma: f64) -> Vec<f64> {
     h
 }
 
-/// One update of a first-order method at step `t` (1-based), given ∇f in `g`; `m` and
-/// `v` are the first and second moments (velocity for momentum). Twin of
+/// One update of the first-order method of `config` at step `t` (1-based), given ∇f in
+/// `g`; `m` and `v` are the first and second moments (velocity for momentum). Twin of
 /// `first_order.wgsl`.
 pub fn first_order_step(
     config: &OptimizerConfig,
@@ -290,18 +290,22 @@ pub fn first_order_step(
     v: &mut [f64],
 ) {
     let (b1, b2) = (config.beta1, config.beta2);
+    let rule = config
+        .method
+        .first_order()
+        .expect("first_order_step runs first-order methods");
     for i in 0..x.len() {
-        match config.method {
-            Method::Gd => x[i] -= lr * g[i],
-            Method::Momentum => {
+        match rule {
+            FirstOrder::Gd => x[i] -= lr * g[i],
+            FirstOrder::Momentum => {
                 m[i] = b1 * m[i] + g[i];
                 x[i] -= lr * m[i];
             }
-            Method::Nesterov => {
+            FirstOrder::Nesterov => {
                 m[i] = b1 * m[i] + g[i];
                 x[i] -= lr * (g[i] + b1 * m[i]);
             }
-            _ => {
+            FirstOrder::Adam => {
                 m[i] = b1 * m[i] + (1.0 - b1) * g[i];
                 v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
                 let mh = m[i] / (1.0 - b1.powi(t as i32));

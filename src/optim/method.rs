@@ -110,15 +110,29 @@ impl Method {
         }
     }
 
+    /// What the method runs. Every other fact about a method follows from this one
+    /// match, so a new method is a new arm here and a name in [`Method::name`] (and
+    /// [`Method::ALL`]); the compiler points at the rest.
+    pub fn family(self) -> Family {
+        match self {
+            Method::Gd => Family::FirstOrder(FirstOrder::Gd),
+            Method::Momentum => Family::FirstOrder(FirstOrder::Momentum),
+            Method::Nesterov => Family::FirstOrder(FirstOrder::Nesterov),
+            Method::Adam => Family::FirstOrder(FirstOrder::Adam),
+            Method::Bfgs | Method::Lbfgs => Family::QuasiNewton,
+            Method::Optimus => Family::Learned(ModelKind::Optimus, None),
+            Method::Optimus0 => Family::Learned(ModelKind::Optimus0, None),
+            Method::Lopt => Family::Learned(ModelKind::Lopt, None),
+            Method::OptimusGuard => Family::Learned(ModelKind::Optimus, Some(Guarding::Guard)),
+            Method::OptimusHybrid => Family::Learned(ModelKind::Optimus, Some(Guarding::Hybrid)),
+        }
+    }
+
     /// The model kind a learned method runs, None for classic methods.
     pub fn model_kind(self) -> Option<ModelKind> {
-        match self {
-            Method::Optimus | Method::OptimusGuard | Method::OptimusHybrid => {
-                Some(ModelKind::Optimus)
-            }
-            Method::Optimus0 => Some(ModelKind::Optimus0),
-            Method::Lopt => Some(ModelKind::Lopt),
-            _ => None,
+        match self.family() {
+            Family::Learned(kind, _) => Some(kind),
+            Family::FirstOrder(_) | Family::QuasiNewton => None,
         }
     }
 
@@ -135,36 +149,56 @@ impl Method {
             })
     }
 
-    /// Whether the learning rate is a tuned hyperparameter.
+    /// Whether the learning rate is a tuned hyperparameter (the first-order methods).
     pub fn has_lr(self) -> bool {
-        matches!(
-            self,
-            Method::Gd | Method::Momentum | Method::Nesterov | Method::Adam
-        )
+        self.first_order().is_some()
+    }
+
+    /// The update rule of a first-order method.
+    pub fn first_order(self) -> Option<FirstOrder> {
+        match self.family() {
+            Family::FirstOrder(rule) => Some(rule),
+            Family::QuasiNewton | Family::Learned(..) => None,
+        }
     }
 
     /// How the learned step uses the L-BFGS fallback of `learned/guard.wgsl`, if at all.
     pub fn guarding(self) -> Option<Guarding> {
-        match self {
-            Method::OptimusGuard => Some(Guarding::Guard),
-            Method::OptimusHybrid => Some(Guarding::Hybrid),
-            _ => None,
+        match self.family() {
+            Family::Learned(_, guarding) => guarding,
+            Family::FirstOrder(_) | Family::QuasiNewton => None,
         }
     }
 
     pub(super) fn is_quasi_newton(self) -> bool {
-        matches!(self, Method::Bfgs | Method::Lbfgs)
+        self.family() == Family::QuasiNewton
     }
 
-    /// Variant index inside `first_order.wgsl`.
+    /// Variant index inside `first_order.wgsl` (0, unused, for the other methods).
     pub(super) fn variant(self) -> u32 {
-        match self {
-            Method::Gd => 0,
-            Method::Momentum => 1,
-            Method::Nesterov => 2,
-            _ => 3,
-        }
+        self.first_order().map_or(0, |rule| rule as u32)
     }
+}
+
+/// What a method runs ([`Method::family`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `first_order.wgsl` with this update rule; the learning rate is tuned.
+    FirstOrder(FirstOrder),
+    /// BFGS or L-BFGS with the strong-Wolfe line search (`bfgs.wgsl`, `lbfgs.wgsl`).
+    QuasiNewton,
+    /// A learned model of this kind, with the L-BFGS fallback of `learned/guard.wgsl`
+    /// for the guarded and hybrid methods.
+    Learned(ModelKind, Option<Guarding>),
+}
+
+/// The update rules of `first_order.wgsl`; the discriminant is its `V_*` constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstOrder {
+    Gd = 0,
+    Momentum = 1,
+    Nesterov = 2,
+    Adam = 3,
 }
 
 impl fmt::Display for Method {
@@ -243,5 +277,27 @@ impl OptimizerConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The discriminants of [`FirstOrder`] are the variant constants of the kernel.
+    #[test]
+    fn first_order_rules_match_the_kernel_constants() {
+        let src = crate::kernel::compose("first_order.wgsl").unwrap();
+        for (rule, name) in [
+            (FirstOrder::Gd, "V_GD"),
+            (FirstOrder::Momentum, "V_MOMENTUM"),
+            (FirstOrder::Nesterov, "V_NESTEROV"),
+            (FirstOrder::Adam, "V_ADAM"),
+        ] {
+            let decl = format!("const {name}: u32 = {}u;", rule as u32);
+            assert!(src.contains(&decl), "first_order.wgsl lacks `{decl}`");
+        }
+        let rules: Vec<FirstOrder> = Method::ALL.iter().filter_map(|m| m.first_order()).collect();
+        assert_eq!(rules.len(), 4, "every rule is some method's");
     }
 }

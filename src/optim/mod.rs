@@ -20,7 +20,7 @@ mod stages;
 mod state;
 
 pub use budget::check_loop_budget;
-pub use method::{Guarding, Method, OptimizerConfig};
+pub use method::{Family, FirstOrder, Guarding, Method, OptimizerConfig};
 pub(crate) use stages::{Between, FallbackOf, Guard, LearnedStages};
 pub(crate) use state::OptParams;
 pub use state::{OptState, ProblemResult, Status};
