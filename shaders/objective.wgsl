@@ -96,12 +96,12 @@ fn aux_at(j: u32) -> f32 {
 fn zstar(func: u32, i: u32, d: u32) -> f32 {
     let k = f32(i + 1u);
     switch func {
-        case 1u, 4u: { return 1.0; }
-        case 6u: { return STYB_ZSTAR; }
-        case 7u: { return exp2(-(1.0 - exp2(-f32(i)))); }
-        case 9u: { return 1.0 / k; }
-        case 11u: { return k * (f32(d) + 1.0 - k); }
-        case 12u: { return SCHWEFEL_ZSTAR; }
+        case F_ROSENBROCK, F_LEVY: { return 1.0; }
+        case F_STYBLINSKI_TANG: { return STYB_ZSTAR; }
+        case F_DIXON_PRICE: { return exp2(-(1.0 - exp2(-f32(i)))); }
+        case F_PERM: { return 1.0 / k; }
+        case F_TRID: { return k * (f32(d) + 1.0 - k); }
+        case F_SCHWEFEL: { return SCHWEFEL_ZSTAR; }
         default: { return 0.0; }
     }
 }
@@ -110,11 +110,11 @@ fn zstar(func: u32, i: u32, d: u32) -> f32 {
 fn pre_sums(func: u32, i: u32, d: u32) -> vec4<f32> {
     let z = coord(i);
     switch func {
-        case 3u: {
+        case F_ACKLEY: {
             let s = sinpi(z);
             return vec4<f32>(z * z, -2.0 * s * s, 0.0, 0.0);
         }
-        case 5u: {
+        case F_GRIEWANK: {
             let th = z / sqrt(f32(i + 1u));
             let c = cos(th);
             let h = sin(0.5 * th);
@@ -126,7 +126,7 @@ fn pre_sums(func: u32, i: u32, d: u32) -> vec4<f32> {
             }
             return vec4<f32>(0.0, lg, select(0.0, 1.0, c < 0.0), 0.0);
         }
-        case 10u: {
+        case F_ZAKHAROV: {
             return vec4<f32>(0.5 * f32(i + 1u) * z, 0.0, 0.0, 0.0);
         }
         default: { return vec4<f32>(0.0); }
@@ -148,18 +148,18 @@ fn perm_inner(row: u32, d: u32) -> f32 {
 fn global_gap(func: u32, s: vec4<f32>, d: u32) -> f32 {
     let n = f32(d);
     switch func {
-        case 3u: {
+        case F_ACKLEY: {
             let r = sqrt(s.x / n);
             return ACKLEY_A * -expm1_(-ACKLEY_B * r) + E_CONST * -expm1_(s.y / n);
         }
-        case 5u: {
+        case F_GRIEWANK: {
             // 1 − Π cos = 1 − (−1)^neg · exp(Σ log|cos|).
             if (u32(s.z) & 1u) == 0u {
                 return -expm1_(s.y);
             }
             return 1.0 + exp(s.y);
         }
-        case 10u: {
+        case F_ZAKHAROV: {
             return s.x * s.x + s.x * s.x * s.x * s.x;
         }
         case FUNC_USER: {
@@ -175,10 +175,10 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
     let z = coord(i);
     let n = f32(d);
     switch func {
-        case 0u: {
+        case F_SPHERE: {
             return vec2<f32>(z * z, 2.0 * z);
         }
-        case 1u: {
+        case F_ROSENBROCK: {
             var t = 0.0;
             var g = 0.0;
             if i + 1u < d {
@@ -193,11 +193,11 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
             }
             return vec2<f32>(t, g);
         }
-        case 2u: {
+        case F_RASTRIGIN: {
             let sp = sinpi(z);
             return vec2<f32>(z * z + 20.0 * sp * sp, 2.0 * z + 20.0 * PI * sinpi(2.0 * z));
         }
-        case 3u: {
+        case F_ACKLEY: {
             let r = sqrt(s.x / n);
             var g = exp(s.y / n + 1.0) * 2.0 * PI * sinpi(2.0 * z) / n;
             if r > 0.0 {
@@ -205,7 +205,7 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
             }
             return vec2<f32>(0.0, g);
         }
-        case 4u: {
+        case F_LEVY: {
             // w = 1 + (z − 1)/4 = 1 + e/4; sin(π w) = −sin(π e/4) etc.
             let wm = 0.25 * e;
             var t = 0.0;
@@ -227,7 +227,7 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
             }
             return vec2<f32>(t, 0.25 * gw);
         }
-        case 5u: {
+        case F_GRIEWANK: {
             let sq = sqrt(f32(i + 1u));
             let c = cos(z / sq);
             // Π_{j≠i} cos = sign · exp(Σ log|cos| − log|cos_i|).
@@ -239,13 +239,13 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
             }
             return vec2<f32>(z * z / 4000.0, z / 2000.0 + others * sin(z / sq) / sq);
         }
-        case 6u: {
+        case F_STYBLINSKI_TANG: {
             let zs = STYB_ZSTAR;
             let t = 0.5 * e * e * (z * z + 2.0 * zs * z + 3.0 * zs * zs - 16.0);
             let g = 0.5 * e * (4.0 * (z * z + z * zs + zs * zs) - 32.0);
             return vec2<f32>(t, g);
         }
-        case 7u: {
+        case F_DIXON_PRICE: {
             // a_i = 2 z_i² − z_{i−1}, written in offsets (its value at z* is 0).
             var t = 0.0;
             var g = 0.0;
@@ -253,18 +253,18 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
                 t = e * e;
                 g = 2.0 * e;
             } else {
-                let a = e * (4.0 * zstar(7u, i, d) + 2.0 * e) - e_at(i - 1u);
+                let a = e * (4.0 * zstar(F_DIXON_PRICE, i, d) + 2.0 * e) - e_at(i - 1u);
                 t = f32(i + 1u) * a * a;
                 g = f32(i + 1u) * 2.0 * a * 4.0 * z;
             }
             if i + 1u < d {
                 let en = e_at(i + 1u);
-                let an = en * (4.0 * zstar(7u, i + 1u, d) + 2.0 * en) - e;
+                let an = en * (4.0 * zstar(F_DIXON_PRICE, i + 1u, d) + 2.0 * en) - e;
                 g -= f32(i + 2u) * 2.0 * an;
             }
             return vec2<f32>(t, g);
         }
-        case 8u: {
+        case F_POWELL: {
             let b = i & ~3u;
             let a0 = coord(b);
             let a1 = coord(b + 1u);
@@ -287,7 +287,7 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
             }
             return vec2<f32>(t, g);
         }
-        case 9u: {
+        case F_PERM: {
             let inner = aux_at(i);
             var acc = 0.0;
             var pw = 1.0;
@@ -297,11 +297,11 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
             }
             return vec2<f32>(inner * inner, (f32(i + 1u) + PERM_BETA) * acc);
         }
-        case 10u: {
+        case F_ZAKHAROV: {
             let k = 0.5 * f32(i + 1u);
             return vec2<f32>(z * z, 2.0 * z + (2.0 * s.x + 4.0 * s.x * s.x * s.x) * k);
         }
-        case 11u: {
+        case F_TRID: {
             var t = e * e;
             var g = 2.0 * e;
             if i > 0u {
@@ -313,7 +313,7 @@ fn term_grad(func: u32, i: u32, d: u32, s: vec4<f32>) -> vec2<f32> {
             }
             return vec2<f32>(t, g);
         }
-        case 12u: {
+        case F_SCHWEFEL: {
             let sr = sqrt(abs(z));
             return vec2<f32>(SCHWEFEL_C - z * sin(sr), -(sin(sr) + 0.5 * sr * cos(sr)));
         }
@@ -377,7 +377,7 @@ fn main(
     }
     storageBarrier();
 
-    if cur_func == 9u {
+    if cur_func == F_PERM {
         for (var i = lid; i < d; i += WG) {
             scratch[n + off + i] = perm_inner(i, d);
         }

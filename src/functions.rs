@@ -368,3 +368,42 @@ impl std::str::FromStr for Function {
         Function::parse(s)
     }
 }
+
+#[cfg(test)]
+mod kernel_id_tests {
+    use super::*;
+
+    /// The kernels name the functions by the ids of `Function`, and the user objective
+    /// by the id after them.
+    #[test]
+    fn function_ids_match_the_kernel_constants() {
+        let src = crate::kernel::compose("shared/problem.wgsl").unwrap();
+        for f in Function::ALL {
+            let decl = format!(
+                "const F_{}: u32 = {}u;",
+                f.name().to_uppercase().replace('-', "_"),
+                f.id()
+            );
+            assert!(src.contains(&decl), "shared/problem.wgsl lacks `{decl}`");
+        }
+        let user = format!("const FUNC_USER: u32 = {}u;", crate::problem::FUNC_USER);
+        assert!(src.contains(&user), "shared/problem.wgsl lacks `{user}`");
+    }
+
+    /// The objective kernel's copies of the functions' constants are these, in f32.
+    #[test]
+    fn kernel_constants_match() {
+        let src = crate::kernel::compose("objective.wgsl").unwrap();
+        for (name, value) in [
+            ("PERM_BETA", PERM_BETA),
+            ("STYB_ZSTAR", STYBLINSKI_ZSTAR),
+            ("SCHWEFEL_C", SCHWEFEL_C),
+            ("SCHWEFEL_ZSTAR", SCHWEFEL_ZSTAR),
+        ] {
+            let decl = format!("const {name}: f32 = ");
+            let start = src.find(&decl).unwrap_or_else(|| panic!("no {name}")) + decl.len();
+            let text = &src[start..start + src[start..].find(';').unwrap()];
+            assert_eq!(text.parse::<f32>().unwrap(), value as f32, "{name}");
+        }
+    }
+}

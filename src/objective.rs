@@ -19,9 +19,6 @@ struct ObjParams {
     pad: [u32; 2],
 }
 
-/// Kernel ids: the 13 benchmark functions and the user objective.
-const N_FUNCS: usize = 14;
-
 /// The objective kernel of one batch kind (builtin or one user objective): a generic
 /// pipeline for batches that mix functions, and one per function with `FUNC_SPEC` set,
 /// whose dispatch on the function id folds away (measured about 2x faster per problem
@@ -139,7 +136,10 @@ impl ObjectiveStage {
                 pad: [0; 2],
             },
         );
-        let func = problems.single_func.filter(|&id| (id as usize) < N_FUNCS);
+        // The benchmark functions and the user objective have kernels of their own.
+        let func = problems
+            .single_func
+            .filter(|&id| id <= crate::problem::FUNC_USER);
         let kernel = self.kernel(ctx, func, lanes_for(ctx, problems.max_dim()))?;
         let group = kernel.bind(
             ctx,

@@ -15,6 +15,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use std::sync::Arc;
 
+/// Kernel id of a user objective (`FUNC_USER` in `shaders/shared/problem.wgsl`): the
+/// one after the benchmark functions'.
+pub const FUNC_USER: u32 = Function::ALL.len() as u32;
+
 /// What a problem minimizes.
 #[derive(Clone, Debug)]
 pub enum Objective {
@@ -35,12 +39,13 @@ impl Objective {
         }
     }
 
-    /// Kernel id (`FUNC_USER` = 13 for user objectives).
+    /// Kernel id: the function's, [`FUNC_USER`] for user objectives, one past it for
+    /// pipelines (no kernel of their own).
     pub fn id(&self) -> u32 {
         match self {
             Objective::Builtin(f) => f.id(),
-            Objective::User(_) => 13,
-            Objective::Pipeline(_) => 14,
+            Objective::User(_) => FUNC_USER,
+            Objective::Pipeline(_) => FUNC_USER + 1,
         }
     }
 
@@ -522,7 +527,7 @@ impl GpuProblems {
             desc.push(ProblemDesc {
                 offset,
                 dim: d as u32,
-                func: 13,
+                func: FUNC_USER,
                 rot: u32::MAX,
                 scale: 1.0,
                 inv_width: 1.0,
