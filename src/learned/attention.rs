@@ -21,16 +21,13 @@ use std::sync::Arc;
 
 /// Queries per query block (`BLOCK` in `attention_tiles.wgsl`).
 pub const BLOCK: u32 = 64;
-/// Queries per invocation of a lane kernel: more share each key read, but fewer fill
-/// the block when d is small (measured on lavapipe: 4 is best at d = 32, where 8
-/// wastes half the block, and 8 at d = 1000, 1.6x faster than 4).
+/// Queries per invocation of a lane kernel: more share each key read, but past d they
+/// are wasted, so as many as the largest problem fills, up to 8 (measured on lavapipe:
+/// at d = 32, 4 beat 8, which wastes half the block; at d = 1000, 8 ran 1.6x faster
+/// than 4; at d = 16, 2 took the PES bench's attention from 110 to 93 ms a step).
 /// Either way one workgroup covers a problem's whole query block.
 fn queries_per_lane(dmax: u32) -> u32 {
-    if dmax <= 32 {
-        4
-    } else {
-        8
-    }
+    dmax.div_ceil(LANES).clamp(1, 8)
 }
 /// Invocations of a lane kernel's workgroup: one SIMD vector on lavapipe.
 const LANES: u32 = 8;
@@ -229,7 +226,7 @@ mod tests {
     fn lane_kernels_are_valid_wgsl() {
         let common = compose("learned/attention.wgsl").unwrap();
         for hd4 in 1..=8 {
-            for nq in [4, 8] {
+            for nq in 1..=8 {
                 validate("lanes", &lane_source(&common, hd4, nq)).unwrap();
             }
         }
