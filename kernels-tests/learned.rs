@@ -245,6 +245,29 @@ fn learned_steps_match_the_twin_for_awkward_dimensions() {
     }
 }
 
+/// The batch's largest problem sets how many invocations the features kernel takes
+/// per problem and how many queries an attention invocation holds; neither changes a
+/// bit of a problem's steps. Small problems alone against the same with a d = 100 one.
+#[test]
+fn learned_steps_do_not_depend_on_the_batchs_largest_problem() {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let small = problems(&[1, 2, 5, 8, 13, 24, 40]);
+    let mut mixed = small.clone();
+    mixed.extend(problems(&[100]));
+    for kind in [ModelKind::Optimus, ModelKind::Lopt] {
+        let m = model(kind, 11);
+        let (a, b) = (
+            run_gpu(&small, &m, 6, Tiling::for_device(ctx())),
+            run_gpu(&mixed, &m, 6, Tiling::for_device(ctx())),
+        );
+        for (k, p) in small.iter().enumerate() {
+            let what = format!("{kind:?} on {} d={}", p.objective.name(), p.dim);
+            assert_eq!(bits(&a[k].gaps), bits(&b[k].gaps), "{what}: gaps");
+            assert_eq!(bits(&a[k].x), bits(&b[k].x), "{what}: final point");
+        }
+    }
+}
+
 /// A lane layout whose MLP is too wide for a lane kernel runs those layers with the
 /// block kernel (and their LayerNorm as its own pass); the step must not change.
 #[test]

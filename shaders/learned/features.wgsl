@@ -58,6 +58,9 @@ const NORM_K: f32 = 9.094947017729282e-13;
 // Slot of s; y follows it. Both are normalized, in channels 22 and 23 of `sq`.
 const SECANT_SLOT: u32 = 35u;
 
+// The channels' sums of squares per slot, for the tree of the normalization.
+var<workgroup> sq_buf: array<array<vec4<f32>, 6>, SLOTS>;
+
 fn rs(v: f32) -> f32 {
     return inverseSqrt(v);
 }
@@ -86,68 +89,90 @@ fn main(
     let d = prob.dim;
     let off = prob.offset;
     let n = params.n_total;
-    var sq: array<f32, 24>;
     let has_prev = params.secant == 1u && st.iter > 0u;
     let nf = params.n_features;
     let want_sy = nf > SECANT_SLOT;
-    for (var i = lid; i < d; i += WG) {
-        let gi = g[off + i];
-        let betas = vec3<f32>(0.9, 0.99, 0.999);
-        var m: array<f32, 3>;
-        var r: array<f32, 3>;
-        for (var k = 0u; k < 3u; k++) {
-            let mk = betas[k] * acc[k * n + off + i] + (1.0 - betas[k]) * gi;
-            acc[k * n + off + i] = mk;
-            m[k] = mk;
-            let rk = betas[k] * acc[(4u + k) * n + off + i] + (1.0 - betas[k]) * (gi * gi + 1e-30);
-            acc[(4u + k) * n + off + i] = rk;
-            r[k] = rk;
-        }
-        if params.diagonal == 1u {
-            mat[params.metric_off + off + i] = rs(r[1]);
-        }
-        let v = 0.999 * acc[3u * n + off + i] + 0.001 * gi * gi;
-        acc[3u * n + off + i] = v;
-        var f: array<f32, 22>;
-        f[0] = gi;
-        f[1] = x[off + i];
-        for (var k = 0u; k < 3u; k++) {
-            f[2u + k] = m[k];
-            f[6u + k] = m[k] * rs(v + 1e-6);
-            f[10u + k] = gi * rs(r[k] + 1e-9);
-            f[13u + k] = r[k];
-            f[16u + k] = rs(r[k] + 1e-8);
-            f[19u + k] = m[k] * rs(r[k] + 1e-6);
-        }
-        f[5] = v;
-        f[9] = rs(v + 1e-6);
-        let base = (off + i) * params.stride;
-        for (var c = 0u; c < ND; c++) {
-            feat[base + c] = f[c];
-            let fk = f[c] * NORM_K;
-            sq[c] += fk * fk;
-        }
-        if want_sy {
-            var sy = vec2<f32>(0.0);
-            if has_prev {
-                sy = vec2<f32>(
-                    x[off + i] - mat[params.prev_off + off + i],
-                    gi - mat[params.prev_off + n + off + i]
-                );
+    // The channels' sums of squares add as 32 invocations would whatever WG is
+    // (`kernel::lanes_for`): each of the 32 slots sums coordinates slot, slot + 32, ...
+    // in order, and the slots then add as a tree, so the bits are the same on every
+    // device. This invocation fills slots lid, lid + WG, ...
+    for (var slot = lid; slot < SLOTS; slot += WG) {
+        var sq: array<f32, 24>;
+        for (var i = slot; i < d; i += SLOTS) {
+            let gi = g[off + i];
+            let betas = vec3<f32>(0.9, 0.99, 0.999);
+            var m: array<f32, 3>;
+            var r: array<f32, 3>;
+            for (var k = 0u; k < 3u; k++) {
+                let mk = betas[k] * acc[k * n + off + i] + (1.0 - betas[k]) * gi;
+                acc[k * n + off + i] = mk;
+                m[k] = mk;
+                let rk = betas[k] * acc[(4u + k) * n + off + i] + (1.0 - betas[k]) * (gi * gi + 1e-30);
+                acc[(4u + k) * n + off + i] = rk;
+                r[k] = rk;
             }
-            feat[base + SECANT_SLOT] = sy.x;
-            feat[base + SECANT_SLOT + 1u] = sy.y;
-            let syk = sy * NORM_K;
-            sq[ND] += syk.x * syk.x;
-            sq[ND + 1u] += syk.y * syk.y;
+            if params.diagonal == 1u {
+                mat[params.metric_off + off + i] = rs(r[1]);
+            }
+            let v = 0.999 * acc[3u * n + off + i] + 0.001 * gi * gi;
+            acc[3u * n + off + i] = v;
+            var f: array<f32, 22>;
+            f[0] = gi;
+            f[1] = x[off + i];
+            for (var k = 0u; k < 3u; k++) {
+                f[2u + k] = m[k];
+                f[6u + k] = m[k] * rs(v + 1e-6);
+                f[10u + k] = gi * rs(r[k] + 1e-9);
+                f[13u + k] = r[k];
+                f[16u + k] = rs(r[k] + 1e-8);
+                f[19u + k] = m[k] * rs(r[k] + 1e-6);
+            }
+            f[5] = v;
+            f[9] = rs(v + 1e-6);
+            let base = (off + i) * params.stride;
+            for (var c = 0u; c < ND; c++) {
+                feat[base + c] = f[c];
+                let fk = f[c] * NORM_K;
+                sq[c] += fk * fk;
+            }
+            if want_sy {
+                var sy = vec2<f32>(0.0);
+                if has_prev {
+                    sy = vec2<f32>(
+                        x[off + i] - mat[params.prev_off + off + i],
+                        gi - mat[params.prev_off + n + off + i]
+                    );
+                }
+                feat[base + SECANT_SLOT] = sy.x;
+                feat[base + SECANT_SLOT + 1u] = sy.y;
+                let syk = sy * NORM_K;
+                sq[ND] += syk.x * syk.x;
+                sq[ND + 1u] += syk.y * syk.y;
+            }
+        }
+        for (var q = 0u; q < 6u; q++) {
+            sq_buf[slot][q] = vec4<f32>(sq[4u * q], sq[4u * q + 1u], sq[4u * q + 2u], sq[4u * q + 3u]);
         }
     }
-    // Normalization of each channel by its root mean square over the problem's coordinates.
+    // Normalization of each channel by its root mean square over the problem's
+    // coordinates: the 24 channels' sums in one tree over the slots (a level whose
+    // stride is a multiple of WG adds one invocation's own slots: no barrier).
+    for (var s = SLOTS / 2u; s > 0u; s = s >> 1u) {
+        if s < WG {
+            workgroupBarrier();
+        }
+        for (var t = lid; t < s; t += WG) {
+            for (var q = 0u; q < 6u; q++) {
+                sq_buf[t][q] = sq_buf[t][q] + sq_buf[t + s][q];
+            }
+        }
+    }
+    workgroupBarrier();
     var scale: array<f32, 24>;
-    for (var c4 = 0u; c4 < 24u; c4 += 4u) {
-        let s = wg_sum4(lid, vec4<f32>(sq[c4], sq[c4 + 1u], sq[c4 + 2u], sq[c4 + 3u]));
+    for (var q = 0u; q < 6u; q++) {
+        let s = sq_buf[0][q];
         for (var k = 0u; k < 4u; k++) {
-            scale[c4 + k] = NORM_K * rs(1e-5 * NORM_K * NORM_K + s[k] / f32(d));
+            scale[4u * q + k] = NORM_K * rs(1e-5 * NORM_K * NORM_K + s[k] / f32(d));
         }
     }
     let t = f32(st.iter);

@@ -16,7 +16,7 @@ use super::linear::{
 use super::model::{Model, ModelConfig, ModelKind, StepRule};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernel::Kernel;
+use crate::kernel::{compose, lanes_for, Kernel};
 use crate::problem::GpuProblems;
 use std::sync::Arc;
 
@@ -28,7 +28,8 @@ const MAX_GROUPS: u32 = 65535;
 
 /// The learned optimizers' kernels, built once.
 pub struct LearnedKernels {
-    features: Arc<Kernel>,
+    /// `features.wgsl`, composed; each net builds it with its batch's `WG`.
+    features: String,
     linear: LinearKernels,
     layernorm: Arc<Kernel>,
     /// Attention pipelines by head width, built on first use: a constant head width
@@ -58,7 +59,7 @@ impl LearnedKernels {
         }
         Ok(Self {
             project: Kernel::from_shader(ctx, "pes/project.wgsl")?,
-            features: Kernel::from_shader(ctx, "learned/features.wgsl")?,
+            features: compose("learned/features.wgsl")?,
             linear: LinearKernels::new(tiling)?,
             layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl")?,
             attention: AttentionKernels::new(tiling)?,
@@ -214,6 +215,9 @@ pub struct LearnedNet {
     linear: Vec<Arc<Kernel>>,
     /// The attention pipeline the step uses (transformers only).
     attention: Option<Arc<Kernel>>,
+    /// The features pipeline, with as few invocations per problem as the batch allows
+    /// ([`crate::kernel::lanes_for`]; the results do not depend on it).
+    features: Arc<Kernel>,
     /// Accumulators and preconditioner with their initial contents, for `reset`.
     pub(crate) acc: wgpu::Buffer,
     pub(crate) mat: wgpu::Buffer,
@@ -298,7 +302,13 @@ impl LearnedNet {
                 metric_off: ml.metric_off as u32,
             },
         );
-        let feat_group = kernels.features.bind(
+        let features = Kernel::with_constants(
+            ctx,
+            "learned/features.wgsl",
+            &kernels.features,
+            &[("WG", lanes_for(ctx, problems.max_dim()) as f64)],
+        )?;
+        let feat_group = features.bind(
             ctx,
             &[
                 &fp,
@@ -384,6 +394,7 @@ impl LearnedNet {
             ops,
             linear,
             attention,
+            features,
             acc,
             mat,
             mat_init: ml.host,
@@ -469,7 +480,7 @@ impl LearnedNet {
     ) {
         let (stage, group, grid) = &self.ops[k];
         let kernel = match stage {
-            Stage::Features => &kernels.features,
+            Stage::Features => &self.features,
             Stage::Linear(_, k) => &self.linear[*k],
             Stage::Project => &kernels.project,
             Stage::LayerNorm => &kernels.layernorm,
