@@ -245,17 +245,23 @@ fn learned_steps_match_the_twin_for_awkward_dimensions() {
     }
 }
 
-/// The batch's largest problem sets how many invocations the features kernel takes
-/// per problem and how many queries an attention invocation holds; neither changes a
-/// bit of a problem's steps. Small problems alone against the same with a d = 100 one.
+/// The batch's largest problem sets how many invocations the features and step
+/// kernels take per problem and how many queries an attention invocation holds; none
+/// changes a bit of a problem's steps (the secant length's and the learned scale's
+/// sums included). Small problems alone against the same with a d = 100 one.
 #[test]
 fn learned_steps_do_not_depend_on_the_batchs_largest_problem() {
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let small = problems(&[1, 2, 5, 8, 13, 24, 40]);
     let mut mixed = small.clone();
     mixed.extend(problems(&[100]));
-    for kind in [ModelKind::Optimus, ModelKind::Lopt] {
-        let m = model(kind, 11);
+    for m in [
+        model(ModelKind::Optimus, 11),
+        model(ModelKind::Lopt, 11),
+        secant_model(ModelKind::Optimus, 11, true),
+        scale_model(ModelKind::Optimus0, 11, 0.5, 0.0, 0.05),
+    ] {
+        let kind = m.config.kind;
         let (a, b) = (
             run_gpu(&small, &m, 6, Tiling::for_device(ctx())),
             run_gpu(&mixed, &m, 6, Tiling::for_device(ctx())),

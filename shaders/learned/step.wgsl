@@ -97,11 +97,11 @@ fn main(
         let su = lp.scratch_off;
         let inv_sqrt_d = inverseSqrt(f32(d));
         if lp.lambda_scale > 0.0 {
-            var r = 0.0;
+            var r = slots_new();
             for (var i = lid; i < d; i += WG) {
-                r += net_out[(off + i) * o + lp.scale_col];
+                slot_add(&r, (i - lid) / WG, vec4<f32>(net_out[(off + i) * o + lp.scale_col]));
             }
-            let mean = wg_sum(lid, r) / f32(d);
+            let mean = slots_sum(lid, r).x / f32(d);
             st.log_scale = clamp(
                 st.log_scale + lp.lambda_scale * tanh(mean), -LOG_SCALE_MAX, LOG_SCALE_MAX
             );
@@ -113,7 +113,7 @@ fn main(
             let px = su + 2u * n + off;
             let pg = su + 3u * n + off;
             // sᵀy, Σ h y², Σ (h g)².
-            var acc = vec4<f32>(0.0);
+            var acc = slots_new();
             for (var i = lid; i < d; i += WG) {
                 let gi = g[off + i];
                 let xi = x[off + i];
@@ -121,11 +121,11 @@ fn main(
                 let yi = gi - mat[pg + i];
                 let hi = metric(off + i);
                 let hg = hi * gi;
-                acc += vec4<f32>(si * yi, hi * yi * yi, hg * hg, 0.0);
+                slot_add(&acc, (i - lid) / WG, vec4<f32>(si * yi, hi * yi * yi, hg * hg, 0.0));
                 mat[px + i] = xi;
                 mat[pg + i] = gi;
             }
-            let r = wg_sum4(lid, acc);
+            let r = slots_sum(lid, acc);
             let log_rms_g = 0.5 * log(r.z / f32(d));
             inv_rms_g = select(0.0, exp(-log_rms_g), r.z > 0.0);
             if st.iter > 0u && r.x > 0.0 && r.y > 0.0 && r.z > 0.0 {

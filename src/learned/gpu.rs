@@ -35,7 +35,8 @@ pub struct LearnedKernels {
     /// Attention pipelines by head width, built on first use: a constant head width
     /// lets the loops over it unroll into registers (measured 2x faster on lavapipe).
     attention: AttentionKernels,
-    step: Arc<Kernel>,
+    /// `step.wgsl`, composed; each net builds it with its batch's `WG`.
+    step: String,
     precondition: Arc<Kernel>,
     /// x·a of the rank-one perturbations (meta-training only).
     project: Arc<Kernel>,
@@ -64,7 +65,7 @@ impl LearnedKernels {
             layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl")?,
             attention: AttentionKernels::new(tiling)?,
             precondition: Kernel::from_shader(ctx, "learned/precondition.wgsl")?,
-            step: Kernel::from_shader(ctx, "learned/step.wgsl")?,
+            step: compose("learned/step.wgsl")?,
         })
     }
 }
@@ -215,9 +216,10 @@ pub struct LearnedNet {
     linear: Vec<Arc<Kernel>>,
     /// The attention pipeline the step uses (transformers only).
     attention: Option<Arc<Kernel>>,
-    /// The features pipeline, with as few invocations per problem as the batch allows
-    /// ([`crate::kernel::lanes_for`]; the results do not depend on it).
+    /// The features and step pipelines, with as few invocations per problem as the
+    /// batch allows ([`crate::kernel::lanes_for`]; the results do not depend on it).
     features: Arc<Kernel>,
+    step: Arc<Kernel>,
     /// Accumulators and preconditioner with their initial contents, for `reset`.
     pub(crate) acc: wgpu::Buffer,
     pub(crate) mat: wgpu::Buffer,
@@ -302,12 +304,10 @@ impl LearnedNet {
                 metric_off: ml.metric_off as u32,
             },
         );
-        let features = Kernel::with_constants(
-            ctx,
-            "learned/features.wgsl",
-            &kernels.features,
-            &[("WG", lanes_for(ctx, problems.max_dim()) as f64)],
-        )?;
+        let lanes = [("WG", lanes_for(ctx, problems.max_dim()) as f64)];
+        let features =
+            Kernel::with_constants(ctx, "learned/features.wgsl", &kernels.features, &lanes)?;
+        let step = Kernel::with_constants(ctx, "learned/step.wgsl", &kernels.step, &lanes)?;
         let feat_group = features.bind(
             ctx,
             &[
@@ -356,7 +356,7 @@ impl LearnedNet {
                 pad: 0,
             },
         );
-        let step_group = kernels.step.bind(
+        let step_group = step.bind(
             ctx,
             &[
                 bufs.opt_params,
@@ -395,6 +395,7 @@ impl LearnedNet {
             linear,
             attention,
             features,
+            step,
             acc,
             mat,
             mat_init: ml.host,
@@ -488,7 +489,7 @@ impl LearnedNet {
                 .attention
                 .as_ref()
                 .expect("made in LearnedNet::new with the attention stage"),
-            Stage::Step => &kernels.step,
+            Stage::Step => &self.step,
             Stage::Precondition => &kernels.precondition,
         };
         match stage {
