@@ -138,7 +138,7 @@ fn mixed_batch() -> Vec<ProblemSpec> {
 #[test]
 fn gpu_trajectories_match_cpu_twins() {
     let problems = mixed_batch();
-    for method in Method::CLASSIC {
+    for &method in Method::CLASSIC {
         let mut cfg = OptimizerConfig::new(method);
         cfg.lr = if method == Method::Adam { 1e-2 } else { 1e-4 };
         let steps = if method.has_lr() { 30 } else { 8 };

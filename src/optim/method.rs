@@ -75,15 +75,8 @@ impl Method {
         Method::OptimusHybrid,
     ];
 
-    /// The classic methods, which need no model.
-    pub const CLASSIC: [Method; 6] = [
-        Method::Gd,
-        Method::Momentum,
-        Method::Nesterov,
-        Method::Adam,
-        Method::Bfgs,
-        Method::Lbfgs,
-    ];
+    /// The classic methods, which need no model: the first six of [`Method::ALL`].
+    pub const CLASSIC: &[Method] = Method::ALL.split_at(6).0;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -299,5 +292,15 @@ mod tests {
         }
         let rules: Vec<FirstOrder> = Method::ALL.iter().filter_map(|m| m.first_order()).collect();
         assert_eq!(rules.len(), 4, "every rule is some method's");
+    }
+
+    /// `CLASSIC` is every method that needs no model.
+    #[test]
+    fn classic_methods_are_those_without_a_model() {
+        let classic: Vec<Method> = Method::ALL
+            .into_iter()
+            .filter(|m| m.model_kind().is_none())
+            .collect();
+        assert_eq!(classic, Method::CLASSIC);
     }
 }
