@@ -18,14 +18,15 @@ pub const WORKGROUP: u32 = 32;
 
 /// Invocations per problem for a batch whose largest problem has `max_dim`
 /// coordinates: the power of two that covers it, at most [`WORKGROUP`], and on a CPU
-/// device at most one subgroup (at least 8) up to d = [`NARROW_MAX_DIM`]. The objective and
-/// first-order kernels take it as `WG`. On lavapipe a workgroup costs about its number
-/// of invocations whatever they do (measured: Adam at d = 4 runs 2.5–2.8x faster with
-/// 4 than with 32), and one wider than its 8-wide vectors switches between them at
-/// every barrier: at d = 32 the objective runs 1.4x and an Adam step 1.8x faster with 8
-/// than with 32 (`cargo bench --bench engine`). Results do not depend on `WG`: the
-/// objective sums over coordinates in the order of 32 invocations (`slots_sum` in
-/// `shared/reduce.wgsl`), and the first-order kernels only count.
+/// device at most one subgroup (but at least 8) up to d = [`NARROW_MAX_DIM`]. The
+/// objective, first-order, features and learned-step kernels take it as `WG`. On
+/// lavapipe a workgroup costs about its number of invocations whatever they do
+/// (measured: Adam at d = 4 runs 2.5–2.8x faster with 4 than with 32), and one wider
+/// than its 8-wide vectors switches between them at every barrier: at d = 32 the
+/// objective runs 1.4x and an Adam step 1.8x faster with 8 than with 32 (`cargo bench
+/// --bench engine`). Results do not depend on `WG`: sums over coordinates add in the
+/// order of 32 invocations (`Slots` in `shared/reduce.wgsl`, and the features
+/// kernel's slots), and the first-order kernels only count.
 pub fn lanes_for(ctx: &GpuContext, max_dim: u32) -> u32 {
     let info = ctx.device.adapter_info();
     let cap = if info.device_type == wgpu::DeviceType::Cpu
