@@ -1,5 +1,5 @@
 // Optimus's rank-one preconditioner, after `step.wgsl` wrote s and u: B ← B + u uᵀ and
-// x ← x − B s. One invocation per row of B, a workgroup per block of 64 rows of one
+// x ← x − B s. One invocation per four rows of B, a workgroup per block of 64 rows of one
 // problem, so each invocation loops over d columns only (lavapipe stops any invocation
 // after 65 535 loop iterations in all, which a whole-matrix loop per problem passes at
 // d ≈ 1000). CPU twin: the preconditioner part of `learned::cpu::step`.
@@ -21,7 +21,12 @@ struct PrecondParams {
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> mat: array<f32>;
 
-@compute @workgroup_size(64)
+// Invocations of a workgroup, each updating four rows of its block (the four share
+// every read of u_j and s_j): 16 for blocks of 64 rows, fewer when every problem of the
+// batch is smaller (set per batch by `LearnedNet::new`).
+override WGP: u32 = 16u;
+
+@compute @workgroup_size(WGP)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -34,21 +39,50 @@ fn main(
     let blk = blocks[b];
     let off = blk.x;
     let d = blk.y;
-    let i = blk.z + lid;
     let st = state[blk.w];
     // Problems that stopped this pass (or earlier) took no step.
-    if st.status != ST_RUNNING || i >= d {
+    if st.status != ST_RUNNING || blk.z + lid >= d {
         return;
     }
     let s0 = pp.scratch_off + off;
     let u0 = pp.scratch_off + pp.n_total + off;
-    let ui = mat[u0 + i];
-    let row = st.moff + i * d;
-    var bs = 0.0;
+    // Rows lid, lid + WGP, lid + 2 WGP and lid + 3 WGP of the block; those past d are
+    // computed on row d − 1 and not written.
+    let i0 = blk.z + lid;
+    let i1 = min(i0 + WGP, d - 1u);
+    let i2 = min(i0 + 2u * WGP, d - 1u);
+    let i3 = min(i0 + 3u * WGP, d - 1u);
+    let live = vec3<bool>(i0 + WGP < d, i0 + 2u * WGP < d, i0 + 3u * WGP < d);
+    let ui = vec4<f32>(mat[u0 + i0], mat[u0 + i1], mat[u0 + i2], mat[u0 + i3]);
+    let r0 = st.moff + i0 * d;
+    let r1 = st.moff + i1 * d;
+    let r2 = st.moff + i2 * d;
+    let r3 = st.moff + i3 * d;
+    var bs = vec4<f32>(0.0);
     for (var j = 0u; j < d; j++) {
-        let bij = mat[row + j] + ui * mat[u0 + j];
-        mat[row + j] = bij;
-        bs += bij * mat[s0 + j];
+        let uj = mat[u0 + j];
+        let sj = mat[s0 + j];
+        let bij = vec4<f32>(mat[r0 + j], mat[r1 + j], mat[r2 + j], mat[r3 + j]) + ui * uj;
+        mat[r0 + j] = bij.x;
+        if live.x {
+            mat[r1 + j] = bij.y;
+        }
+        if live.y {
+            mat[r2 + j] = bij.z;
+        }
+        if live.z {
+            mat[r3 + j] = bij.w;
+        }
+        bs += bij * sj;
     }
-    x[off + i] -= bs;
+    x[off + i0] -= bs.x;
+    if live.x {
+        x[off + i1] -= bs.y;
+    }
+    if live.y {
+        x[off + i2] -= bs.z;
+    }
+    if live.z {
+        x[off + i3] -= bs.w;
+    }
 }

@@ -37,7 +37,8 @@ pub struct LearnedKernels {
     attention: AttentionKernels,
     /// `step.wgsl`, composed; each net builds it with its batch's `WG`.
     step: String,
-    precondition: Arc<Kernel>,
+    /// `precondition.wgsl`, composed; each net builds it for its batch's row blocks.
+    precondition: String,
     /// x·a of the rank-one perturbations (meta-training only).
     project: Arc<Kernel>,
 }
@@ -64,7 +65,7 @@ impl LearnedKernels {
             linear: LinearKernels::new(tiling)?,
             layernorm: Kernel::from_shader(ctx, "learned/layernorm.wgsl")?,
             attention: AttentionKernels::new(tiling)?,
-            precondition: Kernel::from_shader(ctx, "learned/precondition.wgsl")?,
+            precondition: compose("learned/precondition.wgsl")?,
             step: compose("learned/step.wgsl")?,
         })
     }
@@ -220,6 +221,9 @@ pub struct LearnedNet {
     /// batch allows ([`crate::kernel::lanes_for`]; the results do not depend on it).
     features: Arc<Kernel>,
     step: Arc<Kernel>,
+    /// The preconditioner's pipeline (Optimus), with as many invocations per block as
+    /// the batch's largest problem fills.
+    preconditioner: Option<Arc<Kernel>>,
     /// Accumulators and preconditioner with their initial contents, for `reset`.
     pub(crate) acc: wgpu::Buffer,
     pub(crate) mat: wgpu::Buffer,
@@ -372,15 +376,24 @@ impl LearnedNet {
             ],
         );
         b.push(Stage::Step, step_group, [0, 0, 0], lp);
+        let mut preconditioner = None;
         if precondition {
             let pp = ctx.uniform(
                 "precondition params",
                 &[blocks.len() as u32, n, ml.scratch_off as u32, 0],
             );
-            let group = kernels
-                .precondition
-                .bind(ctx, &[&pp, &blocks_buf, bufs.state, bufs.x, &mat]);
+            // Four rows per invocation, as many invocations as the largest problem's
+            // first block fills (16 for blocks of 64 rows).
+            let wgp = problems.max_dim().next_power_of_two().min(ATTN_BLOCK) / 4;
+            let kernel = Kernel::with_constants(
+                ctx,
+                "learned/precondition.wgsl",
+                &kernels.precondition,
+                &[("WGP", wgp.max(1) as f64)],
+            )?;
+            let group = kernel.bind(ctx, &[&pp, &blocks_buf, bufs.state, bufs.x, &mat]);
             b.push(Stage::Precondition, group, block_grid, pp);
+            preconditioner = Some(kernel);
         }
         let ops = b.ops;
         let linear = b.linear;
@@ -396,6 +409,7 @@ impl LearnedNet {
             attention,
             features,
             step,
+            preconditioner,
             acc,
             mat,
             mat_init: ml.host,
@@ -490,7 +504,10 @@ impl LearnedNet {
                 .as_ref()
                 .expect("made in LearnedNet::new with the attention stage"),
             Stage::Step => &self.step,
-            Stage::Precondition => &kernels.precondition,
+            Stage::Precondition => self
+                .preconditioner
+                .as_ref()
+                .expect("made in LearnedNet::new with the preconditioner stage"),
         };
         match stage {
             Stage::Features | Stage::Step => kernel.dispatch_problems(pass, group, n_problems),
