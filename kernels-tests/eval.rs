@@ -90,7 +90,11 @@ fn bad_eval_configs_are_explained() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/eval.ron")).unwrap();
     let shipped = EvalConfig::from_ron(&text, "assets/eval.ron").unwrap();
-    assert_eq!(shipped.dims, EvalConfig::default().dims);
+    assert_eq!(
+        shipped,
+        EvalConfig::default(),
+        "assets/eval.ron documents the defaults"
+    );
 }
 
 #[test]

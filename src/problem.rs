@@ -75,7 +75,7 @@ impl Objective {
 }
 
 /// How problems are drawn around a benchmark function.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SampleOptions {
     /// Shift of the minimizer, as a fraction of the start domain's half-width.

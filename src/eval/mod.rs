@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// What to evaluate. Every field has a default; a RON file or flags override them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     /// Benchmark functions by name (ignored when `objective` is set).
