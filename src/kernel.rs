@@ -11,9 +11,10 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// Invocations per workgroup in every kernel (the `WG` override of
+/// Invocations per workgroup of the per-problem kernels (the `WG` override of
 /// `shared/reduce.wgsl`). Each workgroup owns one problem and loops over its
-/// coordinates, so this is independent of the problem dimension.
+/// coordinates; the objective, first-order, features and learned-step kernels take
+/// fewer for small problems or CPU devices ([`lanes_for`]).
 pub const WORKGROUP: u32 = 32;
 
 /// Invocations per problem for a batch whose largest problem has `max_dim`
@@ -62,7 +63,7 @@ pub fn fewest_lanes(d: u32) -> u32 {
 /// it, 32 invocations share the work, so that one invocation's loops stay under
 /// lavapipe's limit ([`GpuContext::loop_limit`]; Perm at d = 300 takes d²/`WG` · log d
 /// iterations).
-pub const NARROW_MAX_DIM: u32 = 64;
+const NARROW_MAX_DIM: u32 = 64;
 
 /// Workgroups per dimension of a dispatch (the WebGPU default limit).
 const MAX_GROUPS_X: u32 = 65535;

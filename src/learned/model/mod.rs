@@ -161,9 +161,11 @@ impl Model {
         Ok(())
     }
 
-    fn safetensors_bytes(&self) -> Result<Vec<u8>> {
-        let specs = self.config.tensors();
-        let bytes: Vec<Vec<u8>> = specs
+    /// Each tensor's weights as little-endian f32 bytes, in [`ModelConfig::tensors`]'s
+    /// order.
+    fn tensor_bytes(&self) -> Vec<Vec<u8>> {
+        self.config
+            .tensors()
             .iter()
             .map(|s| {
                 self.weights[s.range()]
@@ -171,7 +173,12 @@ impl Model {
                     .flat_map(|v| v.to_le_bytes())
                     .collect()
             })
-            .collect();
+            .collect()
+    }
+
+    fn safetensors_bytes(&self) -> Result<Vec<u8>> {
+        let specs = self.config.tensors();
+        let bytes = self.tensor_bytes();
         let views = specs
             .iter()
             .zip(&bytes)

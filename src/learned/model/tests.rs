@@ -385,15 +385,7 @@ fn load_reports_missing_and_unexpected_tensors() {
     m.save(&dir.0).unwrap();
     // Rewrite the weights without head.bias, with an extra tensor and an F64 tensor.
     let specs = m.config.tensors();
-    let data: Vec<Vec<u8>> = specs
-        .iter()
-        .map(|s| {
-            m.weights[s.range()]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
-        })
-        .collect();
+    let data = m.tensor_bytes();
     let extra = vec![0u8; 8];
     let mut views: Vec<(String, TensorView)> = specs
         .iter()
