@@ -63,7 +63,7 @@ pub fn fewest_lanes(d: u32) -> u32 {
 /// it, 32 invocations share the work, so that one invocation's loops stay under
 /// lavapipe's limit ([`GpuContext::loop_limit`]; Perm at d = 300 takes d²/`WG` · log d
 /// iterations).
-const NARROW_MAX_DIM: u32 = 64;
+pub const NARROW_MAX_DIM: u32 = 64;
 
 /// Workgroups per dimension of a dispatch (the WebGPU default limit).
 const MAX_GROUPS_X: u32 = 65535;

@@ -90,7 +90,7 @@ fn arrivals_at_level(a: &Cell, b: &Cell) -> Option<(usize, usize)> {
 }
 
 /// How many times sooner `a` reaches what `b` ends at: b's arrival iteration over a's
-/// (at least 1), see [`arrivals_at_level`].
+/// (at least 1), see `arrivals_at_level`.
 pub fn speedup_to_level(a: &Cell, b: &Cell) -> Option<f64> {
     let (ta, tb) = arrivals_at_level(a, b)?;
     Some(tb as f64 / ta.max(1) as f64)
