@@ -8,7 +8,7 @@
 //! (one subgroup) of 8 invocations holding 4 or 8 queries each of one problem and head;
 //! the invocations load a tile of key and value rows together, a share each, and pass
 //! them to all with subgroup broadcasts, so every read serves all 32 or 64 queries.
-//! Keys go in tiles of [`KEY_TILE`] so the running maximum and sums are rescaled once
+//! Keys go in tiles of `KEY_TILE` so the running maximum and sums are rescaled once
 //! per tile. The code is generated per head width, straight-line over queries, keys of
 //! a tile and channels.
 

@@ -152,7 +152,7 @@ pub fn layernorm(x: &[f64], n: usize, gamma: &[f32], beta: &[f32]) -> Vec<f64> {
 }
 
 /// Multi-head self-attention over the d tokens of one problem, from the fused
-/// projections qkv ([d][3w]: q | k | v, heads side by side). Softmax over all of the
+/// projections qkv (`[d][3w]`: q | k | v, heads side by side). Softmax over all of the
 /// problem's tokens, scaled by 1/√(head width); no positional encoding, so the result
 /// is permutation-equivariant (twin of `attention.wgsl`).
 pub fn attention(qkv: &[f64], w: usize, heads: usize) -> Vec<f64> {
@@ -195,7 +195,7 @@ fn add(a: &mut [f64], b: &[f64]) {
     }
 }
 
-/// The network's per-token outputs ([d][O]: direction, magnitude, for Optimus the
+/// The network's per-token outputs (`[d][O]`: direction, magnitude, for Optimus the
 /// rank-one component, and ρ for a learned step scale) for one problem's features.
 pub fn forward(model: &Model, feats: &[Features]) -> Vec<f64> {
     let cfg = &model.config;

@@ -70,7 +70,7 @@ impl Tiling {
 }
 
 /// Whether `ctx`'s device can run the lane kernels: subgroup operations, with
-/// subgroups of at least [`MAX_LANES`] invocations.
+/// subgroups of at least `MAX_LANES` invocations.
 pub fn lanes_supported(ctx: &GpuContext) -> bool {
     ctx.device.features().contains(wgpu::Features::SUBGROUP)
         && ctx.device.adapter_info().subgroup_min_size >= MAX_LANES

@@ -326,7 +326,7 @@ impl<'a> GpuRun<'a> {
         })
     }
 
-    /// Submits `n` passes, in submits of [`PASSES_PER_SUBMIT`].
+    /// Submits `n` passes, in submits of `PASSES_PER_SUBMIT`.
     pub fn submit_passes(&self, ctx: &GpuContext, n: u32) {
         let mut left = n;
         while left > 0 {
