@@ -24,6 +24,7 @@ use crate::objective::{Evaluator, ObjectiveStage};
 use crate::optim::{GpuRun, Guarding, Kernels, Method, OptimizerConfig, Status};
 use crate::problem::mix_seed;
 use crate::problem::ProblemSpec;
+use crate::user_objective::UserObjective;
 use checkpoint::{CheckpointMeta, LogRow, CHECKPOINT_FILE, CHECKPOINT_VERSION};
 use config::{TaskSampler, TrainConfig};
 use pes::{PesEngine, PesKernels, PesSettings};
@@ -293,6 +294,16 @@ fn resolve_configs(
     }
     cfg.validate()?;
     model_cfg.validate()?;
+    if let (Some(g), false) = (cfg.guarding(), model_cfg.kind == ModelKind::Optimus) {
+        let (field, what) = match g {
+            Guarding::Guard => ("guard", "behind the loss guard"),
+            Guarding::Hybrid => ("hybrid", "taking turns with L-BFGS"),
+        };
+        return Err(Error::Config(format!(
+            "{field}: true trains Optimus {what}, but the model is a {} model; use --model optimus or drop {field}",
+            model_cfg.kind
+        )));
+    }
     if opts.batch < 2 || !opts.batch.is_multiple_of(2) {
         return Err(Error::Config(format!(
             "--batch must be an even number of particles ≥ 2 (antithetic pairs), got {}",
@@ -403,6 +414,24 @@ fn restore(
     Ok(())
 }
 
+/// A resumed run must train on the user objective its checkpoint was written with.
+fn check_objective_unchanged(
+    meta: &CheckpointMeta,
+    user: Option<&UserObjective>,
+    out: &Path,
+) -> Result<()> {
+    if meta.objective_source.as_deref() == user.map(|u| u.source.as_str()) {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{} has changed since the checkpoint in {} was written, so resuming would \
+         train on another objective; restore the file or start a new run (another \
+         --out)",
+        user.map_or("the objective", |u| u.path.as_str()),
+        out.display()
+    )))
+}
+
 /// Runs (or resumes) meta-training. `stop` set (Ctrl-C) ends the run after the current
 /// meta-iteration with a checkpoint.
 pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result<TrainSummary> {
@@ -410,16 +439,6 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
     let ckpt_path = opts.out.join(CHECKPOINT_FILE);
     let (cfg, model_cfg, resumed) = resolve_configs(opts, &ckpt_path)?;
-    if let (Some(g), false) = (cfg.guarding(), model_cfg.kind == ModelKind::Optimus) {
-        let (field, what) = match g {
-            Guarding::Guard => ("guard", "behind the loss guard"),
-            Guarding::Hybrid => ("hybrid", "taking turns with L-BFGS"),
-        };
-        return Err(Error::Config(format!(
-            "{field}: true trains Optimus {what}, but the model is a {} model; use --model optimus or drop {field}",
-            model_cfg.kind
-        )));
-    }
     let pairs = opts.batch / 2;
     let mut tasks = Tasks::new(&cfg)?;
     let dims: Vec<usize> = (0..pairs).map(|i| tasks.slot_dim(cfg.seed, i)).collect();
@@ -429,15 +448,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         Tasks::Motion { .. } => None,
     };
     if let Some((meta, _)) = &resumed {
-        if meta.objective_source.as_deref() != user.as_deref().map(|u| u.source.as_str()) {
-            return Err(Error::Config(format!(
-                "{} has changed since the checkpoint in {} was written, so resuming would \
-                 train on another objective; restore the file or start a new run (another \
-                 --out)",
-                user.as_deref().map_or("the objective", |u| u.path.as_str()),
-                opts.out.display()
-            )));
-        }
+        check_objective_unchanged(meta, user.as_deref(), &opts.out)?;
     }
     let stage = ObjectiveStage::new(ctx, user.as_deref())?;
     let pes_kernels = PesKernels::new(ctx)?;
@@ -473,22 +484,8 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         }
         None => (0, Vec::new(), 0.0),
     };
-    let model_dir = opts.out.join("model");
+    let model_dir = opts.out.join(MODEL_DIR);
     let best_dir = opts.out.join(BEST_MODEL_DIR);
-    // θ as a model file, for `model/` at checkpoints and `best-model/` at new bests.
-    let save_theta = |theta: &[f32], dir: &Path| -> Result<()> {
-        Model::from_weights(model_cfg.clone(), engine.packed.unpack(theta))?.save(dir)
-    };
-    let read_theta = || -> Result<Vec<f32>> {
-        let (_, buf) = run
-            .state_buffers(&engine)
-            .into_iter()
-            .find(|(name, _)| *name == "theta")
-            .expect("θ is one of the state buffers");
-        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&read_bytes(
-            ctx, buf,
-        )?))
-    };
     let bar = progress_bar(opts.progress, cfg.iterations as u64, n as u64);
     let started = Instant::now();
     let elapsed = |t: &Instant| elapsed0 + t.elapsed().as_secs_f64();
@@ -505,7 +502,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
             elapsed_seconds: elapsed(&started),
         });
         say(&bar, format!("iteration 0: validation meta-loss {val:.4}"));
-        save_theta(&read_theta()?, &best_dir)?;
+        save_theta(&engine, &model_cfg, &read_theta(&run, &engine)?, &best_dir)?;
     }
     let mut interrupted = false;
     let mut window_start = (Instant::now(), n);
@@ -516,32 +513,10 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         let last = n == cfg.iterations;
         interrupted = stop.load(Ordering::SeqCst);
         if n.is_multiple_of(cfg.log_every) || last || interrupted {
-            let st = engine.stats(ctx)?;
             let secs = window_start.0.elapsed().as_secs_f64() / (n - window_start.1).max(1) as f64;
-            let val = run.validate(&engine)?;
-            let row = LogRow {
-                iteration: n,
-                train_loss: Some(st.train_loss),
-                val_loss: val,
-                grad_norm: Some(st.grad_norm),
-                lr: cfg.lr_at(n - 1),
-                iter_seconds: Some(secs),
-                particle_steps_per_second: Some(opts.batch as f64 * cfg.truncation as f64 / secs),
-                elapsed_seconds: elapsed(&started),
-            };
-            say(&bar, report::log_line(&row));
-            if st.nonfinite > 0 {
-                say(
-                    &bar,
-                    format!(
-                        "  warning: {} non-finite gradient entries were set to 0",
-                        st.nonfinite
-                    ),
-                );
-            }
-            bar.set_message(format!("val {val:.3}"));
-            if best_row(&log).is_none_or(|b| val < b.val_loss) {
-                save_theta(&read_theta()?, &best_dir)?;
+            let row = logged_row(&run, &engine, opts.batch, n, secs, elapsed(&started), &bar)?;
+            if best_row(&log).is_none_or(|b| row.val_loss < b.val_loss) {
+                save_theta(&engine, &model_cfg, &read_theta(&run, &engine)?, &best_dir)?;
             }
             log.push(row);
             report::write_csv(&log, &opts.out.join("log.csv"))?;
@@ -559,17 +534,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
                 log: log.clone(),
                 objective_source: user.as_deref().map(|u| u.source.clone()),
             };
-            let mut tensors = Vec::new();
-            for (name, buf) in run.state_buffers(&engine) {
-                tensors.push((name, read_bytes(ctx, buf)?));
-            }
-            checkpoint::save(&ckpt_path, &meta, &tensors)?;
-            let theta = tensors
-                .iter()
-                .find(|(name, _)| *name == "theta")
-                .map(|(_, bytes)| bytemuck::pod_collect_to_vec::<u8, f32>(bytes))
-                .expect("θ is one of the state buffers");
-            save_theta(&theta, &model_dir)?;
+            write_checkpoint(&run, &engine, &meta, &opts.out)?;
         }
         if interrupted {
             break;
@@ -584,6 +549,88 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         best_dir,
         elapsed_seconds: elapsed(&started),
     })
+}
+
+/// Where a run keeps its latest θ as a model (written with every checkpoint).
+const MODEL_DIR: &str = "model";
+
+/// θ as a model file in `dir`.
+fn save_theta(
+    engine: &PesEngine<'_>,
+    model_cfg: &ModelConfig,
+    theta: &[f32],
+    dir: &Path,
+) -> Result<()> {
+    Model::from_weights(model_cfg.clone(), engine.packed.unpack(theta))?.save(dir)
+}
+
+/// θ read back from the GPU.
+fn read_theta(run: &Run<'_>, engine: &PesEngine<'_>) -> Result<Vec<f32>> {
+    let (_, buf) = run
+        .state_buffers(engine)
+        .into_iter()
+        .find(|(name, _)| *name == "theta")
+        .expect("θ is one of the state buffers");
+    Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&read_bytes(
+        run.ctx, buf,
+    )?))
+}
+
+/// The log row after iteration `n` (the last meta-iteration's statistics and a
+/// validation of θ), also printed, with a warning if the estimate had non-finite entries.
+fn logged_row(
+    run: &Run<'_>,
+    engine: &PesEngine<'_>,
+    batch: usize,
+    n: u32,
+    secs: f64,
+    elapsed_seconds: f64,
+    bar: &indicatif::ProgressBar,
+) -> Result<LogRow> {
+    let st = engine.stats(run.ctx)?;
+    let val = run.validate(engine)?;
+    let row = LogRow {
+        iteration: n,
+        train_loss: Some(st.train_loss),
+        val_loss: val,
+        grad_norm: Some(st.grad_norm),
+        lr: run.cfg.lr_at(n - 1),
+        iter_seconds: Some(secs),
+        particle_steps_per_second: Some(batch as f64 * run.cfg.truncation as f64 / secs),
+        elapsed_seconds,
+    };
+    say(bar, report::log_line(&row));
+    if st.nonfinite > 0 {
+        say(
+            bar,
+            format!(
+                "  warning: {} non-finite gradient entries were set to 0",
+                st.nonfinite
+            ),
+        );
+    }
+    bar.set_message(format!("val {val:.3}"));
+    Ok(row)
+}
+
+/// Writes the checkpoint (every state buffer, atomically) and θ as `model/` in `out`.
+fn write_checkpoint(
+    run: &Run<'_>,
+    engine: &PesEngine<'_>,
+    meta: &CheckpointMeta,
+    out: &Path,
+) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (name, buf) in run.state_buffers(engine) {
+        tensors.push((name, read_bytes(run.ctx, buf)?));
+    }
+    checkpoint::save(&out.join(CHECKPOINT_FILE), meta, &tensors)?;
+    let theta = tensors
+        .iter()
+        .find(|(name, _)| *name == "theta")
+        .map(|(_, bytes)| bytemuck::pod_collect_to_vec::<u8, f32>(bytes))
+        .expect("θ is one of the state buffers");
+    save_theta(engine, &meta.model, &theta, &out.join(MODEL_DIR))
 }
 
 /// Where a run keeps θ of its lowest validation meta-loss so far, next to `model/` (the
