@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::kernel::{compose, lanes_for, Kernel};
 use crate::learned::gpu::{LearnedKernels, LearnedNet, StepBuffers};
 use crate::learned::linear::Tiling;
+use crate::learned::model::Model;
 use crate::objective::{Evaluation, Evaluator};
 use crate::problem::{GpuProblems, ProblemSpec};
 use std::sync::Arc;
@@ -132,6 +133,144 @@ pub struct GpuRun<'a> {
     _buffers: Vec<wgpu::Buffer>,
 }
 
+/// What binding a method to a batch makes beyond the buffers every method shares.
+struct Bound {
+    evaluation: Box<dyn Evaluation>,
+    program: Program,
+    /// `GpuRun::x`.
+    x: wgpu::Buffer,
+    /// `GpuRun::trial`.
+    trial: Option<wgpu::Buffer>,
+    /// The method's own buffers, kept alive for its bind groups.
+    extra: Vec<wgpu::Buffer>,
+}
+
+/// The buffers every method binds, and where each family binds its own.
+struct Shared<'b> {
+    ctx: &'b GpuContext,
+    gp: &'b GpuProblems,
+    objective: &'b dyn Evaluator,
+    params: &'b wgpu::Buffer,
+    f: &'b wgpu::Buffer,
+    g: &'b wgpu::Buffer,
+    state: &'b wgpu::Buffer,
+    history: &'b wgpu::Buffer,
+}
+
+impl Shared<'_> {
+    /// A buffer of `len` floats whose first n (every coordinate of the batch) start at
+    /// x0, copied by `enc`.
+    fn starting_at_x0(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        label: &str,
+        len: usize,
+    ) -> Result<wgpu::Buffer> {
+        let buf = self.ctx.storage_zeroed(label, len)?;
+        let n = self.gp.n_total as u64;
+        enc.copy_buffer_to_buffer(&self.gp.x0, 0, &buf, 0, n * 4);
+        Ok(buf)
+    }
+
+    /// BFGS and L-BFGS: the objective at the line search's trial point, the iterate in
+    /// region 0 of the vectors, and the curvature (BFGS's matrices or L-BFGS's pairs).
+    fn quasi_newton(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernels: &Kernels,
+        config: &OptimizerConfig,
+    ) -> Result<Bound> {
+        let (ctx, n) = (self.ctx, self.gp.n_total as usize);
+        let method = config.method;
+        let kernel = kernels.for_method(ctx, method, self.gp.max_dim())?;
+        let xe = self.starting_at_x0(enc, "trial point", n)?;
+        let vecs = self.starting_at_x0(enc, "quasi-newton vectors", 6 * n)?;
+        let mat_len = if method == Method::Bfgs {
+            self.gp.square_offsets().1
+        } else {
+            2 * config.memory as usize * n
+        };
+        let mat = ctx.storage_zeroed("curvature", mat_len)?;
+        let evaluation = self.objective.bind(ctx, self.gp, &xe, self.f, self.g)?;
+        let (p, gp) = (self, self.gp);
+        let group = kernel.bind(
+            ctx,
+            &[
+                p.params, &gp.desc, p.f, p.g, &xe, &vecs, p.state, p.history, &mat,
+            ],
+        );
+        Ok(Bound {
+            evaluation,
+            program: Program::Classic(kernel, group),
+            x: vecs,
+            trial: Some(xe),
+            extra: vec![mat],
+        })
+    }
+
+    /// A learned optimizer's network (and its guard, for the guarded kinds).
+    fn learned(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernels: &Kernels,
+        model: &Model,
+        method: Method,
+    ) -> Result<Bound> {
+        let ctx = self.ctx;
+        let x = self.starting_at_x0(enc, "x", self.gp.n_total as usize)?;
+        let evaluation = self.objective.bind(ctx, self.gp, &x, self.f, self.g)?;
+        let bufs = StepBuffers {
+            opt_params: self.params,
+            x: &x,
+            f: self.f,
+            g: self.g,
+            state: self.state,
+            history: self.history,
+        };
+        let guard = match method.guarding() {
+            Some(guarding) => {
+                let kind = FallbackOf::new(guarding, self.objective);
+                Some(Guard::new(ctx, kind, self.gp, &bufs)?)
+            }
+            None => None,
+        };
+        let net = LearnedNet::new(ctx, &kernels.learned, model, self.gp, &bufs, None)?;
+        Ok(Bound {
+            evaluation,
+            program: Program::Learned(Box::new(LearnedStages { net, guard })),
+            x,
+            trial: None,
+            extra: Vec::new(),
+        })
+    }
+
+    /// The first-order methods: the point and its two moment vectors.
+    fn first_order(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernels: &Kernels,
+        method: Method,
+    ) -> Result<Bound> {
+        let (ctx, n) = (self.ctx, self.gp.n_total as usize);
+        let kernel = kernels.for_method(ctx, method, self.gp.max_dim())?;
+        let x = self.starting_at_x0(enc, "x", n)?;
+        let vecs = ctx.storage_zeroed("moments", 2 * n)?;
+        let evaluation = self.objective.bind(ctx, self.gp, &x, self.f, self.g)?;
+        let (p, gp) = (self, self.gp);
+        let group = kernel.bind(
+            ctx,
+            &[p.params, &gp.desc, p.f, p.g, &x, &vecs, p.state, p.history],
+        );
+        Ok(Bound {
+            evaluation,
+            program: Program::Classic(kernel, group),
+            x,
+            trial: None,
+            extra: vec![vecs],
+        })
+    }
+}
+
 /// Passes recorded per submit; keeps command buffers small.
 const PASSES_PER_SUBMIT: u32 = 32;
 
@@ -162,7 +301,7 @@ impl<'a> GpuRun<'a> {
         let gp = GpuProblems::new(ctx, problems)?;
         let (np, n) = (gp.n_problems as usize, gp.n_total as usize);
         let method = config.method;
-        let (moffs, mat_total) = gp.square_offsets();
+        let (moffs, _) = gp.square_offsets();
         let states: Vec<OptState> = moffs
             .iter()
             .enumerate()
@@ -192,91 +331,39 @@ impl<'a> GpuRun<'a> {
                 pad: [0; 3],
             },
         );
-        let kernel = kernels.for_method(ctx, method, gp.max_dim())?;
+        let shared = Shared {
+            ctx,
+            gp: &gp,
+            objective,
+            params: &params,
+            f: &f,
+            g: &g,
+            state: &state,
+            history: &history,
+        };
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        let (obj_binding, program, x, trial, buffers) = if method.is_quasi_newton() {
-            // xe (evaluation point) starts at x0; vecs region 0 (x) too.
-            let xe = ctx.storage_zeroed("trial point", n)?;
-            let vecs = ctx.storage_zeroed("quasi-newton vectors", 6 * n)?;
-            enc.copy_buffer_to_buffer(&gp.x0, 0, &xe, 0, (n * 4) as u64);
-            enc.copy_buffer_to_buffer(&gp.x0, 0, &vecs, 0, (n * 4) as u64);
-            let mat_len = if method == Method::Bfgs {
-                mat_total
-            } else {
-                2 * config.memory as usize * n
-            };
-            let mat = ctx.storage_zeroed("curvature", mat_len)?;
-            let ob = objective.bind(ctx, &gp, &xe, &f, &g)?;
-            let group = kernel.bind(
-                ctx,
-                &[
-                    &params, &gp.desc, &f, &g, &xe, &vecs, &state, &history, &mat,
-                ],
-            );
-            (
-                ob,
-                Program::Classic(kernel, group),
-                vecs,
-                Some(xe),
-                vec![mat, params, f, g],
-            )
+        let bound = if method.is_quasi_newton() {
+            shared.quasi_newton(&mut enc, kernels, config)?
         } else if let Some(model) = &config.model {
-            let x = ctx.storage_zeroed("x", n)?;
-            enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
-            let ob = objective.bind(ctx, &gp, &x, &f, &g)?;
-            let bufs = StepBuffers {
-                opt_params: &params,
-                x: &x,
-                f: &f,
-                g: &g,
-                state: &state,
-                history: &history,
-            };
-            let guard = match method.guarding() {
-                Some(guarding) => {
-                    let kind = FallbackOf::new(guarding, objective);
-                    Some(Guard::new(ctx, kind, &gp, &bufs)?)
-                }
-                None => None,
-            };
-            let net = LearnedNet::new(ctx, &kernels.learned, model, &gp, &bufs, None)?;
-            (
-                ob,
-                Program::Learned(Box::new(LearnedStages { net, guard })),
-                x,
-                None,
-                vec![params, f, g],
-            )
+            shared.learned(&mut enc, kernels, model, method)?
         } else {
-            let x = ctx.storage_zeroed("x", n)?;
-            enc.copy_buffer_to_buffer(&gp.x0, 0, &x, 0, (n * 4) as u64);
-            let vecs = ctx.storage_zeroed("moments", 2 * n)?;
-            let ob = objective.bind(ctx, &gp, &x, &f, &g)?;
-            let group = kernel.bind(
-                ctx,
-                &[&params, &gp.desc, &f, &g, &x, &vecs, &state, &history],
-            );
-            (
-                ob,
-                Program::Classic(kernel, group),
-                x,
-                None,
-                vec![vecs, params, f, g],
-            )
+            shared.first_order(&mut enc, kernels, method)?
         };
         ctx.queue.submit([enc.finish()]);
+        let mut buffers = bound.extra;
+        buffers.extend([params, f, g]);
         Ok(Self {
             kernels,
             config: config.clone(),
             problems: gp,
             steps,
-            obj_binding,
-            program,
+            obj_binding: bound.evaluation,
+            program: bound.program,
             state,
             initial,
             history,
-            x,
-            trial,
+            x: bound.x,
+            trial: bound.trial,
             _buffers: buffers,
         })
     }
