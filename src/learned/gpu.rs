@@ -240,6 +240,18 @@ fn grid_1d(n: u32) -> [u32; 3] {
     [n.min(MAX_GROUPS), n.div_ceil(MAX_GROUPS), 1]
 }
 
+/// Blocks of up to 64 coordinates of one problem, as [first coordinate, d, first row,
+/// problem]: the work items of attention's queries and of the preconditioner's rows.
+fn attention_blocks(problems: &GpuProblems) -> Vec<[u32; 4]> {
+    let mut blocks = Vec::new();
+    for (p, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
+        for start in (0..d).step_by(ATTN_BLOCK as usize) {
+            blocks.push([off, d, start, p as u32]);
+        }
+    }
+    blocks
+}
+
 impl LearnedNet {
     /// Binds `model` to `problems`. `state` must hold each problem's `moff`: the start of
     /// its d×d block of the preconditioner storage (Optimus), as
@@ -292,109 +304,28 @@ impl LearnedNet {
             keep: Vec::new(),
         };
         let precondition = cfg.kind == ModelKind::Optimus;
-        let diagonal = cfg.step == StepRule::DiagonalQuasiNewton;
         let ml = MatLayout::new(cfg, problems);
         let mat = ctx.storage("preconditioner", &ml.host)?;
-        let fp = ctx.uniform(
-            "features params",
-            &FeatParams {
-                n_problems: problems.n_problems,
-                n_total: n,
-                secant: cfg.secant() as u32,
-                prev_off: (ml.scratch_off + 2 * nu) as u32,
-                n_features: cfg.features as u32,
-                stride: acts.feature_stride as u32,
-                diagonal: diagonal as u32,
-                metric_off: ml.metric_off as u32,
-            },
-        );
-        let lanes = [("WG", lanes_for(ctx, problems.max_dim()) as f64)];
-        let features =
-            Kernel::with_constants(ctx, "learned/features.wgsl", &kernels.features, &lanes)?;
-        let step = Kernel::with_constants(ctx, "learned/step.wgsl", &kernels.step, &lanes)?;
-        let feat_group = features.bind(
-            ctx,
-            &[
-                &fp,
-                &problems.desc,
-                bufs.x,
-                bufs.g,
-                &acc,
-                bufs.state,
-                &acts.feat,
-                bufs.f,
-                &mat,
-            ],
-        );
-        b.push(Stage::Features, feat_group, [0, 0, 0], fp);
-        // Blocks of 64 coordinates of one problem: [first coordinate, d, first row,
-        // problem], for attention's queries and the preconditioner's rows.
-        let mut blocks: Vec<[u32; 4]> = Vec::new();
-        for (p, (&off, &d)) in problems.offsets.iter().zip(&problems.dims).enumerate() {
-            for start in (0..d).step_by(ATTN_BLOCK as usize) {
-                blocks.push([off, d, start, p as u32]);
-            }
-        }
+        let lanes = lanes_for(ctx, problems.max_dim());
+        let on = StageBuffers {
+            problems,
+            bufs,
+            acts: &acts,
+            mat: &mat,
+            ml: &ml,
+        };
+        let features = b.features(cfg, &on, &acc, lanes)?;
+        let blocks = attention_blocks(problems);
         let blocks_buf = ctx.storage("blocks", &blocks)?;
-        let block_grid = grid_1d(blocks.len() as u32);
+        let n_blocks = blocks.len() as u32;
         let dmax = problems.dims.iter().copied().max().unwrap_or(1);
-        let attention = b.network(cfg, &acts, &blocks_buf, blocks.len() as u32, dmax, head)?;
-        let lp = ctx.uniform(
-            "learned params",
-            &LearnedParams {
-                out_stride: acts.out_stride as u32,
-                precondition: precondition as u32,
-                scratch_off: ml.scratch_off as u32,
-                scale_col: cfg.scale_output().unwrap_or(0) as u32,
-                lambda_mu: cfg.lambda_mu as f32,
-                lambda_s: cfg.lambda_s as f32,
-                lambda_u: cfg.lambda_u as f32,
-                lambda_scale: cfg.lambda_scale as f32,
-                secant: cfg.secant() as u32,
-                absolute: cfg.absolute_steps as u32,
-                abs_col: cfg.absolute_output().unwrap_or(0) as u32,
-                unit_first: cfg.unit_first() as u32,
-                quasi_newton: cfg.step.is_quasi_newton() as u32,
-                diagonal: diagonal as u32,
-                metric_off: ml.metric_off as u32,
-                pad: 0,
-            },
-        );
-        let step_group = step.bind(
-            ctx,
-            &[
-                bufs.opt_params,
-                &lp,
-                &problems.desc,
-                bufs.f,
-                bufs.g,
-                &acts.out,
-                bufs.x,
-                bufs.state,
-                bufs.history,
-                &mat,
-            ],
-        );
-        b.push(Stage::Step, step_group, [0, 0, 0], lp);
-        let mut preconditioner = None;
-        if precondition {
-            let pp = ctx.uniform(
-                "precondition params",
-                &[blocks.len() as u32, n, ml.scratch_off as u32, 0],
-            );
-            // Four rows per invocation, as many invocations as the largest problem's
-            // first block fills (16 for blocks of 64 rows).
-            let wgp = problems.max_dim().next_power_of_two().min(ATTN_BLOCK) / 4;
-            let kernel = Kernel::with_constants(
-                ctx,
-                "learned/precondition.wgsl",
-                &kernels.precondition,
-                &[("WGP", wgp.max(1) as f64)],
-            )?;
-            let group = kernel.bind(ctx, &[&pp, &blocks_buf, bufs.state, bufs.x, &mat]);
-            b.push(Stage::Precondition, group, block_grid, pp);
-            preconditioner = Some(kernel);
-        }
+        let attention = b.network(cfg, &acts, &blocks_buf, n_blocks, dmax, head)?;
+        let step = b.step(cfg, &on, lanes)?;
+        let preconditioner = if precondition {
+            Some(b.preconditioner(&on, &blocks_buf, n_blocks)?)
+        } else {
+            None
+        };
         let ops = b.ops;
         let linear = b.linear;
         let mut buffers = b.keep;
@@ -699,6 +630,16 @@ struct PertBuffers<'a> {
 }
 
 /// Collects the dispatches of one learned step and the uniforms they use.
+/// What the features, step and preconditioner stages bind besides their own uniforms.
+#[derive(Clone, Copy)]
+struct StageBuffers<'a> {
+    problems: &'a GpuProblems,
+    bufs: &'a StepBuffers<'a>,
+    acts: &'a Activations,
+    mat: &'a wgpu::Buffer,
+    ml: &'a MatLayout,
+}
+
 struct Builder<'a> {
     ctx: &'a GpuContext,
     kernels: &'a LearnedKernels,
@@ -719,6 +660,150 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The features stage, with `lanes` invocations per problem, writing `acc`; returns
+    /// its pipeline.
+    fn features(
+        &mut self,
+        cfg: &ModelConfig,
+        on: &StageBuffers<'_>,
+        acc: &wgpu::Buffer,
+        lanes: u32,
+    ) -> Result<Arc<Kernel>> {
+        let ctx = self.ctx;
+        let StageBuffers {
+            problems,
+            bufs,
+            acts,
+            mat,
+            ml,
+        } = *on;
+        let fp = ctx.uniform(
+            "features params",
+            &FeatParams {
+                n_problems: problems.n_problems,
+                n_total: self.n,
+                secant: cfg.secant() as u32,
+                prev_off: (ml.scratch_off + 2 * self.n as usize) as u32,
+                n_features: cfg.features as u32,
+                stride: acts.feature_stride as u32,
+                diagonal: (cfg.step == StepRule::DiagonalQuasiNewton) as u32,
+                metric_off: ml.metric_off as u32,
+            },
+        );
+        let path = "learned/features.wgsl";
+        let kernel =
+            Kernel::with_constants(ctx, path, &self.kernels.features, &[("WG", lanes as f64)])?;
+        let group = kernel.bind(
+            ctx,
+            &[
+                &fp,
+                &problems.desc,
+                bufs.x,
+                bufs.g,
+                acc,
+                bufs.state,
+                &acts.feat,
+                bufs.f,
+                mat,
+            ],
+        );
+        self.push(Stage::Features, group, [0, 0, 0], fp);
+        Ok(kernel)
+    }
+
+    /// The step stage (the network's outputs to x), with `lanes` invocations per
+    /// problem; returns its pipeline.
+    fn step(
+        &mut self,
+        cfg: &ModelConfig,
+        on: &StageBuffers<'_>,
+        lanes: u32,
+    ) -> Result<Arc<Kernel>> {
+        let ctx = self.ctx;
+        let StageBuffers {
+            problems,
+            bufs,
+            acts,
+            mat,
+            ml,
+        } = *on;
+        let lp = ctx.uniform(
+            "learned params",
+            &LearnedParams {
+                out_stride: acts.out_stride as u32,
+                precondition: (cfg.kind == ModelKind::Optimus) as u32,
+                scratch_off: ml.scratch_off as u32,
+                scale_col: cfg.scale_output().unwrap_or(0) as u32,
+                lambda_mu: cfg.lambda_mu as f32,
+                lambda_s: cfg.lambda_s as f32,
+                lambda_u: cfg.lambda_u as f32,
+                lambda_scale: cfg.lambda_scale as f32,
+                secant: cfg.secant() as u32,
+                absolute: cfg.absolute_steps as u32,
+                abs_col: cfg.absolute_output().unwrap_or(0) as u32,
+                unit_first: cfg.unit_first() as u32,
+                quasi_newton: cfg.step.is_quasi_newton() as u32,
+                diagonal: (cfg.step == StepRule::DiagonalQuasiNewton) as u32,
+                metric_off: ml.metric_off as u32,
+                pad: 0,
+            },
+        );
+        let path = "learned/step.wgsl";
+        let kernel =
+            Kernel::with_constants(ctx, path, &self.kernels.step, &[("WG", lanes as f64)])?;
+        let group = kernel.bind(
+            ctx,
+            &[
+                bufs.opt_params,
+                &lp,
+                &problems.desc,
+                bufs.f,
+                bufs.g,
+                &acts.out,
+                bufs.x,
+                bufs.state,
+                bufs.history,
+                mat,
+            ],
+        );
+        self.push(Stage::Step, group, [0, 0, 0], lp);
+        Ok(kernel)
+    }
+
+    /// Optimus's rank-one preconditioner update over `n_blocks` blocks of rows; returns
+    /// its pipeline.
+    fn preconditioner(
+        &mut self,
+        on: &StageBuffers<'_>,
+        blocks_buf: &wgpu::Buffer,
+        n_blocks: u32,
+    ) -> Result<Arc<Kernel>> {
+        let ctx = self.ctx;
+        let StageBuffers {
+            problems,
+            bufs,
+            mat,
+            ml,
+            ..
+        } = *on;
+        let pp = ctx.uniform(
+            "precondition params",
+            &[n_blocks, self.n, ml.scratch_off as u32, 0],
+        );
+        // Four rows per invocation, as many invocations as the largest problem's first
+        // block fills (16 for blocks of 64 rows).
+        let wgp = problems.max_dim().next_power_of_two().min(ATTN_BLOCK) / 4;
+        let kernel = Kernel::with_constants(
+            ctx,
+            "learned/precondition.wgsl",
+            &self.kernels.precondition,
+            &[("WGP", wgp.max(1) as f64)],
+        )?;
+        let group = kernel.bind(ctx, &[&pp, blocks_buf, bufs.state, bufs.x, mat]);
+        self.push(Stage::Precondition, group, grid_1d(n_blocks), pp);
+        Ok(kernel)
+    }
+
     /// The network's layers, from the features to the head outputs: LOpt's MLP, or
     /// Optimus's embedding, blocks and head. Returns the attention pipeline (transformers).
     fn network(
