@@ -9,7 +9,7 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::functions::Function;
 use crate::learned::model::{Model, ModelKind};
-use crate::objective::ObjectiveStage;
+use crate::objective::{Evaluator, ObjectiveStage};
 use crate::optim::{
     check_loop_budget, GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status,
 };
@@ -299,6 +299,50 @@ fn tuning_score(r: &ProblemResult) -> f64 {
     }
 }
 
+/// Learning-rate tuning, shared by the function and motion evaluations: runs `method`
+/// on `problems`, problem i at `grid[keys[i].1]`, and returns for each of `groups`
+/// groups (`keys[i].0`) the rate whose problems' `score`s sum lowest (ties go to the
+/// smaller rate; the grid is ascending).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tune_lr(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    objective: &dyn Evaluator,
+    method: Method,
+    problems: &[ProblemSpec],
+    keys: &[(usize, usize)],
+    groups: usize,
+    grid: &[f64],
+    steps: u32,
+    score: impl Fn(&ProblemResult) -> f64,
+) -> Result<Vec<f64>> {
+    let lrs: Vec<f64> = keys.iter().map(|&(_, l)| grid[l]).collect();
+    let config = OptimizerConfig::new(method);
+    let res = GpuRun::new(
+        ctx,
+        kernels,
+        objective,
+        problems,
+        &config,
+        Some(&lrs),
+        steps,
+    )?
+    .run(ctx)?;
+    let mut sums = vec![vec![0.0; grid.len()]; groups];
+    for (r, &(g, l)) in res.iter().zip(keys) {
+        sums[g][l] += score(r);
+    }
+    Ok(sums
+        .iter()
+        .map(|s| {
+            let best = (0..s.len())
+                .min_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)))
+                .unwrap_or(0);
+            grid[best]
+        })
+        .collect())
+}
+
 pub(crate) fn bar(len: u64, quiet: bool, msg: &'static str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
@@ -334,7 +378,6 @@ pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResult
         let pb = bar(tune_methods.len() as u64, quiet, "tuning");
         for &m in &tune_methods {
             let mut problems = Vec::new();
-            let mut lrs = Vec::new();
             let mut keys = Vec::new();
             for (oi, o) in suite.objectives.iter().enumerate() {
                 for &d in &suite.dims {
@@ -346,40 +389,32 @@ pub fn run(ctx: &GpuContext, cfg: &EvalConfig, quiet: bool) -> Result<EvalResult
                     if check_loop_budget(ctx, &base, &OptimizerConfig::new(m)).is_err() {
                         continue;
                     }
-                    for (li, &lr) in cfg.lr_grid.iter().enumerate() {
+                    for li in 0..cfg.lr_grid.len() {
                         for p in &base {
                             problems.push(p.clone());
-                            lrs.push(lr);
                             keys.push((oi, li));
                         }
                     }
                 }
             }
-            let run = GpuRun::new(
+            let groups = suite.objectives.len();
+            let best = tune_lr(
                 ctx,
                 &kernels,
                 &stage,
+                m,
                 &problems,
-                &OptimizerConfig::new(m),
-                Some(&lrs),
+                &keys,
+                groups,
+                &cfg.lr_grid,
                 cfg.steps,
+                tuning_score,
             )?;
-            let res = run.run(ctx)?;
-            for (oi, o) in suite.objectives.iter().enumerate() {
-                let mut score = vec![0.0; cfg.lr_grid.len()];
-                for (r, &(k_o, k_l)) in res.iter().zip(&keys) {
-                    if k_o == oi {
-                        score[k_l] += tuning_score(r);
-                    }
-                }
-                // Ties go to the smaller learning rate (the grid is ascending).
-                let best = (0..score.len())
-                    .min_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b)))
-                    .unwrap_or(0);
+            for (o, lr) in suite.objectives.iter().zip(best) {
                 tuned.push(TunedLr {
                     optimizer: m.name().into(),
                     function: o.name(),
-                    lr: cfg.lr_grid[best],
+                    lr,
                 });
             }
             pb.inc(1);

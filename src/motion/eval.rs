@@ -12,7 +12,7 @@ use super::task::{mpjpe, Source, TaskConfig, Window};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::eval::report::{draw_chart, Labels, Series};
-use crate::eval::{bar, load_models, model_asset, model_for, scored_gap};
+use crate::eval::{bar, load_models, model_asset, model_for, scored_gap, tune_lr};
 use crate::learned::model::ModelKind;
 use crate::optim::{GpuRun, Kernels, Method, OptimizerConfig, ProblemResult, Status};
 use crate::problem::mix_seed;
@@ -191,40 +191,34 @@ fn tune_adam(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut windows = Vec::new();
-    let mut lrs = Vec::new();
-    for &lr in &cfg.lr_grid {
+    let mut keys = Vec::new();
+    for l in 0..cfg.lr_grid.len() {
         windows.extend(base.iter().cloned());
-        lrs.extend(std::iter::repeat_n(lr, base.len()));
+        keys.extend(std::iter::repeat_n((0, l), base.len()));
     }
     let eval = MotionEvaluator::new(ctx, &cfg.task, &windows)?;
     let problems = MotionEvaluator::problems(&windows);
-    let run = GpuRun::new(
+    // A diverged window counts as an objective far above any finite one.
+    let score = |r: &ProblemResult| {
+        if r.status == Status::Diverged || !r.final_gap().is_finite() {
+            1e6
+        } else {
+            r.final_gap()
+        }
+    };
+    let best = tune_lr(
         ctx,
         kernels,
         &eval,
+        Method::Adam,
         &problems,
-        &OptimizerConfig::new(Method::Adam),
-        Some(&lrs),
+        &keys,
+        1,
+        &cfg.lr_grid,
         cfg.steps,
+        score,
     )?;
-    let res = run.run(ctx)?;
-    let n = base.len();
-    let score = |k: usize| -> f64 {
-        res[k * n..(k + 1) * n]
-            .iter()
-            .map(|r| {
-                if r.status == Status::Diverged || !r.final_gap().is_finite() {
-                    1e6
-                } else {
-                    r.final_gap()
-                }
-            })
-            .sum()
-    };
-    let best = (0..cfg.lr_grid.len())
-        .min_by(|&a, &b| score(a).total_cmp(&score(b)))
-        .unwrap_or(0);
-    Ok(cfg.lr_grid[best])
+    Ok(best[0])
 }
 
 /// Model directories for the run: `cfg.models`, plus the Optimus meta-trained on
