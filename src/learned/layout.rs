@@ -1,7 +1,7 @@
 //! How a model's weights and their meta-training noise are laid out for the kernels:
 //! the packed copy of θ (rows and columns padded for vec4 loads) and, parallel to it,
 //! one antithetic pair's noise vector (rank-one factors a, b per weight matrix, e per
-//! vector; `train::noise` draws them). Both the learned step (`gpu.rs`, whose perturbed
+//! vector; `train::noise` draws them). Both the learned step (`gpu/`, whose perturbed
 //! layers read the noise) and meta-training (`train`) use them, so they live here, below
 //! both.
 
