@@ -79,7 +79,6 @@ pub(super) struct PertBuffers<'a> {
 }
 
 /// What the features, step and preconditioner stages bind besides their own uniforms.
-#[derive(Clone, Copy)]
 pub(super) struct StageBuffers<'a> {
     pub(super) problems: &'a GpuProblems,
     pub(super) bufs: &'a StepBuffers<'a>,
@@ -119,24 +118,17 @@ impl Builder<'_> {
         lanes: u32,
     ) -> Result<Arc<Kernel>> {
         let ctx = self.ctx;
-        let StageBuffers {
-            problems,
-            bufs,
-            acts,
-            mat,
-            ml,
-        } = *on;
         let fp = ctx.uniform(
             "features params",
             &FeatParams {
-                n_problems: problems.n_problems,
+                n_problems: on.problems.n_problems,
                 n_total: self.n,
                 secant: cfg.secant() as u32,
-                prev_off: (ml.scratch_off + 2 * self.n as usize) as u32,
+                prev_off: (on.ml.scratch_off + 2 * self.n as usize) as u32,
                 n_features: cfg.features as u32,
-                stride: acts.feature_stride as u32,
+                stride: on.acts.feature_stride as u32,
                 diagonal: (cfg.step == StepRule::DiagonalQuasiNewton) as u32,
-                metric_off: ml.metric_off as u32,
+                metric_off: on.ml.metric_off as u32,
             },
         );
         let path = "learned/features.wgsl";
@@ -146,14 +138,14 @@ impl Builder<'_> {
             ctx,
             &[
                 &fp,
-                &problems.desc,
-                bufs.x,
-                bufs.g,
+                &on.problems.desc,
+                on.bufs.x,
+                on.bufs.g,
                 acc,
-                bufs.state,
-                &acts.feat,
-                bufs.f,
-                mat,
+                on.bufs.state,
+                &on.acts.feat,
+                on.bufs.f,
+                on.mat,
             ],
         );
         self.push(Stage::Features, group, [0, 0, 0], fp);
@@ -169,19 +161,12 @@ impl Builder<'_> {
         lanes: u32,
     ) -> Result<Arc<Kernel>> {
         let ctx = self.ctx;
-        let StageBuffers {
-            problems,
-            bufs,
-            acts,
-            mat,
-            ml,
-        } = *on;
         let lp = ctx.uniform(
             "learned params",
             &LearnedParams {
-                out_stride: acts.out_stride as u32,
+                out_stride: on.acts.out_stride as u32,
                 precondition: (cfg.kind == ModelKind::Optimus) as u32,
-                scratch_off: ml.scratch_off as u32,
+                scratch_off: on.ml.scratch_off as u32,
                 scale_col: cfg.scale_output().unwrap_or(0) as u32,
                 lambda_mu: cfg.lambda_mu as f32,
                 lambda_s: cfg.lambda_s as f32,
@@ -193,7 +178,7 @@ impl Builder<'_> {
                 unit_first: cfg.unit_first() as u32,
                 quasi_newton: cfg.step.is_quasi_newton() as u32,
                 diagonal: (cfg.step == StepRule::DiagonalQuasiNewton) as u32,
-                metric_off: ml.metric_off as u32,
+                metric_off: on.ml.metric_off as u32,
                 pad: 0,
             },
         );
@@ -203,16 +188,16 @@ impl Builder<'_> {
         let group = kernel.bind(
             ctx,
             &[
-                bufs.opt_params,
+                on.bufs.opt_params,
                 &lp,
-                &problems.desc,
-                bufs.f,
-                bufs.g,
-                &acts.out,
-                bufs.x,
-                bufs.state,
-                bufs.history,
-                mat,
+                &on.problems.desc,
+                on.bufs.f,
+                on.bufs.g,
+                &on.acts.out,
+                on.bufs.x,
+                on.bufs.state,
+                on.bufs.history,
+                on.mat,
             ],
         );
         self.push(Stage::Step, group, [0, 0, 0], lp);
@@ -228,27 +213,20 @@ impl Builder<'_> {
         n_blocks: u32,
     ) -> Result<Arc<Kernel>> {
         let ctx = self.ctx;
-        let StageBuffers {
-            problems,
-            bufs,
-            mat,
-            ml,
-            ..
-        } = *on;
         let pp = ctx.uniform(
             "precondition params",
-            &[n_blocks, self.n, ml.scratch_off as u32, 0],
+            &[n_blocks, self.n, on.ml.scratch_off as u32, 0],
         );
         // Four rows per invocation, as many invocations as the largest problem's first
         // block fills (16 for blocks of 64 rows).
-        let wgp = problems.max_dim().next_power_of_two().min(ATTN_BLOCK) / 4;
+        let wgp = on.problems.max_dim().next_power_of_two().min(ATTN_BLOCK) / 4;
         let kernel = Kernel::with_constants(
             ctx,
             "learned/precondition.wgsl",
             &self.kernels.precondition,
             &[("WGP", wgp.max(1) as f64)],
         )?;
-        let group = kernel.bind(ctx, &[&pp, blocks_buf, bufs.state, bufs.x, mat]);
+        let group = kernel.bind(ctx, &[&pp, blocks_buf, on.bufs.state, on.bufs.x, on.mat]);
         self.push(Stage::Precondition, group, grid_1d(n_blocks), pp);
         Ok(kernel)
     }
