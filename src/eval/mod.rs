@@ -302,7 +302,7 @@ fn tuning_score(r: &ProblemResult) -> f64 {
 /// Learning-rate tuning, shared by the function and motion evaluations: runs `method`
 /// on `problems`, problem i at `grid[keys[i].1]`, and returns for each of `groups`
 /// groups (`keys[i].0`) the rate whose problems' `score`s sum lowest (ties go to the
-/// smaller rate; the grid is ascending).
+/// earlier grid entry, the smaller rate in the ascending grids the configs hold).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tune_lr(
     ctx: &GpuContext,

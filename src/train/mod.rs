@@ -294,6 +294,12 @@ fn resolve_configs(
     }
     cfg.validate()?;
     model_cfg.validate()?;
+    if opts.batch < 2 || !opts.batch.is_multiple_of(2) {
+        return Err(Error::Config(format!(
+            "--batch must be an even number of particles ≥ 2 (antithetic pairs), got {}",
+            opts.batch
+        )));
+    }
     if let (Some(g), false) = (cfg.guarding(), model_cfg.kind == ModelKind::Optimus) {
         let (field, what) = match g {
             Guarding::Guard => ("guard", "behind the loss guard"),
@@ -302,12 +308,6 @@ fn resolve_configs(
         return Err(Error::Config(format!(
             "{field}: true trains Optimus {what}, but the model is a {} model; use --model optimus or drop {field}",
             model_cfg.kind
-        )));
-    }
-    if opts.batch < 2 || !opts.batch.is_multiple_of(2) {
-        return Err(Error::Config(format!(
-            "--batch must be an even number of particles ≥ 2 (antithetic pairs), got {}",
-            opts.batch
         )));
     }
     Ok((cfg, model_cfg, resumed))
@@ -513,8 +513,8 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         let last = n == cfg.iterations;
         interrupted = stop.load(Ordering::SeqCst);
         if n.is_multiple_of(cfg.log_every) || last || interrupted {
-            let secs = window_start.0.elapsed().as_secs_f64() / (n - window_start.1).max(1) as f64;
-            let row = logged_row(&run, &engine, opts.batch, n, secs, elapsed(&started), &bar)?;
+            let now = || elapsed(&started);
+            let row = logged_row(&run, &engine, opts.batch, n, window_start, now, &bar)?;
             if best_row(&log).is_none_or(|b| row.val_loss < b.val_loss) {
                 save_theta(&engine, &model_cfg, &read_theta(&run, &engine)?, &best_dir)?;
             }
@@ -578,16 +578,20 @@ fn read_theta(run: &Run<'_>, engine: &PesEngine<'_>) -> Result<Vec<f32>> {
 
 /// The log row after iteration `n` (the last meta-iteration's statistics and a
 /// validation of θ), also printed, with a warning if the estimate had non-finite entries.
+/// `window` is when and after which iteration the timed window began; `elapsed` gives
+/// the run's total seconds.
 fn logged_row(
     run: &Run<'_>,
     engine: &PesEngine<'_>,
     batch: usize,
     n: u32,
-    secs: f64,
-    elapsed_seconds: f64,
+    window: (Instant, u32),
+    elapsed: impl Fn() -> f64,
     bar: &indicatif::ProgressBar,
 ) -> Result<LogRow> {
+    // Reading the statistics waits for the GPU, so the window's time is taken after it.
     let st = engine.stats(run.ctx)?;
+    let secs = window.0.elapsed().as_secs_f64() / (n - window.1).max(1) as f64;
     let val = run.validate(engine)?;
     let row = LogRow {
         iteration: n,
@@ -597,7 +601,7 @@ fn logged_row(
         lr: run.cfg.lr_at(n - 1),
         iter_seconds: Some(secs),
         particle_steps_per_second: Some(batch as f64 * run.cfg.truncation as f64 / secs),
-        elapsed_seconds,
+        elapsed_seconds: elapsed(),
     };
     say(bar, report::log_line(&row));
     if st.nonfinite > 0 {
