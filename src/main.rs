@@ -628,8 +628,10 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             if s.interrupted {
+                // A resumed run must name the same batch.
                 println!(
-                    "resume with: optimus-gpu train --resume --out {}",
+                    "resume with: optimus-gpu train --resume --batch {} --out {}",
+                    a.batch,
                     a.out.display()
                 );
             }
