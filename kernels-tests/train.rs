@@ -498,7 +498,7 @@ fn options(cfg: TrainConfig, out: &std::path::Path, resume: bool) -> TrainOption
         config: Some(cfg),
         iterations: None,
         kind: Some(ModelKind::Optimus),
-        batch: 24,
+        batch: Some(24),
         motion: false,
         init: None,
         out: out.to_path_buf(),
@@ -551,15 +551,22 @@ fn short_training_lowers_the_validation_meta_loss() {
 }
 
 /// Stopping after 3 iterations and resuming to 6 gives θ bit for bit equal to an
-/// uninterrupted 6-iteration run with the same seed.
+/// uninterrupted 6-iteration run with the same seed. The resume takes the checkpoint's
+/// batch when none is named and refuses another.
 #[test]
 fn resume_continues_to_the_same_result() {
     let (a, b) = (tempdir("resume-a"), tempdir("resume-b"));
     let stop = AtomicBool::new(false);
     train::train(ctx(), &options(tiny_config(6), &a, false), &stop).unwrap();
     train::train(ctx(), &options(tiny_config(3), &b, false), &stop).unwrap();
+    let mut other = options(tiny_config(3), &b, true);
+    other.batch = Some(26);
+    let e = train::train(ctx(), &other, &stop).unwrap_err().to_string();
+    assert!(e.contains("--batch 24"), "{e}");
+    // Without --batch a resumed run takes the checkpoint's (24, not the default 256).
     let mut again = options(tiny_config(3), &b, true);
     again.config = None;
+    again.batch = None;
     again.iterations = Some(6);
     let s = train::train(ctx(), &again, &stop).unwrap();
     assert_eq!(s.iterations, 6);
@@ -611,7 +618,7 @@ fn bad_training_input_gets_clear_errors() {
         .to_string();
     assert!(e.contains("width 16") && e.contains("width 32"), "{e}");
     let mut odd = options(tiny_config(3), &out, false);
-    odd.batch = 7;
+    odd.batch = Some(7);
     let e = train::train(ctx(), &odd, &stop).unwrap_err().to_string();
     assert!(e.contains("even"), "{e}");
     let ckpt = out.join(CHECKPOINT_FILE);
@@ -672,7 +679,7 @@ fn motion_training_runs_and_resumes() {
         TrainConfig::from_ron(&text, "motion.ron").unwrap()
     };
     let motion = |cfg, out: &std::path::Path, resume| TrainOptions {
-        batch: 4,
+        batch: Some(4),
         motion: true,
         ..options(cfg, out, resume)
     };

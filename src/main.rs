@@ -84,9 +84,10 @@ struct TrainArgs {
     /// absent; see assets/train_motion.ron).
     #[arg(long, value_enum, default_value_t = Task::Functions)]
     task: Task,
-    /// Particles (two per antithetic pair).
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
+    /// Particles (two per antithetic pair) [default: 256, or the checkpoint's with
+    /// --resume].
+    #[arg(long)]
+    batch: Option<usize>,
     /// RON training config (see assets/train.ron); default: the built-in defaults, or the
     /// checkpoint's config with --resume.
     #[arg(long)]
@@ -628,10 +629,8 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             if s.interrupted {
-                // A resumed run must name the same batch.
                 println!(
-                    "resume with: optimus-gpu train --resume --batch {} --out {}",
-                    a.batch,
+                    "resume with: optimus-gpu train --resume --out {}",
                     a.out.display()
                 );
             }

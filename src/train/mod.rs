@@ -39,6 +39,9 @@ const SEED_OFFSET: u64 = 2;
 const SEED_TASK: u64 = 3;
 const SEED_MODEL: u64 = 4;
 
+/// Particles of a run that names none.
+pub const DEFAULT_BATCH: usize = 256;
+
 /// A training run as the command line asks for it.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -48,8 +51,9 @@ pub struct TrainOptions {
     pub iterations: Option<u32>,
     /// The model kind; None: optimus, or the checkpoint's kind when resuming.
     pub kind: Option<ModelKind>,
-    /// Particles (two per antithetic pair).
-    pub batch: usize,
+    /// Particles (two per antithetic pair); None: [`DEFAULT_BATCH`], or the checkpoint's
+    /// batch when resuming.
+    pub batch: Option<usize>,
     /// The run must be on the motion task (checked against a resumed checkpoint).
     pub motion: bool,
     pub out: PathBuf,
@@ -277,7 +281,7 @@ type Resumed = Option<(CheckpointMeta, HashMap<String, Vec<u8>>)>;
 fn resolve_configs(
     opts: &TrainOptions,
     ckpt_path: &Path,
-) -> Result<(TrainConfig, ModelConfig, Resumed)> {
+) -> Result<(TrainConfig, ModelConfig, Resumed, usize)> {
     let mut cfg = opts.config.clone().unwrap_or_default();
     let mut model_cfg = model_config(&cfg, opts.kind.unwrap_or_default());
     let resumed = if opts.resume {
@@ -294,10 +298,13 @@ fn resolve_configs(
     }
     cfg.validate()?;
     model_cfg.validate()?;
-    if opts.batch < 2 || !opts.batch.is_multiple_of(2) {
+    let batch = opts
+        .batch
+        .or(resumed.as_ref().map(|(meta, _)| meta.batch))
+        .unwrap_or(DEFAULT_BATCH);
+    if batch < 2 || !batch.is_multiple_of(2) {
         return Err(Error::Config(format!(
-            "--batch must be an even number of particles ≥ 2 (antithetic pairs), got {}",
-            opts.batch
+            "--batch must be an even number of particles ≥ 2 (antithetic pairs), got {batch}"
         )));
     }
     if let (Some(g), false) = (cfg.guarding(), model_cfg.kind == ModelKind::Optimus) {
@@ -310,7 +317,7 @@ fn resolve_configs(
             model_cfg.kind
         )));
     }
-    Ok((cfg, model_cfg, resumed))
+    Ok((cfg, model_cfg, resumed, batch))
 }
 
 /// θ to start from: `--init`'s model grown to the config's architecture, or a seeded
@@ -438,8 +445,8 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| Error::Io(format!("cannot create {}: {e}", opts.out.display())))?;
     let ckpt_path = opts.out.join(CHECKPOINT_FILE);
-    let (cfg, model_cfg, resumed) = resolve_configs(opts, &ckpt_path)?;
-    let pairs = opts.batch / 2;
+    let (cfg, model_cfg, resumed, batch) = resolve_configs(opts, &ckpt_path)?;
+    let pairs = batch / 2;
     let mut tasks = Tasks::new(&cfg)?;
     let dims: Vec<usize> = (0..pairs).map(|i| tasks.slot_dim(cfg.seed, i)).collect();
     let kernels = Kernels::new(ctx)?;
@@ -514,7 +521,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
         interrupted = stop.load(Ordering::SeqCst);
         if n.is_multiple_of(cfg.log_every) || last || interrupted {
             let now = || elapsed(&started);
-            let row = logged_row(&run, &engine, opts.batch, n, window_start, now, &bar)?;
+            let row = logged_row(&run, &engine, batch, n, window_start, now, &bar)?;
             if best_row(&log).is_none_or(|b| row.val_loss < b.val_loss) {
                 save_theta(&engine, &model_cfg, &read_theta(&run, &engine)?, &best_dir)?;
             }
@@ -527,7 +534,7 @@ pub fn train(ctx: &GpuContext, opts: &TrainOptions, stop: &AtomicBool) -> Result
             let meta = CheckpointMeta {
                 version: CHECKPOINT_VERSION,
                 iteration: n,
-                batch: opts.batch,
+                batch,
                 model: model_cfg.clone(),
                 train: cfg.clone(),
                 elapsed_seconds: elapsed(&started),
@@ -712,9 +719,10 @@ fn check_resume(meta: &CheckpointMeta, opts: &TrainOptions, model_cfg: &ModelCon
             opts.out.display()
         )));
     }
-    if meta.batch != opts.batch {
+    if opts.batch.is_some_and(|b| b != meta.batch) {
         return Err(Error::Config(format!(
-            "the checkpoint was trained with --batch {}; resume with the same batch",
+            "the checkpoint was trained with --batch {}; resume with the same batch or \
+             leave --batch out",
             meta.batch
         )));
     }
