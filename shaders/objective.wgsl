@@ -384,7 +384,7 @@ fn main(
     }
     var part = slots_new();
     for (var i = lid; i < d; i += WG) {
-        slot_add(&part, (i - lid) / WG, pre_sums(cur_func, i, d));
+        slot_add(&part, i, pre_sums(cur_func, i, d));
     }
     let sums = slots_sum(lid, part);
     storageBarrier();
@@ -392,7 +392,7 @@ fn main(
     var value = slots_new();
     for (var i = lid; i < d; i += WG) {
         let tg = term_grad(cur_func, i, d, sums);
-        slot_add(&value, (i - lid) / WG, vec4<f32>(tg.x, 0.0, 0.0, 0.0));
+        slot_add(&value, i, vec4<f32>(tg.x, 0.0, 0.0, 0.0));
         scratch[2u * n + off + i] = tg.y;
     }
     let total = slots_sum(lid, value).x + global_gap(cur_func, sums, d);

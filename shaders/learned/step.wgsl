@@ -99,7 +99,7 @@ fn main(
         if lp.lambda_scale > 0.0 {
             var r = slots_new();
             for (var i = lid; i < d; i += WG) {
-                slot_add(&r, (i - lid) / WG, vec4<f32>(net_out[(off + i) * o + lp.scale_col]));
+                slot_add(&r, i, vec4<f32>(net_out[(off + i) * o + lp.scale_col]));
             }
             let mean = slots_sum(lid, r).x / f32(d);
             st.log_scale = clamp(
@@ -121,7 +121,7 @@ fn main(
                 let yi = gi - mat[pg + i];
                 let hi = metric(off + i);
                 let hg = hi * gi;
-                slot_add(&acc, (i - lid) / WG, vec4<f32>(si * yi, hi * yi * yi, hg * hg, 0.0));
+                slot_add(&acc, i, vec4<f32>(si * yi, hi * yi * yi, hg * hg, 0.0));
                 mat[px + i] = xi;
                 mat[pg + i] = gi;
             }

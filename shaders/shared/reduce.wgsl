@@ -2,9 +2,9 @@
 // Call from uniform control flow only: they contain barriers.
 
 // Invocations per workgroup (`kernel::WORKGROUP`). 32 keeps lanes busy at the
-// typical d = 32 and measured 1.3x faster than 64 on lavapipe. The objective and
-// first-order kernels set it per batch, as low as the largest problem allows
-// (`kernel::lanes_for`).
+// typical d = 32 and measured 1.3x faster than 64 on lavapipe. The objective,
+// first-order, features and learned-step kernels set it per batch, as low as the
+// largest problem allows (`kernel::lanes_for`).
 override WG: u32 = 32u;
 
 var<workgroup> red_buf: array<vec4<f32>, WG>;
@@ -53,9 +53,10 @@ fn slots_new() -> Slots {
     return Slots(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
-// Adds v, the invocation's m-th coordinate's value, to its slot.
-fn slot_add(s: ptr<function, Slots>, m: u32, v: vec4<f32>) {
-    switch m % (SLOTS / WG) {
+// Adds v, coordinate i's value, to the slot of the invocation that holds it (i = lid +
+// m·WG for the m-th coordinate of invocation lid < WG).
+fn slot_add(s: ptr<function, Slots>, i: u32, v: vec4<f32>) {
+    switch (i / WG) % (SLOTS / WG) {
         case 0u: { (*s).a0 += v; }
         case 1u: { (*s).a1 += v; }
         case 2u: { (*s).a2 += v; }

@@ -13,7 +13,11 @@ fn objective_loop_iterations(p: &ProblemSpec) -> u64 {
     let rows = d.div_ceil(crate::kernel::fewest_lanes(p.dim as u32) as u64);
     let mut it = 4 * rows + 64;
     if p.rotation.is_some() {
-        it += 2 * rows * d;
+        // x − c, then per four rows of R (x − c) a pass over its d/4 vec4s, and per
+        // four columns of Rᵀ∇F a pass over the d rows.
+        let s4 = d.div_ceil(4);
+        let rows4 = s4.div_ceil(crate::kernel::fewest_lanes(p.dim as u32) as u64);
+        it += rows + rows4 * (s4 + d + 2);
     }
     if matches!(
         p.objective,

@@ -16,8 +16,9 @@ use std::path::Path;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 const META_KEY: &str = "optimus_checkpoint";
-/// Bumped when the meaning of a stored buffer changes.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Bumped when the meaning of a stored buffer changes (2: rotations padded to a
+/// multiple of 4 in both directions, `problem::rotation_len`).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// One logged meta-iteration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -321,7 +321,7 @@ impl LearnedNet {
         let blocks = attention_blocks(problems);
         let blocks_buf = ctx.storage("blocks", &blocks)?;
         let n_blocks = blocks.len() as u32;
-        let dmax = problems.dims.iter().copied().max().unwrap_or(1);
+        let dmax = problems.max_dim();
         let attention = b.network(cfg, &acts, &blocks_buf, n_blocks, dmax, head)?;
         let step = b.step(cfg, &on, lanes)?;
         let preconditioner = if precondition {
@@ -487,7 +487,7 @@ fn check_fits(
     }
     if let (Some(limit), true) = (ctx.loop_limit(), cfg.kind.is_transformer()) {
         // Attention loops over every key of the problem in each query's invocation.
-        let dmax = problems.dims.iter().copied().max().unwrap_or(0) as u64;
+        let dmax = problems.max_dim() as u64;
         let hd4 = (cfg.width / cfg.heads.max(1)) as u64 / 4;
         let it = kernels.attention.loop_iterations(dmax, hd4);
         if it > limit {
